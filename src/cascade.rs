@@ -1,0 +1,873 @@
+//! The cascade engine: look a key up along a symbol path and copy a hit into every store to
+//! the left of it, as SymSrv does.
+//!
+//! Data flow: [`Cascade::resolve`] turns a parsed [`SymbolPath`] into [`Chain`]s of live stores
+//! (opening each location once through a [`StoreOpener`], autodetecting `pingme.txt` stores).
+//! [`Cascade::lookup`] then walks the chains left to right; each store is probed in SymSrv's
+//! order (plain, compressed, `file.ptr`). On a hit in store *i* the source is read **once** into
+//! a local spool file (and, for a compressed hit that must be expanded, decoded once into a
+//! second spool file); then stores *i-1 … 0* are written in cascade order, nearest to the hit
+//! first, followed by the `cache*` stores that apply, nearest first.
+//!
+//! Semantics (Microsoft "Advanced SymSrv Use", `shared/semantics.md`):
+//! - a store that cannot be read or written is skipped without failing the request; the skip
+//!   is reported and logged once per store and reason;
+//! - a compressed hit stays compressed in intermediate stores and is expanded only into the
+//!   bottom-most store of the chain (and into `cache*` stores);
+//! - `srv*X` with one store does no caching, except when X is HTTP or the hit is compressed:
+//!   then the default downstream store receives it;
+//! - `file.ptr` is followed to its target (`PATH:`), `MSG:` means "not here, go on";
+//!   SymProxy's `NoFilePointers` turns following off; a downstream store whose root holds
+//!   `wantsptr.txt` receives the pointer rather than the target;
+//! - several chains are consulted in order until one finds the file; a miss is `Ok(None)`.
+
+use crate::compress;
+use crate::key::{Key, PeKey};
+use crate::layout::{
+    self, FILE_PTR, FilePtr, Form, INDEX2_TXT, PINGME_TXT, RelPath, Tiering, WANTSPTR_TXT,
+};
+use crate::store::{Opened, Store, StoreError, StoreErrorKind, StoreOpener};
+use crate::sympath::{Element, Location, StoreSpec, SymbolPath};
+use async_trait::async_trait;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
+
+/// Engine switches; defaults match SymSrv/SymProxy defaults.
+#[derive(Debug, Clone)]
+pub struct CascadeOptions {
+    /// Follow `file.ptr` to its target (SymProxy `NoFilePointers` = `false`). Default `true`.
+    pub follow_file_pointers: bool,
+    /// Expand compressed files into the bottom-most store (SymProxy `NoUncompress` = `false`).
+    /// Default `true`.
+    pub uncompress: bool,
+    /// Cap on an expanded file, bytes. Default [`compress::DEFAULT_MAX_EXPANDED`].
+    pub max_expanded: u64,
+    /// Directory for spool files (a hit is read once into it). Default: the system temp dir.
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl Default for CascadeOptions {
+    fn default() -> Self {
+        CascadeOptions {
+            follow_file_pointers: true,
+            uncompress: true,
+            max_expanded: compress::DEFAULT_MAX_EXPANDED,
+            spool_dir: None,
+        }
+    }
+}
+
+/// A store in a chain, with the per-store facts the engine learns once (layout, markers).
+#[derive(Debug)]
+pub struct Tier {
+    store: Arc<dyn Store>,
+    read_only: bool,
+    tiering: OnceCell<Tiering>,
+    wantsptr: OnceCell<bool>,
+}
+
+impl Tier {
+    /// Wraps a store. `read_only` tiers (HTTP) are never written.
+    pub fn new(store: Arc<dyn Store>, read_only: bool) -> Arc<Tier> {
+        Arc::new(Tier {
+            store,
+            read_only,
+            tiering: OnceCell::new(),
+            wantsptr: OnceCell::new(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn name(&self) -> String {
+        self.store.describe().location
+    }
+
+    /// One-tier or two-tier, from `index2.txt` in the root; learned once per process.
+    async fn tiering(&self) -> Result<Tiering, StoreError> {
+        self.tiering
+            .get_or_try_init(|| async {
+                let two = self
+                    .store
+                    .stat(&layout::root_file(INDEX2_TXT))
+                    .await?
+                    .is_some();
+                Ok(if two {
+                    Tiering::TwoTier
+                } else {
+                    Tiering::OneTier
+                })
+            })
+            .await
+            .copied()
+    }
+
+    async fn wants_ptr(&self) -> bool {
+        *self
+            .wantsptr
+            .get_or_init(|| async {
+                matches!(
+                    self.store.stat(&layout::root_file(WANTSPTR_TXT)).await,
+                    Ok(Some(_))
+                )
+            })
+            .await
+    }
+}
+
+/// How a chain's stores are searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchKind {
+    /// SymStore layout (`srv*`, `cache*`, autodetected `pingme.txt` folders).
+    Store,
+    /// A plain folder holding files by name; a hit must have the requested key.
+    Flat,
+}
+
+/// One element of a resolved symbol path.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// Stores in search order (downstream first). HTTP stores are moved to the end (they
+    /// cannot be written, and peers accept them anywhere in a chain).
+    pub tiers: Vec<Arc<Tier>>,
+    /// `srv*X` with a single store: the default downstream store, used when X is HTTP or the
+    /// hit is compressed.
+    pub implicit_downstream: Option<Arc<Tier>>,
+    /// `cache*` stores to the left of this element, leftmost first.
+    pub caches: Vec<Arc<Tier>>,
+    /// How the tiers are searched.
+    pub search: SearchKind,
+    /// The element as written, for reports.
+    pub element: String,
+}
+
+/// Whether a skipped operation was a read or a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipOp {
+    /// Looking up or reading from the store.
+    Read,
+    /// Writing the file into the store.
+    Write,
+}
+
+/// A store that was skipped for this request, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skip {
+    /// The store's location.
+    pub store: String,
+    /// Read or write.
+    pub op: SkipOp,
+    /// The classified reason.
+    pub kind: StoreErrorKind,
+    /// The full message.
+    pub detail: String,
+}
+
+/// A copy made (or found already present) in a downstream store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Written {
+    /// The store's location.
+    pub store: String,
+    /// Path inside the store.
+    pub path: String,
+    /// The form written.
+    pub form: Form,
+    /// Bytes written; 0 when the file was already present.
+    pub bytes: u64,
+    /// `false` when a complete file was already there (kept, not rewritten).
+    pub new: bool,
+}
+
+/// A successful lookup.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fetched {
+    /// Where the file was found (store location).
+    pub found_in: String,
+    /// Index of the chain (symbol path element) that found it.
+    pub chain: usize,
+    /// Index of the store inside that chain.
+    pub tier: usize,
+    /// The form it was found in.
+    pub form: Form,
+    /// The `file.ptr` target that was followed, if any.
+    pub via_file_ptr: Option<String>,
+    /// Copies made, in the order they were published (cascade order).
+    pub written: Vec<Written>,
+    /// Path of the uncompressed file on this machine, when one exists.
+    pub local_path: Option<PathBuf>,
+    /// Where the file can be read (local path or store location + path).
+    pub location: String,
+    /// Bytes read from the source store (each byte once).
+    pub bytes_read: u64,
+    /// Bytes written into all downstream stores together.
+    pub bytes_written: u64,
+}
+
+/// The full result of a lookup: the hit (if any), the skipped stores, the time taken.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lookup {
+    /// The key looked up.
+    pub key: Key,
+    /// `None` when no store has the file (a miss).
+    pub fetched: Option<Fetched>,
+    /// Stores skipped, in the order met.
+    pub skipped: Vec<Skip>,
+    /// Wall time, milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// Failures that stop a lookup: only local problems outside any store (the spool directory).
+#[derive(Debug, thiserror::Error)]
+pub enum CascadeError {
+    /// The spool directory cannot be used.
+    #[error("spool directory {dir}: {source}")]
+    Spool {
+        /// The directory.
+        dir: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A store that can never be reached, standing in for a location no transport could open:
+/// every operation fails with the recorded reason, so the cascade skips it and says why.
+#[derive(Debug)]
+pub struct UnavailableStore {
+    location: String,
+    kind: StoreErrorKind,
+    detail: String,
+}
+
+impl UnavailableStore {
+    /// From the error that prevented opening the store.
+    pub fn from_error(e: &StoreError) -> UnavailableStore {
+        UnavailableStore {
+            location: e.store.clone(),
+            kind: e.kind,
+            detail: e.detail.clone(),
+        }
+    }
+    fn fail<T>(&self, op: &'static str, path: impl std::fmt::Display) -> Result<T, StoreError> {
+        Err(StoreError::new(
+            &self.location,
+            op,
+            path,
+            self.kind,
+            &self.detail,
+        ))
+    }
+}
+
+#[async_trait]
+impl Store for UnavailableStore {
+    fn describe(&self) -> crate::store::StoreDescription {
+        crate::store::StoreDescription {
+            location: self.location.clone(),
+            transport: "unavailable",
+        }
+    }
+    async fn stat(&self, p: &RelPath) -> Result<Option<crate::store::FileMeta>, StoreError> {
+        self.fail("stat", p)
+    }
+    async fn open(&self, p: &RelPath) -> Result<Option<Opened>, StoreError> {
+        self.fail("open", p)
+    }
+    async fn put(
+        &self,
+        p: &RelPath,
+        _: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        _: Option<u64>,
+    ) -> Result<crate::store::PutOutcome, StoreError> {
+        self.fail("put", p)
+    }
+    async fn capabilities(&self) -> Result<crate::store::Capabilities, StoreError> {
+        self.fail("capabilities", "")
+    }
+}
+
+/// The engine: resolved chains plus options. Cheap to share (`Arc`) across requests.
+#[derive(Debug)]
+pub struct Cascade {
+    chains: Vec<Chain>,
+    options: CascadeOptions,
+    opener: Arc<dyn StoreOpener>,
+    logged: Mutex<HashSet<(String, SkipOp, StoreErrorKind)>>,
+}
+
+/// A probe hit in one store.
+struct Found {
+    form: Form,
+    opened: Opened,
+    via_ptr: Option<String>,
+    ptr_text: Option<Vec<u8>>,
+}
+
+/// A hit read once into local spool files.
+struct Spooled {
+    form: Form,
+    raw: tempfile::NamedTempFile,
+    raw_len: u64,
+    expanded: Option<(tempfile::NamedTempFile, u64)>,
+}
+
+impl Cascade {
+    /// Resolves `path` into chains, opening each distinct location once through `opener`.
+    /// `default_downstream` is the store used for empty tokens and `srv*X` caching.
+    /// Locations no transport can open become [`UnavailableStore`]s (skipped with a reason).
+    /// Plain directories are probed for `pingme.txt` (SymSrv autodetection).
+    pub async fn resolve(
+        path: &SymbolPath,
+        opener: Arc<dyn StoreOpener>,
+        default_downstream: &Location,
+        options: CascadeOptions,
+    ) -> Cascade {
+        let mut opened: HashMap<Location, Arc<Tier>> = HashMap::new();
+        let mut tier_for = |spec: &StoreSpec| -> Arc<Tier> {
+            let loc = match spec {
+                StoreSpec::DefaultDownstream => default_downstream,
+                StoreSpec::At(l) => l,
+            };
+            opened
+                .entry(loc.clone())
+                .or_insert_with(|| {
+                    let store = opener
+                        .open_store(loc)
+                        .unwrap_or_else(|e| Arc::new(UnavailableStore::from_error(&e)));
+                    Tier::new(store, loc.is_http())
+                })
+                .clone()
+        };
+        let mut chains = Vec::new();
+        let mut caches: Vec<Arc<Tier>> = Vec::new();
+        for el in &path.elements {
+            let element = el.to_string();
+            match el {
+                Element::Server { stores, .. } => {
+                    let (mut tiers, http): (Vec<_>, Vec<_>) = stores
+                        .iter()
+                        .partition(|s| !matches!(s, StoreSpec::At(l) if l.is_http()));
+                    tiers.extend(http);
+                    let tiers: Vec<Arc<Tier>> = tiers.into_iter().map(&mut tier_for).collect();
+                    let implicit_downstream = (tiers.len() == 1)
+                        .then(|| tier_for(&StoreSpec::DefaultDownstream))
+                        .filter(|d| !Arc::ptr_eq(d, &tiers[0]));
+                    chains.push(Chain {
+                        tiers,
+                        implicit_downstream,
+                        caches: caches.clone(),
+                        search: SearchKind::Store,
+                        element,
+                    });
+                }
+                Element::Cache { store } => {
+                    let t = tier_for(store);
+                    chains.push(Chain {
+                        tiers: vec![t.clone()],
+                        implicit_downstream: None,
+                        caches: caches.clone(),
+                        search: SearchKind::Store,
+                        element,
+                    });
+                    caches.push(t);
+                }
+                Element::Plain { location } => {
+                    let t = tier_for(&StoreSpec::At(location.clone()));
+                    chains.push(Chain {
+                        tiers: vec![t],
+                        implicit_downstream: None,
+                        caches: caches.clone(),
+                        search: SearchKind::Flat,
+                        element,
+                    });
+                }
+            }
+        }
+        // Autodetection: a plain directory whose root holds pingme.txt is a symbol store.
+        for c in chains.iter_mut().filter(|c| c.search == SearchKind::Flat) {
+            if let Ok(Some(_)) = c.tiers[0].store.stat(&layout::root_file(PINGME_TXT)).await {
+                c.search = SearchKind::Store;
+            }
+        }
+        Cascade {
+            chains,
+            options,
+            opener,
+            logged: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The resolved chains, in search order.
+    pub fn chains(&self) -> &[Chain] {
+        &self.chains
+    }
+
+    /// Looks `key` up and copies a hit down the cascade. `Ok(None)` is a miss everywhere.
+    ///
+    /// # Errors
+    /// [`CascadeError`] only when the local spool directory is unusable; store failures are
+    /// skips (see [`Cascade::lookup`] for the report).
+    pub async fn fetch(&self, key: &Key) -> Result<Option<Fetched>, CascadeError> {
+        Ok(self.lookup(key).await?.fetched)
+    }
+
+    /// Like [`Cascade::fetch`], with the full report: skipped stores and time taken.
+    ///
+    /// # Errors
+    /// As [`Cascade::fetch`].
+    pub async fn lookup(&self, key: &Key) -> Result<Lookup, CascadeError> {
+        let start = Instant::now();
+        let mut skipped = Vec::new();
+        let mut fetched = None;
+        'chains: for (ci, chain) in self.chains.iter().enumerate() {
+            for (ti, tier) in chain.tiers.iter().enumerate() {
+                let found = match self.probe(tier, chain.search, key).await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.skip(&mut skipped, SkipOp::Read, &e);
+                        continue;
+                    }
+                };
+                let spooled = match self
+                    .spool(chain.search, found.form, found.opened, key)
+                    .await
+                {
+                    Ok(Some(s)) => s,
+                    Ok(None) => continue, // flat-folder file with another key
+                    Err(SpoolError::Store(e)) => {
+                        self.skip(&mut skipped, SkipOp::Read, &e.with_store(&tier.name()));
+                        continue;
+                    }
+                    Err(SpoolError::Local(e)) => return Err(e),
+                };
+                let f = self
+                    .deliver(
+                        chain,
+                        ci,
+                        ti,
+                        key,
+                        spooled,
+                        found.via_ptr,
+                        found.ptr_text,
+                        &mut skipped,
+                    )
+                    .await;
+                fetched = Some(f);
+                break 'chains;
+            }
+        }
+        let lookup = Lookup {
+            key: key.clone(),
+            fetched,
+            skipped,
+            elapsed_ms: start.elapsed().as_millis() as u64,
+        };
+        match &lookup.fetched {
+            Some(f) => tracing::info!(key = %key, found_in = %f.found_in, form = ?f.form,
+                copies = f.written.len(), bytes = f.bytes_read, ms = lookup.elapsed_ms, "hit"),
+            None => tracing::info!(key = %key, skipped = lookup.skipped.len(),
+                ms = lookup.elapsed_ms, "miss"),
+        }
+        Ok(lookup)
+    }
+
+    fn skip(&self, skipped: &mut Vec<Skip>, op: SkipOp, e: &StoreError) {
+        let first =
+            self.logged
+                .lock()
+                .expect("skip log poisoned")
+                .insert((e.store.clone(), op, e.kind));
+        if first {
+            tracing::warn!(store = %e.store, ?op, kind = %e.kind, "store skipped: {e}");
+        } else {
+            tracing::debug!(store = %e.store, ?op, kind = %e.kind, "store skipped: {e}");
+        }
+        skipped.push(Skip {
+            store: e.store.clone(),
+            op,
+            kind: e.kind,
+            detail: e.to_string(),
+        });
+    }
+
+    /// Probes one store in SymSrv's order. Flat folders are probed for `<name>` only.
+    async fn probe(
+        &self,
+        tier: &Tier,
+        search: SearchKind,
+        key: &Key,
+    ) -> Result<Option<Found>, StoreError> {
+        if search == SearchKind::Flat {
+            let p = RelPath::from_safe([key.name()]);
+            return Ok(tier.store.open(&p).await?.map(|opened| Found {
+                form: Form::Plain,
+                opened,
+                via_ptr: None,
+                ptr_text: None,
+            }));
+        }
+        let tiering = tier.tiering().await?;
+        for (form, path) in layout::probe_order(key, tiering) {
+            let Some(opened) = tier.store.open(&path).await? else {
+                continue;
+            };
+            if form != Form::FilePtr {
+                return Ok(Some(Found {
+                    form,
+                    opened,
+                    via_ptr: None,
+                    ptr_text: None,
+                }));
+            }
+            let mut text = Vec::new();
+            opened
+                .reader
+                .take(layout::MAX_FILE_PTR_LEN as u64 + 1)
+                .read_to_end(&mut text)
+                .await
+                .map_err(|e| StoreError::from_io(tier.name(), "open", &path, &e))?;
+            let ptr = layout::parse_file_ptr(&text).map_err(|e| {
+                StoreError::new(
+                    tier.name(),
+                    "open",
+                    &path,
+                    StoreErrorKind::Corrupt,
+                    e.to_string(),
+                )
+            })?;
+            return match ptr {
+                FilePtr::Msg(m) => {
+                    tracing::debug!(store = %tier.name(), key = %key, msg = %m, "file.ptr MSG: not here");
+                    Ok(None)
+                }
+                FilePtr::Path(_) if !self.options.follow_file_pointers => Ok(None),
+                FilePtr::Path(target) => self.open_target(&tier.name(), &target, text).await,
+            };
+        }
+        Ok(None)
+    }
+
+    /// Opens a `file.ptr` target (local or UNC), plain or in compressed form.
+    async fn open_target(
+        &self,
+        store: &str,
+        target: &str,
+        ptr_text: Vec<u8>,
+    ) -> Result<Option<Found>, StoreError> {
+        let bad = |detail: String| {
+            StoreError::new(store, "open", FILE_PTR, StoreErrorKind::Corrupt, detail)
+        };
+        let loc: Location = target
+            .parse()
+            .map_err(|e| bad(format!("file.ptr target {target:?}: {e}")))?;
+        let (dir, name) = loc
+            .split_file()
+            .ok_or_else(|| bad(format!("file.ptr target {target:?} names no file")))?;
+        let s = self.opener.open_store(&dir)?;
+        for (form, n) in [
+            (Form::Plain, name.clone()),
+            (Form::Compressed, layout::compressed_name(&name)),
+        ] {
+            let Some(p) = RelPath::checked([n]) else {
+                return Err(bad(format!(
+                    "file.ptr target {target:?} has an unusable name"
+                )));
+            };
+            if let Some(opened) = s.open(&p).await? {
+                return Ok(Some(Found {
+                    form,
+                    opened,
+                    via_ptr: Some(target.to_string()),
+                    ptr_text: Some(ptr_text),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads the hit once into a spool file; checks length and CAB magic; expands a
+    /// compressed file once when some destination needs it expanded. For flat folders,
+    /// verifies the file's key and returns `Ok(None)` on mismatch.
+    async fn spool(
+        &self,
+        search: SearchKind,
+        form: Form,
+        mut opened: Opened,
+        key: &Key,
+    ) -> Result<Option<Spooled>, SpoolError> {
+        let dir = self
+            .options
+            .spool_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let local = |source| {
+            SpoolError::Local(CascadeError::Spool {
+                dir: dir.display().to_string(),
+                source,
+            })
+        };
+        std::fs::create_dir_all(&dir).map_err(local)?;
+        let raw = tempfile::Builder::new()
+            .prefix(".spool.")
+            .tempfile_in(&dir)
+            .map_err(local)?;
+        let f = raw.as_file().try_clone().map_err(local)?;
+        let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(f));
+        let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, &mut opened.reader);
+        let n = tokio::io::copy_buf(&mut reader, &mut out)
+            .await
+            .map_err(|e| SpoolError::Store(StoreError::from_io("", "open", "", &e)))?;
+        out.flush().await.map_err(local)?;
+        if let Some(want) = opened.len
+            && want != n
+        {
+            return Err(SpoolError::Store(StoreError::new(
+                "",
+                "open",
+                "",
+                StoreErrorKind::Truncated,
+                format!("expected {want} bytes, read {n}"),
+            )));
+        }
+        let raw_path = raw.path().to_path_buf();
+        if form == Form::Compressed {
+            let mut magic = [0u8; 4];
+            let ok = std::fs::File::open(&raw_path)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+                .is_ok();
+            if !ok || !compress::is_cab(&magic) {
+                return Err(SpoolError::Store(StoreError::new(
+                    "",
+                    "open",
+                    "",
+                    StoreErrorKind::Corrupt,
+                    "compressed file is not a cabinet (no MSCF signature)",
+                )));
+            }
+        }
+        let key = key.clone();
+        let want_expand = form == Form::Compressed && self.options.uncompress;
+        let cap = self.options.max_expanded;
+        if search == SearchKind::Flat {
+            // A plain folder holds files by name only: accept it only if its key matches.
+            let (rp, k) = (raw_path.clone(), key.clone());
+            let ok = tokio::task::spawn_blocking(move || flat_file_matches(&rp, &k))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                tracing::debug!(key = %key, "flat folder file has another key; not a hit");
+                return Ok(None);
+            }
+        }
+        let expanded = if want_expand {
+            let exp = tempfile::Builder::new()
+                .prefix(".spool.")
+                .tempfile_in(&dir)
+                .map_err(local)?;
+            let exp_file = exp.as_file().try_clone().map_err(local)?;
+            let rp = raw_path.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let input = std::fs::File::open(rp).map_err(|e| e.to_string())?;
+                let mut w = std::io::BufWriter::new(exp_file);
+                compress::expand_cab(std::io::BufReader::new(input), &mut w, cap)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match r {
+                Ok((member, len)) => {
+                    if !member.eq_ignore_ascii_case(key.name()) {
+                        tracing::debug!(%member, key = %key, "cabinet member name differs from key name");
+                    }
+                    Some((exp, len))
+                }
+                Err(e) => {
+                    return Err(SpoolError::Store(StoreError::new(
+                        "",
+                        "open",
+                        "",
+                        StoreErrorKind::Corrupt,
+                        e,
+                    )));
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Some(Spooled {
+            form,
+            raw,
+            raw_len: n,
+            expanded,
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver(
+        &self,
+        chain: &Chain,
+        ci: usize,
+        ti: usize,
+        key: &Key,
+        spooled: Spooled,
+        via_ptr: Option<String>,
+        ptr_text: Option<Vec<u8>>,
+        skipped: &mut Vec<Skip>,
+    ) -> Fetched {
+        let source = &chain.tiers[ti];
+        // Destinations in cascade order, each with "bottom-most" (gets the expanded form).
+        let mut dests: Vec<(Arc<Tier>, bool)> = Vec::new();
+        for j in (0..ti).rev() {
+            dests.push((chain.tiers[j].clone(), j == 0));
+        }
+        let compressed_hit = spooled.form == Form::Compressed;
+        if ti == 0 && compressed_hit && self.options.uncompress && chain.search == SearchKind::Store
+        {
+            // The bottom-most store holds only the compressed form: expand it in place.
+            dests.push((source.clone(), true));
+        }
+        if let Some(d) = &chain.implicit_downstream
+            && (source.read_only || compressed_hit)
+        {
+            dests.push((d.clone(), true));
+        }
+        for c in chain.caches.iter().rev() {
+            dests.push((c.clone(), true));
+        }
+        let mut seen = HashSet::new();
+        dests.retain(|(t, _)| !t.read_only && seen.insert(Arc::as_ptr(t) as *const () as usize));
+
+        let mut written = Vec::new();
+        let mut bytes_written = 0;
+        let mut local_path = None;
+        for (tier, bottom) in &dests {
+            let expand = *bottom && spooled.expanded.is_some();
+            let (form, file, len) = match (&ptr_text, tier.wants_ptr().await) {
+                (Some(_), true) => (Form::FilePtr, None, 0),
+                _ if expand => {
+                    let (f, l) = spooled.expanded.as_ref().expect("expanded");
+                    (Form::Plain, Some(f.path()), *l)
+                }
+                _ => (spooled.form, Some(spooled.raw.path()), spooled.raw_len),
+            };
+            if Arc::ptr_eq(tier, source) && form == spooled.form {
+                continue;
+            }
+            let tiering = match tier.tiering().await {
+                Ok(t) => t,
+                Err(e) => {
+                    self.skip(skipped, SkipOp::Write, &e);
+                    continue;
+                }
+            };
+            let path = layout::path_for(key, tiering, form);
+            let result = match file {
+                Some(p) => match tokio::fs::File::open(p).await {
+                    Ok(mut f) => tier.store.put(&path, &mut f, Some(len)).await,
+                    Err(e) => Err(StoreError::from_io("spool", "open", p.display(), &e)),
+                },
+                None => {
+                    let text = ptr_text.clone().unwrap_or_default();
+                    let len = text.len() as u64;
+                    tier.store.put(&path, &mut &text[..], Some(len)).await
+                }
+            };
+            match result {
+                Ok(outcome) => {
+                    let (bytes, new) = match &outcome {
+                        crate::store::PutOutcome::Written { bytes, .. } => (*bytes, true),
+                        crate::store::PutOutcome::AlreadyPresent { .. } => (0, false),
+                    };
+                    bytes_written += bytes;
+                    if form == Form::Plain
+                        && let Some(p) = outcome.local_path()
+                    {
+                        local_path = Some(p.clone());
+                    }
+                    tracing::debug!(store = %tier.name(), %path, new, bytes, "copied down");
+                    written.push(Written {
+                        store: tier.name(),
+                        path: path.to_string(),
+                        form,
+                        bytes,
+                        new,
+                    });
+                }
+                Err(e) => self.skip(skipped, SkipOp::Write, &e),
+            }
+        }
+        if local_path.is_none()
+            && spooled.form == Form::Plain
+            && via_ptr.is_none()
+            && let Ok(t) = source.tiering().await
+        {
+            let p = match chain.search {
+                SearchKind::Store => layout::path_for(key, t, Form::Plain),
+                SearchKind::Flat => RelPath::from_safe([key.name()]),
+            };
+            if let Ok(Some(m)) = source.store.stat(&p).await {
+                local_path = m.local_path;
+            }
+        }
+        let location = match &local_path {
+            Some(p) => p.display().to_string(),
+            None => via_ptr
+                .clone()
+                .unwrap_or_else(|| format!("{} ({})", source.name(), key)),
+        };
+        Fetched {
+            found_in: source.name(),
+            chain: ci,
+            tier: ti,
+            form: if via_ptr.is_some() {
+                Form::FilePtr
+            } else {
+                spooled.form
+            },
+            via_file_ptr: via_ptr,
+            written,
+            local_path,
+            location,
+            bytes_read: spooled.raw_len,
+            bytes_written,
+        }
+    }
+}
+
+enum SpoolError {
+    Store(StoreError),
+    Local(CascadeError),
+}
+
+impl StoreError {
+    fn with_store(mut self, store: &str) -> StoreError {
+        if self.store.is_empty() {
+            self.store = store.to_string();
+        }
+        self
+    }
+}
+
+/// Verifies that a flat-folder file has the requested key; `Ok(true)` when it has.
+pub fn flat_file_matches(path: &std::path::Path, key: &Key) -> bool {
+    let pe = if key.name().to_ascii_lowercase().ends_with(".pdb") {
+        PeKey::Pdb
+    } else {
+        PeKey::Image
+    };
+    match Key::from_file(path, pe) {
+        Ok(k) => k.index().eq_ignore_ascii_case(key.index()),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,361 @@
+//! SymStore layout as pure functions: where a key lives in a store, the compressed name,
+//! `file.ptr` parsing and the probe order.
+//!
+//! Data flow: the cascade engine asks this module for [`RelPath`]s and hands them to a `Store`;
+//! transports (local, SMB, HTTP) never build store paths themselves. Sources: Microsoft's
+//! "Symbol Store Folder Tree", "SymStore" and "Handling File Pointers" pages and SymSrv's
+//! behaviour as summarised in `shared/semantics.md`.
+
+use crate::key::Key;
+use serde::Serialize;
+use std::fmt;
+
+/// Marker file in a store root: its presence makes a plain symbol-path directory a symbol store
+/// (SymSrv autodetection).
+pub const PINGME_TXT: &str = "pingme.txt";
+/// Marker file in a store root: the store is two-tier (`<first 2 chars>/<name>/<index>/<name>`).
+pub const INDEX2_TXT: &str = "index2.txt";
+/// Marker file in a downstream store root: copy `file.ptr` itself rather than its target.
+pub const WANTSPTR_TXT: &str = "wantsptr.txt";
+/// The pointer file name inside `<name>/<index>/`.
+pub const FILE_PTR: &str = "file.ptr";
+/// Largest `file.ptr` we read, in bytes; real ones are one short line.
+pub const MAX_FILE_PTR_LEN: usize = 4096;
+
+/// A path inside a store: validated components, outermost first. Transports join them with
+/// their own separator; no component is empty, `.`/`..`, or contains a separator or NUL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct RelPath(Vec<String>);
+
+impl RelPath {
+    /// A path from components already known to be safe (key names and indexes, fixed names).
+    ///
+    /// # Panics
+    /// In debug builds, when a component is unsafe: this is an internal invariant, since every
+    /// caller passes validated key parts or constants.
+    pub fn from_safe<I: IntoIterator<Item = S>, S: Into<String>>(parts: I) -> RelPath {
+        let v: Vec<String> = parts.into_iter().map(Into::into).collect();
+        debug_assert!(v.iter().all(|c| is_safe_component(c)), "unsafe {v:?}");
+        RelPath(v)
+    }
+
+    /// A path from untrusted components (e.g. a file name from `file.ptr`); `None` when unsafe.
+    pub fn checked<I: IntoIterator<Item = S>, S: Into<String>>(parts: I) -> Option<RelPath> {
+        let v: Vec<String> = parts.into_iter().map(Into::into).collect();
+        (!v.is_empty() && v.iter().all(|c| is_safe_component(c))).then_some(RelPath(v))
+    }
+
+    /// The components, outermost first.
+    pub fn components(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The last component (a file name).
+    pub fn file_name(&self) -> &str {
+        self.0.last().map(String::as_str).unwrap_or("")
+    }
+
+    /// All components but the last.
+    pub fn parent(&self) -> &[String] {
+        &self.0[..self.0.len().saturating_sub(1)]
+    }
+}
+
+fn is_safe_component(c: &str) -> bool {
+    !c.is_empty()
+        && c != "."
+        && c != ".."
+        && !c.contains(['/', '\\', ':', '\0'])
+        && !c.chars().any(|ch| ch.is_control())
+}
+
+impl fmt::Display for RelPath {
+    /// Forward slashes, as in a SymSrv HTTP request path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("/"))
+    }
+}
+
+/// One-tier or two-tier store layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Tiering {
+    /// `<name>/<index>/<name>` (the default).
+    #[default]
+    OneTier,
+    /// `<first 2 chars of name>/<name>/<index>/<name>`: chosen when `index2.txt` is in the root.
+    TwoTier,
+}
+
+/// The form in which a key's file is held in a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    /// The file itself, `<name>`.
+    Plain,
+    /// A one-file CAB under the compressed name (last character replaced by `_`).
+    Compressed,
+    /// A `file.ptr` naming where the file is.
+    FilePtr,
+}
+
+/// The compressed name of a file: its last character replaced by `_` (`ntdll.pdb` → `ntdll.pd_`).
+/// Per SymStore `/compress`; a name already ending in `_` maps to itself.
+pub fn compressed_name(name: &str) -> String {
+    let mut s = name.to_string();
+    s.pop();
+    s.push('_');
+    s
+}
+
+fn key_dir(key: &Key, tiering: Tiering) -> Vec<String> {
+    let mut v = Vec::with_capacity(3);
+    if tiering == Tiering::TwoTier {
+        // SymStore's two-tier prefix: the first two characters of the name (the whole name when
+        // shorter).
+        let prefix: String = key.name().chars().take(2).collect();
+        v.push(prefix);
+    }
+    v.push(key.name().to_string());
+    v.push(key.index().to_string());
+    v
+}
+
+/// Path of the key's file in the given form: `<name>/<index>/<name>`, `<name>/<index>/<nam_>`
+/// or `<name>/<index>/file.ptr` (each with a two-character prefix directory when two-tier).
+pub fn path_for(key: &Key, tiering: Tiering, form: Form) -> RelPath {
+    let mut v = key_dir(key, tiering);
+    v.push(match form {
+        Form::Plain => key.name().to_string(),
+        Form::Compressed => compressed_name(key.name()),
+        Form::FilePtr => FILE_PTR.to_string(),
+    });
+    RelPath::from_safe(v)
+}
+
+/// SymSrv's probe order for one store: plain, then compressed, then `file.ptr`.
+pub fn probe_order(key: &Key, tiering: Tiering) -> [(Form, RelPath); 3] {
+    [Form::Plain, Form::Compressed, Form::FilePtr].map(|f| (f, path_for(key, tiering, f)))
+}
+
+/// A root-level marker file path (`pingme.txt`, `index2.txt`, `wantsptr.txt`).
+pub fn root_file(name: &'static str) -> RelPath {
+    RelPath::from_safe([name])
+}
+
+/// The parsed content of a `file.ptr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "text", rename_all = "snake_case")]
+pub enum FilePtr {
+    /// `PATH:<target>` or a bare path (older stores): the file lives at `target`.
+    Path(String),
+    /// `MSG:<text>`: the file is not here; the text says why. Search goes on.
+    Msg(String),
+}
+
+/// Why a `file.ptr` could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilePtrError {
+    /// Empty or whitespace only.
+    #[error("file.ptr is empty")]
+    Empty,
+    /// Larger than [`MAX_FILE_PTR_LEN`].
+    #[error("file.ptr is larger than {MAX_FILE_PTR_LEN} bytes")]
+    TooLarge,
+    /// Not UTF-8 text or holds NUL.
+    #[error("file.ptr is not text")]
+    NotText,
+}
+
+/// Parses a `file.ptr`. Splits on the first `:` only, so `PATH:C:\x\y.pdb` keeps its drive;
+/// the keyword is case-insensitive; content without a known keyword is a bare path (older
+/// SymStore). Only the first line counts; surrounding whitespace is trimmed.
+///
+/// # Errors
+/// [`FilePtrError`] when the content is empty, too large or not text.
+pub fn parse_file_ptr(content: &[u8]) -> Result<FilePtr, FilePtrError> {
+    if content.len() > MAX_FILE_PTR_LEN {
+        return Err(FilePtrError::TooLarge);
+    }
+    let text = std::str::from_utf8(content).map_err(|_| FilePtrError::NotText)?;
+    let text = text.trim_start_matches('\u{feff}');
+    if text.contains('\0') {
+        return Err(FilePtrError::NotText);
+    }
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if line.is_empty() {
+        return Err(FilePtrError::Empty);
+    }
+    if let Some((kw, rest)) = line.split_once(':') {
+        if kw.eq_ignore_ascii_case("PATH") {
+            let rest = rest.trim();
+            return if rest.is_empty() {
+                Err(FilePtrError::Empty)
+            } else {
+                Ok(FilePtr::Path(rest.to_string()))
+            };
+        }
+        if kw.eq_ignore_ascii_case("MSG") {
+            return Ok(FilePtr::Msg(rest.trim().to_string()));
+        }
+    }
+    Ok(FilePtr::Path(line.to_string()))
+}
+
+/// Formats a `file.ptr` for writing (`PATH:<target>` / `MSG:<text>`).
+pub fn format_file_ptr(ptr: &FilePtr) -> String {
+    match ptr {
+        FilePtr::Path(p) => format!("PATH:{p}"),
+        FilePtr::Msg(m) => format!("MSG:{m}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn k(n: &str, i: &str) -> Key {
+        Key::new(n, i).unwrap()
+    }
+
+    #[test]
+    fn paths_table() {
+        let pdb = k("ntdll.pdb", "1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21");
+        let cases = [
+            (
+                Tiering::OneTier,
+                Form::Plain,
+                "ntdll.pdb/1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21/ntdll.pdb",
+            ),
+            (
+                Tiering::OneTier,
+                Form::Compressed,
+                "ntdll.pdb/1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21/ntdll.pd_",
+            ),
+            (
+                Tiering::OneTier,
+                Form::FilePtr,
+                "ntdll.pdb/1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21/file.ptr",
+            ),
+            (
+                Tiering::TwoTier,
+                Form::Plain,
+                "nt/ntdll.pdb/1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21/ntdll.pdb",
+            ),
+            (
+                Tiering::TwoTier,
+                Form::Compressed,
+                "nt/ntdll.pdb/1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21/ntdll.pd_",
+            ),
+            (
+                Tiering::TwoTier,
+                Form::FilePtr,
+                "nt/ntdll.pdb/1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21/file.ptr",
+            ),
+        ];
+        for (t, f, want) in cases {
+            assert_eq!(path_for(&pdb, t, f).to_string(), want, "{t:?} {f:?}");
+        }
+        let short = k("a", "12");
+        assert_eq!(
+            path_for(&short, Tiering::TwoTier, Form::Compressed).to_string(),
+            "a/a/12/_"
+        );
+        let order: Vec<Form> = probe_order(&pdb, Tiering::OneTier)
+            .iter()
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(order, vec![Form::Plain, Form::Compressed, Form::FilePtr]);
+    }
+
+    #[test]
+    fn compressed_names() {
+        for (n, c) in [
+            ("ntdll.pdb", "ntdll.pd_"),
+            ("kernel32.dll", "kernel32.dl_"),
+            ("x", "_"),
+        ] {
+            assert_eq!(compressed_name(n), c);
+        }
+    }
+
+    #[test]
+    fn file_ptr_table() {
+        let cases: [(&[u8], Result<FilePtr, FilePtrError>); 10] = [
+            (
+                b"PATH:C:\\x\\y.pdb",
+                Ok(FilePtr::Path("C:\\x\\y.pdb".into())),
+            ),
+            (
+                b"path:\\\\srv\\share\\y.pdb\r\n",
+                Ok(FilePtr::Path("\\\\srv\\share\\y.pdb".into())),
+            ),
+            (
+                b"MSG:not here: try later",
+                Ok(FilePtr::Msg("not here: try later".into())),
+            ),
+            (
+                b"\\\\build\\drop\\a.pdb",
+                Ok(FilePtr::Path("\\\\build\\drop\\a.pdb".into())),
+            ),
+            (
+                b"C:\\bare\\path.pdb",
+                Ok(FilePtr::Path("C:\\bare\\path.pdb".into())),
+            ),
+            (
+                b"\xef\xbb\xbfPATH:/srv/a.pdb",
+                Ok(FilePtr::Path("/srv/a.pdb".into())),
+            ),
+            (b"   \n", Err(FilePtrError::Empty)),
+            (b"PATH:", Err(FilePtrError::Empty)),
+            (b"\xff\xfe", Err(FilePtrError::NotText)),
+            (b"PATH:a\0b", Err(FilePtrError::NotText)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                parse_file_ptr(input),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        assert_eq!(parse_file_ptr(&[b'a'; 5000]), Err(FilePtrError::TooLarge));
+    }
+
+    #[test]
+    fn relpath_checked_rejects_traversal() {
+        for bad in [
+            vec!["..", "x"],
+            vec!["a/b"],
+            vec!["a\\b"],
+            vec!["c:"],
+            vec![""],
+            vec![],
+        ] {
+            assert!(RelPath::checked(bad.clone()).is_none(), "{bad:?}");
+        }
+        assert!(RelPath::checked(["a", "b.pdb"]).is_some());
+    }
+
+    proptest! {
+        #[test]
+        fn file_ptr_round_trip(target in "[A-Za-z]:(\\\\[A-Za-z0-9_. ]{1,8}){1,3}", msg in "[ -~]{0,30}") {
+            let p = FilePtr::Path(target.trim().to_string());
+            if !target.trim().is_empty() {
+                prop_assert_eq!(parse_file_ptr(format_file_ptr(&p).as_bytes()).unwrap(), p);
+            }
+            let m = FilePtr::Msg(msg.trim().to_string());
+            prop_assert_eq!(parse_file_ptr(format_file_ptr(&m).as_bytes()).unwrap(), m);
+        }
+
+        #[test]
+        fn file_ptr_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_file_ptr(&bytes);
+        }
+    }
+}

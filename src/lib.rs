@@ -1,0 +1,16 @@
+//! symcascade: an SMB-first cascading cache for Windows debugger symbol stores.
+//!
+//! Layers, pure core first: [`sympath`] (symbol path grammar), [`key`] (keys from text, PE and
+//! PDB files), [`layout`] (SymStore paths, compressed names, `file.ptr`), [`compress`] (one-file
+//! CABs); then I/O at the edges: [`store`] (the `Store` abstraction and its transports) and
+//! [`cascade`] (SymSrv's lookup-and-copy-down over a symbol path).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cascade;
+pub mod compress;
+pub mod key;
+pub mod layout;
+pub mod publish;
+pub mod store;
+pub mod sympath;

@@ -1,0 +1,451 @@
+//! `LocalStore`: a symbol store in a folder of this machine's file system.
+//!
+//! Data flow: `open` streams a file with tokio; `put` takes a per-key lock, streams into a temp
+//! file in the destination directory (`.<name>.<random>.symcascade-tmp`), checks the length,
+//! flushes to disk, and renames it into place without replacing (tempfile's
+//! `persist_noclobber`). Lookups are case-insensitive even on case-sensitive file systems:
+//! the exact path is tried first and a directory listing only on a miss.
+//!
+//! Locking: the per-key lock is an OS file lock (std `File::lock`, stable since Rust 1.89; the
+//! `fs2` crate the brief names is unmaintained since 2018 and superseded by it) on
+//! `<root>/000Cascade/locks/<name>-<index>.lock`. Holding it means no other writer of that key
+//! is alive, so leftover temp files for that key (from a crash) are removed right then.
+
+use super::{
+    Capabilities, FileMeta, Opened, PutOutcome, Store, StoreDescription, StoreError, StoreErrorKind,
+};
+use crate::layout::RelPath;
+use async_trait::async_trait;
+use std::io;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+/// Directory (in the store root) for symcascade's own state; SymStore ignores it as it
+/// ignores `000Admin`.
+pub const ADMIN_DIR: &str = "000Cascade";
+const TMP_SUFFIX: &str = ".symcascade-tmp";
+const COPY_BUF: usize = 256 * 1024;
+
+/// A symbol store rooted at a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+    shown: String,
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created on first write if missing).
+    pub fn new(root: impl AsRef<Path>) -> LocalStore {
+        let root = root.as_ref().to_path_buf();
+        LocalStore {
+            shown: root.display().to_string(),
+            root,
+        }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn err(&self, op: &'static str, path: &RelPath, e: &io::Error) -> StoreError {
+        StoreError::from_io(&self.shown, op, path, e)
+    }
+
+    /// Resolves `rel` case-insensitively. `Ok(None)` when any component is missing.
+    fn resolve(&self, rel: &[String]) -> io::Result<Option<PathBuf>> {
+        let exact = rel.iter().fold(self.root.clone(), |p, c| p.join(c));
+        match std::fs::symlink_metadata(&exact) {
+            Ok(_) => return Ok(Some(exact)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if !self.root.is_dir() {
+            // A store not created yet holds nothing; the first put creates it (as SymSrv does
+            // for downstream stores).
+            return Ok(None);
+        }
+        let mut cur = self.root.clone();
+        for c in rel {
+            let direct = cur.join(c);
+            if std::fs::symlink_metadata(&direct).is_ok() {
+                cur = direct;
+                continue;
+            }
+            let found = match std::fs::read_dir(&cur) {
+                Ok(rd) => rd.filter_map(Result::ok).find(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(c))
+                }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            match found {
+                Some(e) => cur = e.path(),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(cur))
+    }
+
+    /// Creates (case-insensitively reusing existing) directories for `rel`'s parent.
+    fn ensure_parent(&self, rel: &RelPath) -> io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.root)?;
+        let mut cur = self.root.clone();
+        for (i, c) in rel.parent().iter().enumerate() {
+            match self.resolve(&rel.parent()[..=i])? {
+                Some(p) => cur = p,
+                None => {
+                    let p = cur.join(c);
+                    match std::fs::create_dir(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e),
+                    }
+                    cur = p;
+                }
+            }
+        }
+        Ok(cur)
+    }
+
+    fn lock_path(&self, rel: &RelPath) -> PathBuf {
+        // FNV-1a of the lower-cased path: stable across builds and platforms, and short enough
+        // for any file system whatever the key's length.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in rel.to_string().to_ascii_lowercase().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.root
+            .join(ADMIN_DIR)
+            .join("locks")
+            .join(format!("{h:016x}.lock"))
+    }
+
+    /// Removes temp files older than `max_age` anywhere under the root: leftovers of writers
+    /// that died before the OS lock protocol could clean them. Returns how many were removed.
+    /// Walks the whole store, so the agent runs it rarely.
+    ///
+    /// # Errors
+    /// I/O errors listing the root.
+    pub fn sweep_stale_temps(&self, max_age: std::time::Duration) -> io::Result<usize> {
+        let mut removed = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.filter_map(Result::ok) {
+                let Ok(ft) = e.file_type() else { continue };
+                if ft.is_dir() {
+                    stack.push(e.path());
+                } else if e.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
+                    let old = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age >= max_age);
+                    if old && std::fs::remove_file(e.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn remove_dead_temps(dir: &Path, file_name: &str) {
+    let prefix = format!(".{file_name}.");
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(Result::ok) {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with(&prefix) && n.ends_with(TMP_SUFFIX) {
+                tracing::debug!(path = %e.path().display(), "removing temp file of a dead writer");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    fn describe(&self) -> StoreDescription {
+        StoreDescription {
+            location: self.shown.clone(),
+            transport: "local",
+        }
+    }
+
+    async fn stat(&self, path: &RelPath) -> Result<Option<FileMeta>, StoreError> {
+        let me = self.clone();
+        let comps = path.components().to_vec();
+        let r = blocking(move || match me.resolve(&comps)? {
+            Some(p) => {
+                let m = std::fs::metadata(&p)?;
+                Ok(m.is_file().then_some(FileMeta {
+                    len: m.len(),
+                    local_path: Some(p),
+                }))
+            }
+            None => Ok(None),
+        })
+        .await;
+        r.map_err(|e| self.err("stat", path, &e))
+    }
+
+    async fn open(&self, path: &RelPath) -> Result<Option<Opened>, StoreError> {
+        let Some(meta) = self.stat(path).await? else {
+            return Ok(None);
+        };
+        let p = meta.local_path.clone().expect("local stat has a path");
+        match tokio::fs::File::open(&p).await {
+            Ok(f) => Ok(Some(Opened {
+                len: Some(meta.len),
+                reader: Box::new(f),
+                local_path: Some(p),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("open", path, &e)),
+        }
+    }
+
+    async fn put(
+        &self,
+        path: &RelPath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let err = |e: &io::Error| self.err("put", path, e);
+        if let Some(m) = self.stat(path).await? {
+            return Ok(PutOutcome::AlreadyPresent {
+                local_path: m.local_path,
+            });
+        }
+        // Per-key OS lock: waits while another process writes the same key.
+        let lock_path = self.lock_path(path);
+        let _lock = blocking(move || {
+            std::fs::create_dir_all(lock_path.parent().expect("lock has a parent"))?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| err(&e))?;
+        if let Some(m) = self.stat(path).await? {
+            return Ok(PutOutcome::AlreadyPresent {
+                local_path: m.local_path,
+            });
+        }
+        let me = self.clone();
+        let rel = path.clone();
+        let file_name = path.file_name().to_string();
+        let (dir, tmp) = blocking(move || {
+            let dir = me.ensure_parent(&rel)?;
+            remove_dead_temps(&dir, &file_name);
+            if let Some(need) = len {
+                // Refuse up front rather than fill the disk and fail midway.
+                if let Ok(free) = fs4::available_space(&dir)
+                    && free < need
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!("{need} bytes needed, {free} free"),
+                    ));
+                }
+            }
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!(".{file_name}."))
+                .suffix(TMP_SUFFIX)
+                .tempfile_in(&dir)?;
+            Ok((dir, tmp))
+        })
+        .await
+        .map_err(|e| err(&e))?;
+        let std_file = tmp.as_file().try_clone().map_err(|e| err(&e))?;
+        let mut out =
+            tokio::io::BufWriter::with_capacity(COPY_BUF, tokio::fs::File::from_std(std_file));
+        let mut reader = tokio::io::BufReader::with_capacity(COPY_BUF, src);
+        let copied = tokio::io::copy_buf(&mut reader, &mut out).await;
+        let bytes = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                // `tmp` is dropped (deleted) on return.
+                return Err(StoreError::from_io(&self.shown, "put", path, &e));
+            }
+        };
+        if let Some(want) = len
+            && want != bytes
+        {
+            return Err(StoreError::new(
+                &self.shown,
+                "put",
+                path,
+                StoreErrorKind::Truncated,
+                format!("expected {want} bytes, got {bytes}"),
+            ));
+        }
+        out.flush().await.map_err(|e| err(&e))?;
+        let f = out.into_inner();
+        f.sync_all().await.map_err(|e| err(&e))?;
+        drop(f);
+        let final_path = dir.join(path.file_name());
+        let fp = final_path.clone();
+        let persisted = blocking(move || match tmp.persist_noclobber(&fp) {
+            Ok(_) => Ok(true),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e.error),
+        })
+        .await
+        .map_err(|e| err(&e))?;
+        Ok(if persisted {
+            PutOutcome::Written {
+                bytes,
+                local_path: Some(final_path),
+            }
+        } else {
+            PutOutcome::AlreadyPresent {
+                local_path: Some(final_path),
+            }
+        })
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, StoreError> {
+        let root = self.root.clone();
+        let shown = self.shown.clone();
+        blocking(move || {
+            let meta = std::fs::metadata(&root)?;
+            let readable = meta.is_dir() && std::fs::read_dir(&root).is_ok();
+            Ok(Capabilities {
+                readable,
+                writable: readable && !meta.permissions().readonly(),
+                free_bytes: fs4::available_space(&root).ok(),
+            })
+        })
+        .await
+        .map_err(|e| StoreError::from_io(shown, "capabilities", "", &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn rel(p: &[&str]) -> RelPath {
+        RelPath::from_safe(p.iter().copied())
+    }
+
+    #[tokio::test]
+    async fn put_open_stat_case_insensitive() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path().join("store"));
+        let p = rel(&["a.pdb", "ABC1", "a.pdb"]);
+        assert!(s.stat(&p).await.unwrap().is_none());
+        let mut data: &[u8] = b"hello";
+        let out = s.put(&p, &mut data, Some(5)).await.unwrap();
+        assert!(matches!(out, PutOutcome::Written { bytes: 5, .. }));
+        let upper = rel(&["A.PDB", "abc1", "A.pdb"]);
+        let mut o = s.open(&upper).await.unwrap().unwrap();
+        let mut buf = String::new();
+        o.reader.read_to_string(&mut buf).await.unwrap();
+        assert_eq!(buf, "hello");
+        // A complete file is never rewritten; the existing directory case is reused.
+        let mut other: &[u8] = b"other";
+        let out = s.put(&upper, &mut other, Some(5)).await.unwrap();
+        assert!(matches!(out, PutOutcome::AlreadyPresent { .. }));
+        assert_eq!(
+            std::fs::read(dir.path().join("store/a.pdb/ABC1/a.pdb")).unwrap(),
+            b"hello"
+        );
+        assert!(!dir.path().join("store/A.PDB").exists());
+        assert!(
+            s.stat(&rel(&["a.pdb", "ABC2", "a.pdb"]))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn short_stream_publishes_nothing_and_dead_temps_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path());
+        let p = rel(&["b.dll", "1234", "b.dll"]);
+        let mut data: &[u8] = b"abc";
+        let e = s.put(&p, &mut data, Some(10)).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Truncated);
+        assert!(!dir.path().join("b.dll/1234/b.dll").exists());
+        // A crashed writer's temp file is removed by the next writer of the key.
+        std::fs::write(
+            dir.path().join("b.dll/1234/.b.dll.XXXX.symcascade-tmp"),
+            b"x",
+        )
+        .unwrap();
+        let mut data: &[u8] = b"abc";
+        s.put(&p, &mut data, Some(3)).await.unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("b.dll/1234"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["b.dll".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_of_one_key_publish_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path());
+        let p = rel(&["c.pdb", "FF1", "c.pdb"]);
+        let mut tasks = Vec::new();
+        for i in 0..8u8 {
+            let s = s.clone();
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = vec![i; 100_000];
+                let mut r: &[u8] = &body;
+                s.put(&p, &mut r, Some(100_000)).await.unwrap()
+            }));
+        }
+        let mut written = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), PutOutcome::Written { .. }) {
+                written += 1;
+            }
+        }
+        assert_eq!(written, 1);
+        let body = std::fs::read(dir.path().join("c.pdb/FF1/c.pdb")).unwrap();
+        assert!(body.len() == 100_000 && body.iter().all(|b| *b == body[0]));
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_only_old_temps() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("x/1")).unwrap();
+        std::fs::write(dir.path().join("x/1/.x.a.symcascade-tmp"), b"x").unwrap();
+        std::fs::write(dir.path().join("x/1/x"), b"x").unwrap();
+        assert_eq!(
+            s.sweep_stale_temps(std::time::Duration::from_secs(3600))
+                .unwrap(),
+            0
+        );
+        assert_eq!(s.sweep_stale_temps(std::time::Duration::ZERO).unwrap(), 1);
+        assert!(dir.path().join("x/1/x").exists());
+    }
+}

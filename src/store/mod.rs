@@ -1,0 +1,288 @@
+//! The `Store` abstraction: the handful of async operations the cascade needs from a symbol
+//! store, whatever its transport (local folder, SMB share, HTTP server).
+//!
+//! Data flow: the cascade engine computes a [`RelPath`] with `layout`, then calls `open` to
+//! stream a file out of one store and `put` to stream it into another. Transports never format
+//! store paths themselves and never hold a whole file in memory. A miss is `Ok(None)`; an error
+//! means the store could not answer (the cascade then skips it). Behaviour such as blackouts or
+//! metrics is added by wrapping a store, not by growing this trait.
+
+pub mod local;
+
+use crate::layout::RelPath;
+use crate::sympath::Location;
+use async_trait::async_trait;
+use serde::Serialize;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::AsyncRead;
+
+pub use local::LocalStore;
+
+/// A readable byte stream (a file being read out of a store).
+pub type ByteStream = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A file opened for reading.
+pub struct Opened {
+    /// Length in bytes when the store knows it up front.
+    pub len: Option<u64>,
+    /// The content.
+    pub reader: ByteStream,
+    /// The file's path on this machine's file system, for local stores.
+    pub local_path: Option<PathBuf>,
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opened")
+            .field("len", &self.len)
+            .field("local_path", &self.local_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Metadata of a file in a store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileMeta {
+    /// Length in bytes.
+    pub len: u64,
+    /// The file's path on this machine's file system, for local stores.
+    pub local_path: Option<PathBuf>,
+}
+
+/// What `put` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PutOutcome {
+    /// The file was written (temp file, flushed, renamed into place).
+    Written {
+        /// Bytes written.
+        bytes: u64,
+        /// Path on this machine, for local stores.
+        local_path: Option<PathBuf>,
+    },
+    /// A complete file was already under the final name; it was kept and the source was not
+    /// consumed (or our copy was dropped when the name appeared meanwhile).
+    AlreadyPresent {
+        /// Path on this machine, for local stores.
+        local_path: Option<PathBuf>,
+    },
+}
+
+impl PutOutcome {
+    /// The local path of the file in the store, if the store is local.
+    pub fn local_path(&self) -> Option<&PathBuf> {
+        match self {
+            PutOutcome::Written { local_path, .. } | PutOutcome::AlreadyPresent { local_path } => {
+                local_path.as_ref()
+            }
+        }
+    }
+}
+
+/// What a store can do right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// The store answered and its root can be listed.
+    pub readable: bool,
+    /// The store accepts writes (HTTP stores never do). A hint: a write can still fail.
+    pub writable: bool,
+    /// Free space in bytes where the store can tell.
+    pub free_bytes: Option<u64>,
+}
+
+/// How a store describes itself in logs and reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreDescription {
+    /// The location as the user wrote it (e.g. `C:\Symbols`, `\\MainOffice\Symbols`).
+    pub location: String,
+    /// Transport name: `local`, `smb` or `http`.
+    pub transport: &'static str,
+}
+
+impl fmt::Display for StoreDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.location)
+    }
+}
+
+/// Why a store operation failed. Every kind makes the cascade skip the store for the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreErrorKind {
+    /// The store (host, share or root folder) cannot be reached or does not exist.
+    #[error("unreachable")]
+    Unreachable,
+    /// The server refused our credentials.
+    #[error("authentication failed")]
+    AuthFailed,
+    /// Access denied.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The store or file system is read-only.
+    #[error("read-only")]
+    ReadOnly,
+    /// No room left.
+    #[error("disk full")]
+    DiskFull,
+    /// The operation took longer than allowed.
+    #[error("timed out")]
+    Timeout,
+    /// Fewer or more bytes arrived than announced; nothing was published.
+    #[error("truncated transfer")]
+    Truncated,
+    /// The content is not what its name promises (bad CAB, bad `file.ptr`).
+    #[error("corrupt content")]
+    Corrupt,
+    /// This build cannot reach this kind of location.
+    #[error("unsupported")]
+    Unsupported,
+    /// Any other I/O failure.
+    #[error("I/O error")]
+    Io,
+}
+
+/// A failed store operation: which store, which path, what kind of failure, and the detail.
+#[derive(Debug, thiserror::Error)]
+#[error("{store}: {op} {path}: {kind}: {detail}")]
+pub struct StoreError {
+    /// The store's location as written.
+    pub store: String,
+    /// The operation: `stat`, `open`, `put`, `capabilities`, `connect`.
+    pub op: &'static str,
+    /// The path inside the store (empty for whole-store failures).
+    pub path: String,
+    /// The classified reason.
+    pub kind: StoreErrorKind,
+    /// Human detail (the OS or server message). Never holds a secret.
+    pub detail: String,
+}
+
+impl StoreError {
+    /// Builds an error.
+    pub fn new(
+        store: impl Into<String>,
+        op: &'static str,
+        path: impl fmt::Display,
+        kind: StoreErrorKind,
+        detail: impl Into<String>,
+    ) -> StoreError {
+        StoreError {
+            store: store.into(),
+            op,
+            path: path.to_string(),
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// Classifies an I/O error from a local or mounted file system.
+    pub fn from_io(
+        store: impl Into<String>,
+        op: &'static str,
+        path: impl fmt::Display,
+        e: &std::io::Error,
+    ) -> StoreError {
+        use std::io::ErrorKind as K;
+        let kind = match e.kind() {
+            K::PermissionDenied => StoreErrorKind::PermissionDenied,
+            K::ReadOnlyFilesystem => StoreErrorKind::ReadOnly,
+            K::StorageFull | K::QuotaExceeded => StoreErrorKind::DiskFull,
+            K::NotFound => StoreErrorKind::Unreachable,
+            K::TimedOut => StoreErrorKind::Timeout,
+            K::UnexpectedEof => StoreErrorKind::Truncated,
+            K::InvalidData => StoreErrorKind::Corrupt,
+            _ => StoreErrorKind::Io,
+        };
+        StoreError::new(store, op, path, kind, e.to_string())
+    }
+}
+
+/// A symbol store reachable through some transport.
+///
+/// Implementations stream (never buffer whole files), publish writes atomically (temp name in
+/// the destination directory, then rename without replacing), match names case-insensitively
+/// (stores live on case-insensitive file systems) and report a missing file as `Ok(None)`.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Location and transport, for logs and reports.
+    fn describe(&self) -> StoreDescription;
+
+    /// Metadata of `path`, or `Ok(None)` when it does not exist.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot answer.
+    async fn stat(&self, path: &RelPath) -> Result<Option<FileMeta>, StoreError>;
+
+    /// Opens `path` as a byte stream, or `Ok(None)` when it does not exist.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot answer.
+    async fn open(&self, path: &RelPath) -> Result<Option<Opened>, StoreError>;
+
+    /// Streams `src` into `path`. `len`, when known, is checked: a short or long stream
+    /// publishes nothing. A complete file already under `path` is never rewritten.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be written (read-only, denied, full, failed
+    /// midway) or `src` fails; no partial file is left under `path`.
+    async fn put(
+        &self,
+        path: &RelPath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// What the store can do now (readable, writable, free space).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be reached at all.
+    async fn capabilities(&self) -> Result<Capabilities, StoreError>;
+}
+
+/// Opens stores for locations: the seam where transports plug in (local folders here; SMB and
+/// HTTP transports register through their own openers).
+pub trait StoreOpener: Send + Sync + fmt::Debug {
+    /// A store rooted at `location`.
+    ///
+    /// # Errors
+    /// [`StoreError`] with kind `Unsupported` when no transport handles the location, or the
+    /// transport's own error.
+    fn open_store(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError>;
+}
+
+/// The opener for builds with only the local transport: local paths become [`LocalStore`]s;
+/// SMB and HTTP locations are `Unsupported` (and so skipped by the cascade, with that reason).
+#[derive(Debug, Default, Clone)]
+pub struct LocalOnly;
+
+impl StoreOpener for LocalOnly {
+    fn open_store(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+        match location {
+            Location::Local { path } if !cfg!(windows) && is_drive_path(path) => {
+                Err(StoreError::new(
+                    path.as_str(),
+                    "connect",
+                    "",
+                    StoreErrorKind::Unsupported,
+                    "a Windows drive path cannot be used on this operating system",
+                ))
+            }
+            Location::Local { path } => Ok(Arc::new(LocalStore::new(path))),
+            other => Err(StoreError::new(
+                other.to_string(),
+                "connect",
+                "",
+                StoreErrorKind::Unsupported,
+                "no transport for this kind of location is configured",
+            )),
+        }
+    }
+}
+
+/// `true` for `C:`-style drive paths.
+pub fn is_drive_path(p: &str) -> bool {
+    let b = p.as_bytes();
+    b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
+}
