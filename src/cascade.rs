@@ -439,6 +439,37 @@ impl Cascade {
                         continue;
                     }
                 };
+                let dests = self.destinations(chain, ti, found.form);
+                if dests.is_empty()
+                    && found.via_ptr.is_none()
+                    && let Some(local) = found.opened.local_path.clone()
+                {
+                    // Nothing to copy and the file is already on this machine: answer
+                    // without reading it (a flat-folder file is still checked for its key).
+                    if chain.search == SearchKind::Flat {
+                        let (p, k) = (local.clone(), key.clone());
+                        let ok = tokio::task::spawn_blocking(move || flat_file_matches(&p, &k))
+                            .await
+                            .unwrap_or(false);
+                        if !ok {
+                            continue;
+                        }
+                    }
+                    let plain = found.form == Form::Plain;
+                    fetched = Some(Fetched {
+                        found_in: tier.name(),
+                        chain: ci,
+                        tier: ti,
+                        form: found.form,
+                        via_file_ptr: None,
+                        written: Vec::new(),
+                        location: local.display().to_string(),
+                        local_path: plain.then_some(local),
+                        bytes_read: 0,
+                        bytes_written: 0,
+                    });
+                    break 'chains;
+                }
                 let spooled = match self
                     .spool(chain.search, found.form, found.opened, key)
                     .await
@@ -457,6 +488,7 @@ impl Cascade {
                         ci,
                         ti,
                         key,
+                        dests,
                         spooled,
                         found.via_ptr,
                         found.ptr_text,
@@ -713,26 +745,20 @@ impl Cascade {
         }))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn deliver(
-        &self,
-        chain: &Chain,
-        ci: usize,
-        ti: usize,
-        key: &Key,
-        spooled: Spooled,
-        via_ptr: Option<String>,
-        ptr_text: Option<Vec<u8>>,
-        skipped: &mut Vec<Skip>,
-    ) -> Fetched {
+    /// Destinations for a hit in tier `ti` of `chain`, in cascade order (nearest first), each
+    /// with whether it is bottom-most (receives the expanded form of a compressed hit).
+    fn destinations(&self, chain: &Chain, ti: usize, form: Form) -> Vec<(Arc<Tier>, bool)> {
         let source = &chain.tiers[ti];
-        // Destinations in cascade order, each with "bottom-most" (gets the expanded form).
         let mut dests: Vec<(Arc<Tier>, bool)> = Vec::new();
         for j in (0..ti).rev() {
             dests.push((chain.tiers[j].clone(), j == 0));
         }
-        let compressed_hit = spooled.form == Form::Compressed;
-        if ti == 0 && compressed_hit && self.options.uncompress && chain.search == SearchKind::Store
+        let compressed_hit = form == Form::Compressed;
+        if ti == 0
+            && compressed_hit
+            && self.options.uncompress
+            && chain.search == SearchKind::Store
+            && chain.implicit_downstream.is_none()
         {
             // The bottom-most store holds only the compressed form: expand it in place.
             dests.push((source.clone(), true));
@@ -747,7 +773,23 @@ impl Cascade {
         }
         let mut seen = HashSet::new();
         dests.retain(|(t, _)| !t.read_only && seen.insert(Arc::as_ptr(t) as *const () as usize));
+        dests
+    }
 
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver(
+        &self,
+        chain: &Chain,
+        ci: usize,
+        ti: usize,
+        key: &Key,
+        dests: Vec<(Arc<Tier>, bool)>,
+        spooled: Spooled,
+        via_ptr: Option<String>,
+        ptr_text: Option<Vec<u8>>,
+        skipped: &mut Vec<Skip>,
+    ) -> Fetched {
+        let source = &chain.tiers[ti];
         let mut written = Vec::new();
         let mut bytes_written = 0;
         let mut local_path = None;

@@ -1,0 +1,493 @@
+//! Cascade scenarios over real local stores built from the real fixtures.
+
+use crate::harness::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use symcascade::cascade::{CascadeOptions, SkipOp};
+use symcascade::layout::{Form, Tiering};
+use symcascade::store::StoreErrorKind;
+
+fn same(a: &std::path::Path, b: &std::path::Path) {
+    assert_eq!(
+        std::fs::read(a).unwrap_or_else(|e| panic!("{}: {e}", a.display())),
+        std::fs::read(b).unwrap(),
+        "{} differs from {}",
+        a.display(),
+        b.display()
+    );
+}
+
+#[tokio::test]
+async fn hit_in_main_is_copied_into_branch_then_local() {
+    let lab = Lab::new();
+    lab.publish("main", &ALL, Form::Plain).await;
+    let c = lab.cascade(&lab.three_tier()).await;
+    let key = pdb_key();
+    let f = c.fetch(&key).await.unwrap().expect("hit");
+    assert_eq!((f.chain, f.tier, f.form), (0, 2, Form::Plain));
+    // Cascade order: nearest to the hit first.
+    let stores: Vec<_> = f.written.iter().map(|w| w.store.clone()).collect();
+    assert_eq!(stores, vec![lab.s("branch"), lab.s("local")]);
+    same(&lab.file_in("branch", &key, Form::Plain), &fixture(PDB));
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+    assert_eq!(
+        f.local_path.as_deref(),
+        Some(lab.file_in("local", &key, Form::Plain).as_path())
+    );
+    let size = std::fs::metadata(fixture(PDB)).unwrap().len();
+    assert_eq!((f.bytes_read, f.bytes_written), (size, 2 * size));
+    // Branch copy was published first.
+    let t = |s: &str| {
+        std::fs::metadata(lab.file_in(s, &key, Form::Plain))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    assert!(t("branch") <= t("local"));
+
+    // Second lookup: a local hit, nothing copied, nothing read from the other tiers.
+    let again = c.fetch(&key).await.unwrap().unwrap();
+    assert_eq!((again.tier, again.written.len()), (0, 0));
+    assert_eq!(again.local_path, f.local_path);
+    // No temp files anywhere.
+    for s in ["local", "branch", "main"] {
+        assert!(
+            published_files(&lab.path(s))
+                .iter()
+                .all(|p| !p.contains("tmp")),
+            "{s}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hit_in_branch_fills_only_local() {
+    let lab = Lab::new();
+    lab.publish("branch", &[DLL], Form::Plain).await;
+    let c = lab.cascade(&lab.three_tier()).await;
+    let key = key_of(DLL);
+    let f = c.fetch(&key).await.unwrap().unwrap();
+    assert_eq!(f.tier, 1);
+    assert_eq!(f.written.len(), 1);
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(DLL));
+    assert!(published_files(&lab.path("main")).is_empty());
+}
+
+#[tokio::test]
+async fn miss_everywhere_is_none() {
+    let lab = Lab::new();
+    lab.publish("main", &[DLL], Form::Plain).await;
+    let c = lab.cascade(&lab.three_tier()).await;
+    let key =
+        symcascade::key::Key::new("nothere.pdb", "0123456789ABCDEF0123456789ABCDEF1").unwrap();
+    assert!(c.fetch(&key).await.unwrap().is_none());
+    let l = c.lookup(&key).await.unwrap();
+    assert!(l.fetched.is_none() && l.skipped.is_empty());
+}
+
+#[tokio::test]
+async fn compressed_stays_compressed_in_intermediate_and_is_expanded_at_the_bottom() {
+    let lab = Lab::new();
+    lab.publish("main", &[PDB], Form::Compressed).await;
+    let c = lab.cascade(&lab.three_tier()).await;
+    let key = pdb_key();
+    let f = c.fetch(&key).await.unwrap().unwrap();
+    assert_eq!(f.form, Form::Compressed);
+    same(
+        &lab.file_in("branch", &key, Form::Compressed),
+        &lab.file_in("main", &key, Form::Compressed),
+    );
+    assert!(!lab.file_in("branch", &key, Form::Plain).exists());
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+    assert!(!lab.file_in("local", &key, Form::Compressed).exists());
+    // Read once: the compressed size, not once per destination.
+    let csize = std::fs::metadata(lab.file_in("main", &key, Form::Compressed))
+        .unwrap()
+        .len();
+    assert_eq!(f.bytes_read, csize);
+    // An independent tool agrees the intermediate copy is a valid cabinet.
+    if std::process::Command::new("cabextract")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        run(std::process::Command::new("cabextract")
+            .arg("-t")
+            .arg(lab.file_in("branch", &key, Form::Compressed)));
+    } else {
+        assert!(!is_ci(), "CI must install cabextract");
+    }
+
+    // NoUncompress keeps it compressed everywhere.
+    let lab2 = Lab::new();
+    lab2.publish("main", &[PDB], Form::Compressed).await;
+    let opts = CascadeOptions {
+        uncompress: false,
+        ..Default::default()
+    };
+    let c = lab2
+        .cascade_with(
+            &lab2.three_tier(),
+            opts,
+            Arc::new(symcascade::store::LocalOnly),
+        )
+        .await;
+    c.fetch(&key).await.unwrap().unwrap();
+    assert!(lab2.file_in("local", &key, Form::Compressed).exists());
+    assert!(!lab2.file_in("local", &key, Form::Plain).exists());
+}
+
+#[tokio::test]
+async fn a_corrupt_compressed_file_is_skipped_and_the_next_store_answers() {
+    let lab = Lab::new();
+    let key = pdb_key();
+    let bad = lab.file_in("branch", &key, Form::Compressed);
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    std::fs::write(&bad, b"MSCF but not really a cabinet").unwrap();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    let c = lab.cascade(&lab.three_tier()).await;
+    let l = c.lookup(&key).await.unwrap();
+    let f = l.fetched.unwrap();
+    assert_eq!(f.tier, 2);
+    assert_eq!(l.skipped.len(), 1);
+    assert_eq!(
+        (l.skipped[0].op, l.skipped[0].kind),
+        (SkipOp::Read, StoreErrorKind::Corrupt)
+    );
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+}
+
+#[tokio::test]
+async fn file_ptr_is_followed_msg_goes_on_and_no_file_pointers_turns_it_off() {
+    let lab = Lab::new();
+    let key = pdb_key();
+    // Main holds a pointer to a build drop (the target exists only compressed there).
+    let drop = lab.path("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    let cab = symcascade::compress::write_cab(
+        PDB,
+        &mut std::fs::File::open(fixture(PDB)).unwrap(),
+        std::fs::File::create(drop.join("attach_amd64.pd_")).unwrap(),
+    );
+    cab.unwrap();
+    let ptr = lab.file_in("main", &key, Form::FilePtr);
+    std::fs::create_dir_all(ptr.parent().unwrap()).unwrap();
+    std::fs::write(&ptr, format!("PATH:{}", drop.join(PDB).display())).unwrap();
+    // The branch holds a MSG: pointer: "not here", the search goes on.
+    let msg = lab.file_in("branch", &key, Form::FilePtr);
+    std::fs::create_dir_all(msg.parent().unwrap()).unwrap();
+    std::fs::write(&msg, "MSG: withdrawn from this share").unwrap();
+
+    let opts = CascadeOptions {
+        follow_file_pointers: false,
+        ..Default::default()
+    };
+    let off = lab
+        .cascade_with(
+            &lab.three_tier(),
+            opts,
+            Arc::new(symcascade::store::LocalOnly),
+        )
+        .await;
+    assert!(off.fetch(&key).await.unwrap().is_none());
+
+    let c = lab.cascade(&lab.three_tier()).await;
+    let f = c.fetch(&key).await.unwrap().unwrap();
+    assert_eq!((f.tier, f.form), (2, Form::FilePtr));
+    assert_eq!(
+        f.via_file_ptr.as_deref(),
+        Some(drop.join(PDB).display().to_string().as_str())
+    );
+    // The target's bytes come down: compressed into the branch, expanded locally.
+    same(
+        &lab.file_in("branch", &key, Form::Compressed),
+        &drop.join("attach_amd64.pd_"),
+    );
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+}
+
+#[tokio::test]
+async fn wantsptr_downstream_gets_the_pointer() {
+    let lab = Lab::new();
+    let key = pdb_key();
+    let ptr = lab.file_in("main", &key, Form::FilePtr);
+    std::fs::create_dir_all(ptr.parent().unwrap()).unwrap();
+    let text = format!("PATH:{}", fixture(PDB).display());
+    std::fs::write(&ptr, &text).unwrap();
+    std::fs::write(lab.path("branch").join("wantsptr.txt"), b"").unwrap();
+    let c = lab.cascade(&lab.three_tier()).await;
+    c.fetch(&key).await.unwrap().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(lab.file_in("branch", &key, Form::FilePtr)).unwrap(),
+        text
+    );
+    assert!(!lab.file_in("branch", &key, Form::Plain).exists());
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+}
+
+#[tokio::test]
+async fn two_tier_stores_are_read_and_written_in_their_layout() {
+    let lab = Lab::new();
+    std::fs::write(lab.path("main").join("index2.txt"), b"").unwrap();
+    std::fs::write(lab.path("branch").join("index2.txt"), b"").unwrap();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    let key = pdb_key();
+    let two = |s: &str| {
+        lab.path(s)
+            .join(symcascade::layout::path_for(&key, Tiering::TwoTier, Form::Plain).to_string())
+    };
+    assert!(two("main").exists(), "{}", two("main").display());
+    let c = lab.cascade(&lab.three_tier()).await;
+    c.fetch(&key).await.unwrap().unwrap();
+    same(&two("branch"), &fixture(PDB));
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+}
+
+#[tokio::test]
+async fn lookups_are_case_insensitive_and_write_canonical_case() {
+    let lab = Lab::new();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    let c = lab.cascade(&lab.three_tier()).await;
+    let key =
+        symcascade::key::Key::new("ATTACH_AMD64.PDB", "446150eee021480999c4bce7828e15281").unwrap();
+    let f = c.fetch(&key).await.unwrap().expect("case-insensitive hit");
+    assert_eq!(f.tier, 2);
+    // The index is written in SymStore's canonical case.
+    assert!(
+        lab.path("local/ATTACH_AMD64.PDB/446150EEE021480999C4BCE7828E15281/ATTACH_AMD64.PDB")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn several_chains_cache_and_single_store_rules() {
+    let lab = Lab::new();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    lab.publish("branch", &[DLL], Form::Compressed).await;
+    let key = pdb_key();
+    // First chain misses, second finds; the cache* element to the left caches the hit.
+    let path = format!(
+        "cache*{};srv*{};srv*{}*{}",
+        lab.s("local"),
+        lab.s("branch"),
+        lab.s("default"),
+        lab.s("main")
+    );
+    let c = lab.cascade(&path).await;
+    let f = c.fetch(&key).await.unwrap().unwrap();
+    assert_eq!((f.chain, f.tier), (2, 1));
+    same(&lab.file_in("default", &key, Form::Plain), &fixture(PDB));
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+
+    // srv*X with one store and a plain hit: no caching at all.
+    let lab = Lab::new();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    let c = lab.cascade(&format!("srv*{}", lab.s("main"))).await;
+    let f = c.fetch(&key).await.unwrap().unwrap();
+    assert!(f.written.is_empty());
+    assert_eq!(
+        f.local_path.as_deref(),
+        Some(lab.file_in("main", &key, Form::Plain).as_path())
+    );
+    assert!(published_files(&lab.path("default")).is_empty());
+
+    // srv*X with one store holding a compressed file: the default downstream store gets it.
+    lab.publish("branch", &[DLL], Form::Compressed).await;
+    let c = lab.cascade(&format!("srv*{}", lab.s("branch"))).await;
+    let dk = key_of(DLL);
+    let f = c.fetch(&dk).await.unwrap().unwrap();
+    assert_eq!(f.written.len(), 1);
+    same(&lab.file_in("default", &dk, Form::Plain), &fixture(DLL));
+
+    // The empty token is the default downstream store.
+    let lab = Lab::new();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    let c = lab.cascade(&format!("srv**{}", lab.s("main"))).await;
+    c.fetch(&key).await.unwrap().unwrap();
+    same(&lab.file_in("default", &key, Form::Plain), &fixture(PDB));
+
+    // When the first chain finds the file, later chains are not consulted.
+    lab.publish("branch", &[PDB], Form::Plain).await;
+    let c = lab
+        .cascade(&format!(
+            "srv*{};srv*{}*{}",
+            lab.s("branch"),
+            lab.s("local"),
+            lab.s("main")
+        ))
+        .await;
+    let f = c.fetch(&key).await.unwrap().unwrap();
+    assert_eq!(f.chain, 0);
+    assert!(published_files(&lab.path("local")).is_empty());
+}
+
+#[tokio::test]
+async fn plain_folders_pingme_autodetect_and_flat_verification() {
+    let lab = Lab::new();
+    let key = pdb_key();
+    // A flat folder holding the right file by name: a hit, verified by its key.
+    let flat = lab.path("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    std::fs::copy(fixture(PDB), flat.join(PDB)).unwrap();
+    let c = lab
+        .cascade(&format!("cache*{};{}", lab.s("local"), flat.display()))
+        .await;
+    let f = c.fetch(&key).await.unwrap().unwrap();
+    assert_eq!(f.chain, 1);
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+    // A file with the same name but another key is not a hit.
+    let other = lab.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(fixture(PDB_X86), other.join(PDB)).unwrap();
+    let c = lab.cascade(&other.display().to_string()).await;
+    assert!(c.fetch(&key).await.unwrap().is_none());
+    // A plain element whose root holds pingme.txt is searched as a symbol store.
+    lab.publish("main", &[PDB], Form::Plain).await;
+    let c = lab.cascade(&lab.s("main")).await;
+    assert!(
+        c.fetch(&key).await.unwrap().is_none(),
+        "no pingme.txt: flat search"
+    );
+    std::fs::write(lab.path("main").join("pingme.txt"), b"").unwrap();
+    let c = lab.cascade(&lab.s("main")).await;
+    assert!(
+        c.fetch(&key).await.unwrap().is_some(),
+        "pingme.txt: store search"
+    );
+}
+
+#[tokio::test]
+async fn unavailable_upstream_is_skipped_with_its_reason() {
+    let lab = Lab::new();
+    lab.publish("branch", &[PDB], Form::Plain).await;
+    let key = pdb_key();
+    // No SMB transport in this opener: the UNC store is skipped, the branch still answers.
+    let path = format!(
+        "srv*{}*\\\\MainOffice\\Symbols*{}",
+        lab.s("local"),
+        lab.s("branch")
+    );
+    let c = lab.cascade(&path).await;
+    let l = c.lookup(&key).await.unwrap();
+    assert!(l.fetched.is_some());
+    assert_eq!(l.skipped.len(), 2, "{:?}", l.skipped); // read, then write
+    assert!(
+        l.skipped
+            .iter()
+            .all(|s| s.store == "\\\\MainOffice\\Symbols" && unreachable_kind(&s.kind))
+    );
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+}
+
+#[tokio::test]
+async fn read_failing_midway_publishes_nothing_and_the_next_store_answers() {
+    let lab = Lab::new();
+    lab.publish("branch", &[PDB], Form::Plain).await;
+    lab.publish("main", &[PDB], Form::Plain).await;
+    let opener = FaultOpener {
+        faults: vec![(lab.s("branch"), Fault::ReadFailsAfter(100_000))],
+        bytes_read: Arc::new(AtomicU64::new(0)),
+    };
+    let c = lab
+        .cascade_with(
+            &lab.three_tier(),
+            CascadeOptions::default(),
+            Arc::new(opener),
+        )
+        .await;
+    let key = pdb_key();
+    let l = c.lookup(&key).await.unwrap();
+    let f = l.fetched.unwrap();
+    assert_eq!(f.tier, 2);
+    assert_eq!(
+        (l.skipped[0].op, l.skipped[0].store.as_str()),
+        (SkipOp::Read, lab.s("branch").as_str())
+    );
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+    // The branch already had it, so it is not rewritten.
+    assert!(
+        f.written
+            .iter()
+            .any(|w| w.store == lab.s("branch") && !w.new)
+    );
+}
+
+#[tokio::test]
+async fn a_write_failing_midway_skips_that_store_only() {
+    let lab = Lab::new();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    let bytes = Arc::new(AtomicU64::new(0));
+    let opener = FaultOpener {
+        faults: vec![
+            (lab.s("branch"), Fault::WriteFailsAfter(300_000)),
+            (lab.s("main"), Fault::ReadFailsAfter(u64::MAX)),
+        ],
+        bytes_read: bytes.clone(),
+    };
+    let c = lab
+        .cascade_with(
+            &lab.three_tier(),
+            CascadeOptions::default(),
+            Arc::new(opener),
+        )
+        .await;
+    let key = pdb_key();
+    let l = c.lookup(&key).await.unwrap();
+    assert!(l.fetched.is_some());
+    assert_eq!(l.skipped.len(), 1);
+    assert_eq!(
+        (l.skipped[0].op, l.skipped[0].store.as_str()),
+        (SkipOp::Write, lab.s("branch").as_str())
+    );
+    // Nothing under a final name in the branch, not even a temp file.
+    assert!(
+        published_files(&lab.path("branch")).is_empty(),
+        "{:?}",
+        published_files(&lab.path("branch"))
+    );
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+    // The source was read once for two destinations.
+    assert_eq!(
+        bytes.load(Ordering::Relaxed),
+        std::fs::metadata(fixture(PDB)).unwrap().len()
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_and_a_read_only_store_are_skipped_for_real() {
+    let lab = Lab::new();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    // Branch: a real read-only mount. Local: a real 256 KiB tmpfs (the PDB is ~1 MB).
+    let _ro = ReadOnlyMount::mount(&lab.path("branch"), &lab.path("branch_ro"));
+    let _full = Tmpfs::mount(&lab.path("tiny"), "256k");
+    let path = format!(
+        "srv*{}*{}*{}*{}",
+        lab.s("tiny"),
+        lab.s("local"),
+        lab.s("branch_ro"),
+        lab.s("main")
+    );
+    let c = lab.cascade(&path).await;
+    let key = pdb_key();
+    let l = c.lookup(&key).await.unwrap();
+    let f = l.fetched.expect("still delivered");
+    let kinds: Vec<_> = l
+        .skipped
+        .iter()
+        .map(|s| (s.store.clone(), s.op, s.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (lab.s("branch_ro"), SkipOp::Write, StoreErrorKind::ReadOnly),
+            (lab.s("tiny"), SkipOp::Write, StoreErrorKind::DiskFull),
+        ]
+    );
+    // The tier between them was filled, and is where the local path points.
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+    assert_eq!(
+        f.local_path.as_deref(),
+        Some(lab.file_in("local", &key, Form::Plain).as_path())
+    );
+    assert!(published_files(&lab.path("tiny")).is_empty());
+}

@@ -1,0 +1,149 @@
+//! The `symcascade` binary: exit codes, human and JSON output, a real permission denial.
+
+use crate::harness::*;
+use std::process::Command;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_symcascade"));
+    c.env_remove("_NT_SYMBOL_PATH")
+        .env_remove("_NT_ALT_SYMBOL_PATH");
+    c
+}
+
+fn out(cmd: &mut Command) -> (i32, String, String) {
+    let o = cmd.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn parse_shows_the_three_store_chain() {
+    let (code, stdout, _) = out(bin().args([
+        "parse",
+        r"srv*C:\Symbols*\\BranchOfficeA\Symbols*\\MainOffice\Symbols",
+    ]));
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("3 stores"), "{stdout}");
+    assert!(
+        lines[1].contains("downstream") && lines[1].contains(r"C:\Symbols"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("intermediate") && lines[2].contains(r"\\BranchOfficeA\Symbols"),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].contains("upstream") && lines[3].contains(r"\\MainOffice\Symbols"),
+        "{stdout}"
+    );
+    let (code, json, _) = out(bin().args(["parse", "--json", r"srv*a*\\h:445\s*https://x/y"]));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["elements"][0]["stores"].as_array().unwrap().len(), 3);
+    assert_eq!(v["elements"][0]["stores"][1]["location"]["port"], 445);
+    // Malformed: exit 2 with the element, offset and reason.
+    let (code, _, err) = out(bin().args(["parse", r"C:\x;cache*a*b"]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cache*a*b") && err.contains("offset 5"),
+        "{err}"
+    );
+}
+
+#[test]
+fn get_exit_codes_and_outputs() {
+    let lab = Lab::new();
+    let (code, _, _) = out(bin()
+        .args(["add", "--store"])
+        .arg(lab.path("main"))
+        .args(ALL.map(fixture)));
+    assert_eq!(code, 0);
+    let sympath = lab.three_tier();
+    // A PE file gives its PDB's key; the local path is printed.
+    let (code, stdout, err) = out(bin().args(["get", "--sympath", &sympath]).arg(fixture(DLL)));
+    assert_eq!(code, 0, "{err}");
+    let printed = std::path::PathBuf::from(stdout.trim());
+    assert_eq!(
+        printed,
+        lab.file_in("local", &pdb_key(), symcascade::layout::Form::Plain)
+    );
+    assert_eq!(
+        std::fs::read(&printed).unwrap(),
+        std::fs::read(fixture(PDB)).unwrap()
+    );
+    // NAME INDEX form, JSON output, from the environment variable.
+    let (code, json, _) = out(bin()
+        .args(["get", "--json", "attach_amd64.dll", "6AA9A872c000"])
+        .env("_NT_SYMBOL_PATH", &sympath));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["fetched"]["tier"], 2);
+    assert_eq!(v["fetched"]["written"].as_array().unwrap().len(), 2);
+    // Not found: exit 1.
+    let (code, stdout, _) = out(bin().args([
+        "get",
+        "--sympath",
+        &sympath,
+        "x.pdb",
+        "0123456789ABCDEF0123456789ABCDEF1",
+    ]));
+    assert_eq!((code, stdout.trim()), (1, "not found"));
+    // Bad key and no symbol path: exit 2 with the reason.
+    let (code, _, err) = out(bin().args(["get", "--sympath", &sympath, "../x.pdb", "12"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("path separator"), "{err}");
+    let (code, _, err) = out(bin().args(["get", "x.pdb", "12"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("_NT_SYMBOL_PATH"), "{err}");
+}
+
+/// As an unprivileged user, a branch store the user may not write is skipped (a real EACCES),
+/// the local folder is still filled, and the exit code is 0.
+#[test]
+fn permission_denied_branch_is_skipped() {
+    let lab = Lab::new();
+    let (code, _, _) = out(bin()
+        .args(["add", "--store"])
+        .arg(lab.path("main"))
+        .arg(fixture(PDB)));
+    assert_eq!(code, 0);
+    // The whole lab readable and traversable by `nobody`; local writable; branch not writable.
+    run(Command::new("chmod").arg("755").arg(lab.dir.path()));
+    run(Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(lab.dir.path()));
+    run(Command::new("chmod").arg("777").arg(lab.path("local")));
+    let bin_path = env!("CARGO_BIN_EXE_symcascade");
+    let spool = lab.path("spool-nobody");
+    std::fs::create_dir_all(&spool).unwrap();
+    run(Command::new("chmod").arg("777").arg(&spool));
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin_path)
+        .args(["get", "--json", "--sympath", &lab.three_tier()])
+        .arg(fixture(PDB))
+        .env("TMPDIR", &spool)
+        .env("HOME", &spool)
+        .env_remove("_NT_SYMBOL_PATH")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["skipped"][0]["kind"], "permission_denied", "{stdout}");
+    assert_eq!(v["skipped"][0]["op"], "write");
+    assert!(published_files(&lab.path("branch")).is_empty());
+    assert_eq!(
+        std::fs::read(lab.file_in("local", &pdb_key(), symcascade::layout::Form::Plain)).unwrap(),
+        std::fs::read(fixture(PDB)).unwrap()
+    );
+}

@@ -1,0 +1,299 @@
+//! Shared test harness: temp stores built from the real fixtures, real file-system faults
+//! (tmpfs for a full disk, read-only bind mounts, an unprivileged user for permission denied),
+//! and a fault-injecting store wrapper for failures midway that no real component produces on
+//! demand.
+
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use symcascade::cascade::{Cascade, CascadeOptions};
+use symcascade::key::{Key, PeKey};
+use symcascade::layout::{Form, RelPath, Tiering};
+use symcascade::store::{
+    Capabilities, FileMeta, LocalOnly, LocalStore, Opened, PutOutcome, Store, StoreDescription,
+    StoreError, StoreErrorKind, StoreOpener,
+};
+use symcascade::sympath::{Location, SymbolPath};
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// The real MSVC-built fixtures (see tests/fixtures/README.md).
+pub const PDB: &str = "attach_amd64.pdb";
+pub const DLL: &str = "attach_amd64.dll";
+pub const PDB_X86: &str = "run_code_on_dllmain_x86.pdb";
+pub const DLL_X86: &str = "run_code_on_dllmain_x86.dll";
+pub const ALL: [&str; 4] = [DLL, PDB, DLL_X86, PDB_X86];
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn key_of(name: &str) -> Key {
+    Key::from_file(&fixture(name), PeKey::Image).unwrap()
+}
+
+pub fn pdb_key() -> Key {
+    key_of(PDB)
+}
+
+pub fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Three local tiers (local ← branch ← main) plus a default downstream store, in one temp dir.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["local", "branch", "main", "default"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        Lab { dir }
+    }
+    pub fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+    pub fn s(&self, sub: &str) -> String {
+        self.path(sub).display().to_string()
+    }
+    /// `srv*local*branch*main`.
+    pub fn three_tier(&self) -> String {
+        format!(
+            "srv*{}*{}*{}",
+            self.s("local"),
+            self.s("branch"),
+            self.s("main")
+        )
+    }
+    /// Publishes fixtures into a store folder of the lab.
+    pub async fn publish(&self, store: &str, names: &[&str], form: Form) {
+        let s = LocalStore::new(self.path(store));
+        let tiering = if self.path(store).join("index2.txt").exists() {
+            Tiering::TwoTier
+        } else {
+            Tiering::OneTier
+        };
+        for n in names {
+            symcascade::publish::publish_file(&s, &fixture(n), tiering, form)
+                .await
+                .unwrap();
+        }
+    }
+    pub fn default_downstream(&self) -> Location {
+        Location::Local {
+            path: self.s("default"),
+        }
+    }
+    pub async fn cascade(&self, sympath: &str) -> Cascade {
+        self.cascade_with(sympath, CascadeOptions::default(), Arc::new(LocalOnly))
+            .await
+    }
+    pub async fn cascade_with(
+        &self,
+        sympath: &str,
+        mut options: CascadeOptions,
+        opener: Arc<dyn StoreOpener>,
+    ) -> Cascade {
+        let p: SymbolPath = sympath.parse().unwrap();
+        if options.spool_dir.is_none() {
+            options.spool_dir = Some(self.path("spool"));
+        }
+        Cascade::resolve(&p, opener, &self.default_downstream(), options).await
+    }
+    /// Path of a key's file in a lab store (one-tier).
+    pub fn file_in(&self, store: &str, key: &Key, form: Form) -> PathBuf {
+        let rel = symcascade::layout::path_for(key, Tiering::OneTier, form);
+        rel.components()
+            .iter()
+            .fold(self.path(store), |p, c| p.join(c))
+    }
+}
+
+/// Every regular file under `dir` whose name is not a temp or lock file, relative paths.
+pub fn published_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out.retain(|p| !p.starts_with("000Cascade"));
+    out
+}
+
+/// A real tmpfs of `size` bytes (a genuinely full disk); unmounted on drop.
+pub struct Tmpfs(pub PathBuf);
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at));
+        Tmpfs(at.to_path_buf())
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A real read-only view (bind mount remounted `ro`) of `src` at `at`; unmounted on drop.
+pub struct ReadOnlyMount(pub PathBuf);
+impl ReadOnlyMount {
+    pub fn mount(src: &Path, at: &Path) -> ReadOnlyMount {
+        std::fs::create_dir_all(at).unwrap();
+        run(Command::new("mount").arg("--bind").arg(src).arg(at));
+        run(Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(at));
+        ReadOnlyMount(at.to_path_buf())
+    }
+}
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where a [`FaultyStore`] fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Reads deliver this many bytes, then fail (a link dropping midway).
+    ReadFailsAfter(u64),
+    /// Writes consume this many bytes, then fail (a share going away midway).
+    WriteFailsAfter(u64),
+}
+
+/// Wraps a store and injects a fault; counts bytes read through it.
+#[derive(Debug)]
+pub struct FaultyStore {
+    pub inner: Arc<dyn Store>,
+    pub fault: Fault,
+    pub bytes_read: Arc<AtomicU64>,
+}
+
+struct FailAfter<R> {
+    inner: R,
+    left: u64,
+}
+impl<R: AsyncRead + Unpin> AsyncRead for FailAfter<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.left == 0 {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected fault: connection reset midway",
+            )));
+        }
+        let max = (self.left as usize).min(buf.remaining());
+        let mut tmp = vec![0u8; max];
+        let mut sub = ReadBuf::new(&mut tmp);
+        let r = Pin::new(&mut self.inner).poll_read(cx, &mut sub);
+        let n = sub.filled().len();
+        buf.put_slice(sub.filled());
+        self.left -= n as u64;
+        r
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    fn describe(&self) -> StoreDescription {
+        self.inner.describe()
+    }
+    async fn stat(&self, p: &RelPath) -> Result<Option<FileMeta>, StoreError> {
+        self.inner.stat(p).await
+    }
+    async fn open(&self, p: &RelPath) -> Result<Option<Opened>, StoreError> {
+        let Some(mut o) = self.inner.open(p).await? else {
+            return Ok(None);
+        };
+        if let Fault::ReadFailsAfter(n) = self.fault {
+            o.reader = Box::new(FailAfter {
+                inner: o.reader,
+                left: n,
+            });
+        }
+        self.bytes_read
+            .fetch_add(o.len.unwrap_or(0), Ordering::Relaxed);
+        Ok(Some(o))
+    }
+    async fn put(
+        &self,
+        p: &RelPath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        match self.fault {
+            Fault::WriteFailsAfter(n) => {
+                let mut r = FailAfter {
+                    inner: src,
+                    left: n,
+                };
+                self.inner.put(p, &mut r, len).await
+            }
+            _ => self.inner.put(p, src, len).await,
+        }
+    }
+    async fn capabilities(&self) -> Result<Capabilities, StoreError> {
+        self.inner.capabilities().await
+    }
+}
+
+/// An opener that maps chosen local paths to fault-injecting stores.
+#[derive(Debug)]
+pub struct FaultOpener {
+    pub faults: Vec<(String, Fault)>,
+    pub bytes_read: Arc<AtomicU64>,
+}
+
+impl StoreOpener for FaultOpener {
+    fn open_store(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+        let inner = LocalOnly.open_store(location)?;
+        match self.faults.iter().find(|(p, _)| *p == location.to_string()) {
+            Some((_, fault)) => Ok(Arc::new(FaultyStore {
+                inner,
+                fault: *fault,
+                bytes_read: self.bytes_read.clone(),
+            })),
+            None => Ok(inner),
+        }
+    }
+}
+
+pub fn unreachable_kind(e: &StoreErrorKind) -> bool {
+    matches!(e, StoreErrorKind::Unreachable | StoreErrorKind::Unsupported)
+}
