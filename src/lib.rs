@@ -9,8 +9,10 @@
 
 pub mod cascade;
 pub mod compress;
+pub mod config;
 pub mod key;
 pub mod layout;
 pub mod publish;
+pub mod smb;
 pub mod store;
 pub mod sympath;

@@ -9,10 +9,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use symcascade::cascade::{Cascade, CascadeOptions, SearchKind};
+use symcascade::cascade::{Cascade, SearchKind};
+use symcascade::config::Config;
 use symcascade::key::{Key, PeKey};
 use symcascade::layout::{Form, Tiering};
-use symcascade::store::{LocalOnly, LocalStore, Store};
+use symcascade::store::{LocalStore, Store, StoreOpener, Transports};
 use symcascade::sympath::{self, Element, Location, StoreSpec, SymbolPath};
 
 #[derive(Parser, Debug)]
@@ -28,6 +29,9 @@ struct Cli {
     /// Log as JSON lines instead of human text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Configuration file (TOML); default: $SYMCASCADE_CONFIG when set.
+    #[arg(long, global = true, env = "SYMCASCADE_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -88,7 +92,12 @@ fn init_logging(verbose: u8, json: bool) {
         1 => "info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // The smb crate logs ERROR on normal closes (lab defect 5): silence it unless RUST_LOG asks.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},smb=off,smb_transport=off,smb_msg=off,sspi=off"
+        ))
+    });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -109,7 +118,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(dispatch(cli.cmd)) {
+    let config = match &cli.config {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    match rt.block_on(dispatch(cli.cmd, config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -118,13 +137,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn symbol_path(arg: Option<String>) -> Result<SymbolPath> {
-    match arg {
+fn symbol_path(arg: Option<String>, config: &Config) -> Result<SymbolPath> {
+    match arg.or_else(|| config.sympath.clone()) {
         Some(s) => s.parse().map_err(|e| anyhow!("{e}")),
         None => SymbolPath::from_env()
             .map_err(|e| anyhow!("{e}"))?
             .ok_or_else(|| anyhow!("no symbol path: pass --sympath or set _NT_SYMBOL_PATH")),
     }
+}
+
+fn transports(config: &Config) -> Arc<dyn StoreOpener> {
+    let env = symcascade::smb::Credentials::from_env_with(|k| std::env::var(k).ok());
+    Arc::new(Transports {
+        smb: symcascade::smb::SmbClient::new(config.smb_config(env)),
+        blackout: config.blackout(),
+    })
 }
 
 fn default_downstream() -> Location {
@@ -133,7 +160,7 @@ fn default_downstream() -> Location {
     }
 }
 
-async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
+async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
     match cmd {
         Cmd::Get {
             sympath,
@@ -151,14 +178,12 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 }
                 _ => unreachable!("clap enforces 1..=2 values"),
             };
-            let path = symbol_path(sympath)?;
-            let options = CascadeOptions {
-                follow_file_pointers: !no_file_pointers,
-                uncompress: !no_uncompress,
-                ..CascadeOptions::default()
-            };
+            let path = symbol_path(sympath, &config)?;
+            let mut options = config.cascade_options();
+            options.follow_file_pointers &= !no_file_pointers;
+            options.uncompress &= !no_uncompress;
             let cascade =
-                Cascade::resolve(&path, Arc::new(LocalOnly), &default_downstream(), options).await;
+                Cascade::resolve(&path, transports(&config), &default_downstream(), options).await;
             let lookup = cascade.lookup(&key).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&lookup)?);
@@ -178,7 +203,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             })
         }
         Cmd::Parse { json, path } => {
-            let p = symbol_path(path)?;
+            let p = symbol_path(path, &config)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&p)?);
             } else {

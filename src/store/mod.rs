@@ -7,6 +7,7 @@
 //! means the store could not answer (the cascade then skips it). Behaviour such as blackouts or
 //! metrics is added by wrapping a store, not by growing this trait.
 
+pub mod blackout;
 pub mod local;
 
 use crate::layout::RelPath;
@@ -285,4 +286,43 @@ impl StoreOpener for LocalOnly {
 pub fn is_drive_path(p: &str) -> bool {
     let b = p.as_bytes();
     b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
+}
+
+/// The opener for every transport this build has: local folders ([`LocalStore`]) and SMB
+/// shares ([`crate::smb::SmbStore`]), each remote store wrapped in a SymSrv
+/// [`blackout::Blackout`]. HTTP stores are `Unsupported` until the HTTP transport lands.
+#[derive(Debug, Clone)]
+pub struct Transports {
+    /// The SMB client (connection pool, aliases, credentials).
+    pub smb: Arc<crate::smb::SmbClient>,
+    /// Blackout thresholds for remote stores.
+    pub blackout: blackout::BlackoutPolicy,
+}
+
+impl StoreOpener for Transports {
+    fn open_store(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+        match location {
+            Location::Smb {
+                host,
+                port,
+                share,
+                dirs,
+                ..
+            } => {
+                let s = crate::smb::SmbStore::new(
+                    self.smb.clone(),
+                    host,
+                    *port,
+                    share,
+                    dirs,
+                    &location.to_string(),
+                );
+                Ok(Arc::new(blackout::Blackout::new(
+                    Arc::new(s),
+                    self.blackout,
+                )))
+            }
+            other => LocalOnly.open_store(other),
+        }
+    }
 }

@@ -5,3 +5,5 @@ mod cascade;
 mod cli;
 mod harness;
 mod keys;
+mod samba;
+mod smb;

@@ -1,0 +1,308 @@
+//! Configuration file (TOML): symbol path, SMB aliases and credentials, timeouts, SymSrv
+//! blackout thresholds and SymProxy-style switches.
+//!
+//! Data flow: `--config FILE` (or `SYMCASCADE_CONFIG`) → [`Config::load`] → validated values
+//! that build the SMB client, the store opener and the cascade options. Unknown keys are
+//! rejected and every error names the file and the key. Durations are humantime strings
+//! (`"30s"`, `"5m"`).
+
+use crate::cascade::CascadeOptions;
+use crate::smb::{Credentials, SmbConfig};
+use crate::store::blackout::BlackoutPolicy;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration file, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The symbol path (`srv*C:\Symbols*\\BranchOfficeA\Symbols*\\MainOffice\Symbols`).
+    #[serde(default)]
+    pub sympath: Option<String>,
+    /// SMB settings.
+    #[serde(default)]
+    pub smb: SmbSection,
+    /// SymSrv `[timeouts]`: blackout of stores that keep timing out.
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    /// Cascade switches (SymProxy option names).
+    #[serde(default)]
+    pub cascade: CascadeSection,
+}
+
+/// `[smb]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmbSection {
+    /// Host aliases: `MainOffice = "127.0.0.1:44445"`.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// Credentials per host: `[smb.credentials.MainOffice] user = "…" password = "…"`.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, Credentials>,
+    /// A separate TOML file holding `[credentials.<host>]` tables (keep secrets out of the main
+    /// config; relative to the config file).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// Bound on connecting (TCP + negotiate + session + tree). Default `5s`.
+    #[serde(default = "d5s", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Bound on each SMB request. Default `30s`.
+    #[serde(default = "d30s", deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Bytes per READ/WRITE. Default 1 MiB.
+    #[serde(default = "d_chunk")]
+    pub chunk_size: usize,
+    /// READs/WRITEs in flight per transfer. Default 4.
+    #[serde(default = "d_in_flight")]
+    pub in_flight: usize,
+}
+
+impl Default for SmbSection {
+    fn default() -> Self {
+        SmbSection {
+            aliases: BTreeMap::new(),
+            credentials: BTreeMap::new(),
+            credentials_file: None,
+            connect_timeout: d5s(),
+            request_timeout: d30s(),
+            chunk_size: d_chunk(),
+            in_flight: d_in_flight(),
+        }
+    }
+}
+
+/// `[timeouts]`, as in `symsrv.ini`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    /// Window in which timeouts are counted. Default `10m`.
+    #[serde(default = "d10m", deserialize_with = "duration")]
+    pub trigger: Duration,
+    /// Timeouts in the window that start a blackout. Default 5.
+    #[serde(default = "d_count")]
+    pub count: usize,
+    /// Blackout length. Default `15m`.
+    #[serde(default = "d15m", deserialize_with = "duration")]
+    pub blackout: Duration,
+}
+
+impl Default for TimeoutsSection {
+    fn default() -> Self {
+        TimeoutsSection {
+            trigger: d10m(),
+            count: d_count(),
+            blackout: d15m(),
+        }
+    }
+}
+
+/// `[cascade]`: SymProxy's switches under their own names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct CascadeSection {
+    /// Do not follow `file.ptr`.
+    #[serde(default)]
+    pub no_file_pointers: bool,
+    /// Keep compressed files compressed everywhere.
+    #[serde(default)]
+    pub no_uncompress: bool,
+    /// Directory for spool files. Default: the system temp dir.
+    #[serde(default, rename = "spool_dir")]
+    pub spool_dir: Option<PathBuf>,
+}
+
+fn d5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d10m() -> Duration {
+    Duration::from_secs(600)
+}
+fn d15m() -> Duration {
+    Duration::from_secs(900)
+}
+fn d_chunk() -> usize {
+    1 << 20
+}
+fn d_in_flight() -> usize {
+    4
+}
+fn d_count() -> usize {
+    5
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+}
+
+/// A configuration that could not be used: names the file and, where known, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a bad value (the message names the key and line).
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, with the key.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsFile {
+    #[serde(default)]
+    credentials: BTreeMap<String, Credentials>,
+}
+
+impl Config {
+    /// Reads and validates `path`; a `credentials_file` is read too (relative to `path`).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the offending key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: shown.clone(),
+            message,
+        })?;
+        if let Some(f) = cfg.smb.credentials_file.clone() {
+            let f = path.parent().unwrap_or(Path::new(".")).join(f);
+            let fshown = f.display().to_string();
+            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Io {
+                path: fshown.clone(),
+                source,
+            })?;
+            let creds: CredentialsFile =
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    path: fshown,
+                    message: e.to_string(),
+                })?;
+            for (k, v) in creds.credentials {
+                cfg.smb.credentials.entry(k).or_insert(v);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text.
+    ///
+    /// # Errors
+    /// The message names the key (and line) that is wrong.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(p) = &cfg.sympath {
+            p.parse::<crate::sympath::SymbolPath>()
+                .map_err(|e| format!("key `sympath`: {e}"))?;
+        }
+        if cfg.smb.chunk_size < 4096 || cfg.smb.chunk_size > 8 << 20 {
+            return Err("key `smb.chunk_size`: must be between 4096 and 8388608 bytes".into());
+        }
+        if cfg.smb.in_flight == 0 || cfg.smb.in_flight > 64 {
+            return Err("key `smb.in_flight`: must be between 1 and 64".into());
+        }
+        if cfg.timeouts.count == 0 {
+            return Err("key `timeouts.count`: must be at least 1".into());
+        }
+        Ok(cfg)
+    }
+
+    /// SMB client settings; hosts without credentials fall back to `env_credentials`
+    /// (`SYMCASCADE_SMB_*`).
+    pub fn smb_config(&self, env_credentials: Option<Credentials>) -> SmbConfig {
+        SmbConfig {
+            aliases: self.smb.aliases.clone(),
+            credentials: self.smb.credentials.clone(),
+            default_credentials: env_credentials,
+            connect_timeout: self.smb.connect_timeout,
+            request_timeout: self.smb.request_timeout,
+            chunk_size: self.smb.chunk_size,
+            in_flight: self.smb.in_flight,
+            ..SmbConfig::default()
+        }
+    }
+
+    /// Blackout thresholds.
+    pub fn blackout(&self) -> BlackoutPolicy {
+        BlackoutPolicy {
+            trigger: self.timeouts.trigger,
+            count: self.timeouts.count,
+            blackout: self.timeouts.blackout,
+        }
+    }
+
+    /// Cascade options.
+    pub fn cascade_options(&self) -> CascadeOptions {
+        CascadeOptions {
+            follow_file_pointers: !self.cascade.no_file_pointers,
+            uncompress: !self.cascade.no_uncompress,
+            spool_dir: self.cascade.spool_dir.clone(),
+            ..CascadeOptions::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config_parses() {
+        let c = Config::parse(
+            r#"
+sympath = 'srv*C:\Symbols*\\BranchOfficeA\Symbols*\\MainOffice\Symbols'
+[smb]
+aliases = { MainOffice = "127.0.0.1:44445" }
+connect_timeout = "2s"
+request_timeout = "1m"
+[smb.credentials.MainOffice]
+user = "CORP\\svc"
+password = "x"
+[timeouts]
+trigger = "10m"
+count = 5
+blackout = "15m"
+[cascade]
+NoFilePointers = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.smb.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.smb.aliases["MainOffice"], "127.0.0.1:44445");
+        assert!(!c.cascade_options().follow_file_pointers);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            ("[smb]\nconect_timeout = \"2s\"", "conect_timeout"),
+            ("[smb]\nconnect_timeout = \"soon\"", "soon"),
+            ("sympath = 'cache*a*b'", "sympath"),
+            ("[smb]\nin_flight = 0", "smb.in_flight"),
+            ("bogus = 1", "bogus"),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+}

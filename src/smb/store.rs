@@ -1,0 +1,657 @@
+//! `SmbStore`: a symbol store in a folder of an SMB share.
+//!
+//! Data flow: `open` opens the file once and streams it with several READs in flight (ordered
+//! by `buffered`), so a slow, high-latency link stays full; `put` streams into
+//! `.<name>.<random>.symcascade-tmp` created with "fail if exists" in the destination folder
+//! (created level by level only when missing), writes with several WRITEs in flight, flushes,
+//! then renames it to the final name **without replacing**: if the final name appeared
+//! meanwhile, ours is deleted and the existing file kept. No partial file is ever visible under
+//! a final name. Every request is bounded by the configured request timeout; a timed-out or
+//! broken connection is retired and rebuilt on the next call.
+
+use super::{Server, SmbClient, connection_level, is_not_found, map_error, status};
+use crate::layout::RelPath;
+use crate::store::{
+    Capabilities, FileMeta, Opened, PutOutcome, Store, StoreDescription, StoreError, StoreErrorKind,
+};
+use async_trait::async_trait;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use smb::{
+    CreateDisposition, CreateOptions, File, FileAccessMask, FileAttributes, FileCreateArgs,
+    FileDispositionInformation, FileRenameInformation, Resource, Tree,
+};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// A store rooted at `\\host[:port]\share[\dir…]`.
+#[derive(Debug, Clone)]
+pub struct SmbStore {
+    client: Arc<SmbClient>,
+    host: String,
+    port: Option<u16>,
+    share: String,
+    dirs: Vec<String>,
+    shown: String,
+}
+
+impl SmbStore {
+    /// A store on `share` of `host` (an alias or a name/address), below `dirs`. `shown` is
+    /// the location as the user wrote it. No network traffic until the first operation.
+    pub fn new(
+        client: Arc<SmbClient>,
+        host: &str,
+        port: Option<u16>,
+        share: &str,
+        dirs: &[String],
+        shown: &str,
+    ) -> SmbStore {
+        SmbStore {
+            client,
+            host: host.to_string(),
+            port,
+            share: share.to_string(),
+            dirs: dirs.to_vec(),
+            shown: shown.to_string(),
+        }
+    }
+
+    fn share_path(&self, rel: &[String]) -> String {
+        self.dirs
+            .iter()
+            .chain(rel.iter())
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\\")
+    }
+
+    async fn tree(&self) -> Result<(Arc<Server>, Arc<super::Live>, Arc<Tree>), StoreError> {
+        let server = self
+            .client
+            .server(&self.shown, &self.host, self.port)
+            .await?;
+        let (live, tree) = server.tree(&self.shown, &self.share).await?;
+        Ok((server, live, tree))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.client.config().request_timeout
+    }
+
+    /// Runs one SMB request under the request timeout; a timeout or a connection-level
+    /// failure retires the connection.
+    async fn call<T>(
+        &self,
+        server: &Server,
+        live: &super::Live,
+        op: &'static str,
+        path: &str,
+        fut: impl std::future::Future<Output = smb::Result<T>>,
+    ) -> Result<Result<T, smb::Error>, StoreError> {
+        match tokio::time::timeout(self.timeout(), fut).await {
+            Err(_) => {
+                server.poison(live);
+                Err(StoreError::new(
+                    &self.shown,
+                    op,
+                    path,
+                    StoreErrorKind::Timeout,
+                    format!("no answer within {:?}", self.timeout()),
+                ))
+            }
+            Ok(Err(e)) => {
+                if connection_level(&e) {
+                    server.poison(live);
+                }
+                Ok(Err(e))
+            }
+            Ok(Ok(v)) => Ok(Ok(v)),
+        }
+    }
+
+    /// Opens an existing file for reading; `Ok(None)` when missing or a directory.
+    async fn open_file(
+        &self,
+        rel: &RelPath,
+        access: FileAccessMask,
+    ) -> Result<Option<(Arc<Server>, Arc<super::Live>, File)>, StoreError> {
+        let (server, live, tree) = self.tree().await?;
+        let p = self.share_path(rel.components());
+        match self
+            .call(&server, &live, "open", &p, tree.open_existing(&p, access))
+            .await?
+        {
+            Ok(Resource::File(f)) => Ok(Some((server, live, f))),
+            Ok(_) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e)
+                if matches!(
+                    super::nt_status(&e),
+                    Some(status::FILE_IS_A_DIRECTORY | status::NAME_INVALID)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(map_error(&self.shown, "open", rel, &e)),
+        }
+    }
+
+    async fn create_dirs(
+        &self,
+        server: &Server,
+        live: &super::Live,
+        tree: &Tree,
+        rel: &RelPath,
+    ) -> Result<(), StoreError> {
+        // The store root itself must exist; create the key's folders one level at a time.
+        let parent = rel.parent();
+        for i in 1..=parent.len() {
+            let p = self.share_path(&parent[..i]);
+            let r = self
+                .call(
+                    server,
+                    live,
+                    "put",
+                    &p,
+                    tree.create_directory(
+                        &p,
+                        CreateDisposition::OpenIf,
+                        FileAccessMask::new().with_file_read_attributes(true),
+                    ),
+                )
+                .await?;
+            match r {
+                Ok(d) => drop(d),
+                Err(e) if super::nt_status(&e) == Some(status::NAME_COLLISION) => {}
+                Err(e) => return Err(map_error(&self.shown, "put", &p, &e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn discard(&self, f: &File) {
+        let _ = tokio::time::timeout(
+            self.timeout(),
+            f.set_info(FileDispositionInformation::default()),
+        )
+        .await;
+        let _ = tokio::time::timeout(self.timeout(), f.close()).await;
+    }
+}
+
+fn temp_name(name: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    format!(".{name}.{:016x}.symcascade-tmp", h.finish())
+}
+
+/// An open file that follows connection retirement: when the connection it lives on is retired
+/// (the crate lost too many credits on it, or it broke), the next request reopens the file on
+/// the server's current connection and goes on from the same offset. Without this, one long
+/// transfer could outlive its connection's credits.
+struct Handle {
+    store: SmbStore,
+    path: String,
+    disposition: CreateDisposition,
+    access: FileAccessMask,
+    cur: tokio::sync::Mutex<(Arc<Server>, Arc<super::Live>, Arc<File>)>,
+}
+
+impl Handle {
+    async fn get(&self) -> Result<(Arc<Server>, Arc<super::Live>, Arc<File>), StoreError> {
+        let mut g = self.cur.lock().await;
+        if !g
+            .1
+            .usable(self.store.client.config().retire_after_lost_credits)
+        {
+            let (server, live, tree) = self.store.tree().await?;
+            let args = FileCreateArgs {
+                disposition: self.disposition,
+                attributes: FileAttributes::new(),
+                options: CreateOptions::new().with_non_directory_file(true),
+                desired_access: self.access,
+            };
+            let r = self
+                .store
+                .call(
+                    &server,
+                    &live,
+                    "open",
+                    &self.path,
+                    tree.create(&self.path, &args),
+                )
+                .await?
+                .map_err(|e| map_error(&self.store.shown, "open", &self.path, &e))?;
+            let Resource::File(f) = r else {
+                return Err(StoreError::new(
+                    &self.store.shown,
+                    "open",
+                    &self.path,
+                    StoreErrorKind::Io,
+                    "reopened name is not a file",
+                ));
+            };
+            tracing::debug!(store = %self.store.shown, path = %self.path, "reopened on a fresh SMB connection");
+            *g = (server, live, Arc::new(f));
+        }
+        Ok(g.clone())
+    }
+
+    /// The handle currently in use (for rename/close at the end of a write).
+    async fn file(&self) -> Arc<File> {
+        self.cur.lock().await.2.clone()
+    }
+}
+
+#[async_trait]
+impl Store for SmbStore {
+    fn describe(&self) -> StoreDescription {
+        StoreDescription {
+            location: self.shown.clone(),
+            transport: "smb",
+        }
+    }
+
+    async fn stat(&self, path: &RelPath) -> Result<Option<FileMeta>, StoreError> {
+        let access = FileAccessMask::new().with_file_read_attributes(true);
+        let Some((_s, _l, f)) = self.open_file(path, access).await? else {
+            return Ok(None);
+        };
+        // The size CREATE returned; dropping the handle closes it in the background, which
+        // keeps the CLOSE round trip off this lookup's latency.
+        let len = smb::resource::GetLen::get_len(&f)
+            .await
+            .map_err(|e| map_error(&self.shown, "stat", path, &e))?;
+        Ok(Some(FileMeta {
+            len,
+            local_path: None,
+        }))
+    }
+
+    async fn open(&self, path: &RelPath) -> Result<Option<Opened>, StoreError> {
+        let access = FileAccessMask::new().with_generic_read(true);
+        let Some((server, live, f)) = self.open_file(path, access).await? else {
+            return Ok(None);
+        };
+        let len = smb::resource::GetLen::get_len(&f)
+            .await
+            .map_err(|e| map_error(&self.shown, "open", path, &e))?;
+        let chunk = self
+            .client
+            .config()
+            .chunk_size
+            .min(live.max_read)
+            .clamp(4096, super::MAX_CHUNK) as u64;
+        let in_flight = self.client.config().in_flight.clamp(1, super::MAX_SLOTS);
+        let handle = Arc::new(Handle {
+            store: self.clone(),
+            path: self.share_path(path.components()),
+            disposition: CreateDisposition::Open,
+            access,
+            cur: tokio::sync::Mutex::new((server, live, Arc::new(f))),
+        });
+        let timeout = self.timeout();
+        let shown = format!("{} {}", self.shown, path);
+        let st = futures_util::stream::iter((0..len).step_by(chunk as usize))
+            .map(move |off| {
+                let (handle, shown) = (handle.clone(), shown.clone());
+                async move {
+                    let n = chunk.min(len - off) as usize;
+                    let mut buf = vec![0u8; n];
+                    let mut got = 0;
+                    while got < n {
+                        let (server, live, file) = handle.get().await.map_err(|e| {
+                            io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())
+                        })?;
+                        let _slot = live.slots.acquire().await.map_err(io::Error::other)?;
+                        let r = tokio::time::timeout(
+                            timeout,
+                            file.read_block(&mut buf[got..], off + got as u64, None, false),
+                        )
+                        .await;
+                        match r {
+                            Err(_) => {
+                                server.poison(&live);
+                                return Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    format!("{shown}: read at {off} timed out after {timeout:?}"),
+                                ));
+                            }
+                            Ok(Err(e)) => {
+                                server.poison(&live);
+                                return Err(io::Error::new(e.kind(), format!("{shown}: {e}")));
+                            }
+                            Ok(Ok(0)) => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    format!("{shown}: file shrank while being read"),
+                                ));
+                            }
+                            Ok(Ok(k)) => got += k,
+                        }
+                    }
+                    Ok::<_, io::Error>(bytes::Bytes::from(buf))
+                }
+            })
+            .buffered(in_flight);
+        Ok(Some(Opened {
+            len: Some(len),
+            reader: Box::new(tokio_util::io::StreamReader::new(Box::pin(st))),
+            local_path: None,
+        }))
+    }
+
+    async fn put(
+        &self,
+        path: &RelPath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        if self.stat(path).await?.is_some() {
+            return Ok(PutOutcome::AlreadyPresent { local_path: None });
+        }
+        let (server, live, tree) = self.tree().await?;
+        let final_path = self.share_path(path.components());
+        let parent: Vec<String> = path.parent().to_vec();
+        let tmp_rel: Vec<String> = parent
+            .iter()
+            .cloned()
+            .chain(std::iter::once(temp_name(path.file_name())))
+            .collect();
+        let tmp_path = self.share_path(&tmp_rel);
+        let args = FileCreateArgs {
+            disposition: CreateDisposition::Create,
+            attributes: FileAttributes::new(),
+            options: CreateOptions::new().with_non_directory_file(true),
+            desired_access: FileAccessMask::new()
+                .with_generic_read(true)
+                .with_generic_write(true)
+                .with_delete(true),
+        };
+        let mut created = self
+            .call(
+                &server,
+                &live,
+                "put",
+                &tmp_path,
+                tree.create(&tmp_path, &args),
+            )
+            .await?;
+        if matches!(&created, Err(e) if is_not_found(e)) {
+            self.create_dirs(&server, &live, &tree, path).await?;
+            created = self
+                .call(
+                    &server,
+                    &live,
+                    "put",
+                    &tmp_path,
+                    tree.create(&tmp_path, &args),
+                )
+                .await?;
+        }
+        let file = match created {
+            Ok(Resource::File(f)) => f,
+            Ok(_) => {
+                return Err(StoreError::new(
+                    &self.shown,
+                    "put",
+                    path,
+                    StoreErrorKind::Io,
+                    "temp name is not a file",
+                ));
+            }
+            Err(e) => return Err(map_error(&self.shown, "put", path, &e)),
+        };
+        let handle = Handle {
+            store: self.clone(),
+            path: tmp_path.clone(),
+            disposition: CreateDisposition::Open,
+            access: args.desired_access,
+            cur: tokio::sync::Mutex::new((server.clone(), live.clone(), Arc::new(file))),
+        };
+        let written = self.write_all(&handle, src, path).await;
+        let (server, live, file) = match handle.get().await {
+            Ok(v) => v,
+            Err(e) => {
+                self.discard(&*handle.file().await).await;
+                return Err(e);
+            }
+        };
+        let total = match written {
+            Ok(n) => n,
+            Err(e) => {
+                self.discard(&file).await;
+                return Err(e);
+            }
+        };
+        if let Some(want) = len
+            && want != total
+        {
+            self.discard(&file).await;
+            return Err(StoreError::new(
+                &self.shown,
+                "put",
+                path,
+                StoreErrorKind::Truncated,
+                format!("expected {want} bytes, got {total}"),
+            ));
+        }
+        if let Err(e) = self
+            .call(&server, &live, "put", &tmp_path, async {
+                file.flush().await.map_err(smb::Error::from)
+            })
+            .await?
+        {
+            self.discard(&file).await;
+            return Err(StoreError::new(
+                &self.shown,
+                "put",
+                path,
+                StoreErrorKind::Io,
+                e.to_string(),
+            ));
+        }
+        let rename = FileRenameInformation {
+            replace_if_exists: false.into(),
+            root_directory: 0,
+            file_name: final_path.as_str().into(),
+        };
+        let renamed = self
+            .call(&server, &live, "put", &final_path, file.set_info(rename))
+            .await;
+        match renamed {
+            Ok(Ok(())) => {
+                let _ = tokio::time::timeout(self.timeout(), file.close()).await;
+                Ok(PutOutcome::Written {
+                    bytes: total,
+                    local_path: None,
+                })
+            }
+            Ok(Err(e)) if super::nt_status(&e) == Some(status::NAME_COLLISION) => {
+                // Someone published the same key meanwhile: keep theirs, drop ours.
+                self.discard(&file).await;
+                Ok(PutOutcome::AlreadyPresent { local_path: None })
+            }
+            other => {
+                // The outcome is unknown (e.g. the crate rejected an interim response although
+                // the server went on): look instead of guessing.
+                drop(file);
+                if let Ok(Some(m)) = self.stat(path).await
+                    && m.len == total
+                {
+                    return Ok(PutOutcome::Written {
+                        bytes: total,
+                        local_path: None,
+                    });
+                }
+                if let Ok(Some((_, _, f))) = self
+                    .open_file(
+                        &RelPath::from_safe(tmp_rel.clone()),
+                        FileAccessMask::new().with_delete(true),
+                    )
+                    .await
+                {
+                    self.discard(&f).await;
+                }
+                Err(match other {
+                    Ok(Err(e)) => map_error(&self.shown, "put", path, &e),
+                    Err(e) => e,
+                    Ok(Ok(())) => unreachable!("handled above"),
+                })
+            }
+        }
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, StoreError> {
+        let (server, live, tree) = self.tree().await?;
+        let root = self.share_path(&[]);
+        let read = self
+            .call(
+                &server,
+                &live,
+                "capabilities",
+                &root,
+                tree.open_existing(&root, FileAccessMask::new().with_generic_read(true)),
+            )
+            .await?;
+        let readable = read.is_ok();
+        let mut free_bytes = None;
+        if let Ok(r) = &read {
+            let info = match r {
+                Resource::Directory(d) => tokio::time::timeout(
+                    self.timeout(),
+                    d.query_fs_info::<smb::FileFsFullSizeInformation>(),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok),
+                _ => None,
+            };
+            free_bytes = info.map(|i| {
+                i.caller_available_allocation_units
+                    * i.sectors_per_allocation_unit as u64
+                    * i.bytes_per_sector as u64
+            });
+        }
+        // Writable: the share grants "add file" on its root (read-only shares do not).
+        let write = self
+            .call(
+                &server,
+                &live,
+                "capabilities",
+                &root,
+                tree.open_existing(&root, FileAccessMask::new().with_file_write_data(true)),
+            )
+            .await?;
+        Ok(Capabilities {
+            readable,
+            writable: write.is_ok(),
+            free_bytes,
+        })
+    }
+}
+
+impl SmbStore {
+    /// Streams `src` into the handle's file with several WRITEs in flight; returns the byte
+    /// count.
+    async fn write_all(
+        &self,
+        handle: &Handle,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        path: &RelPath,
+    ) -> Result<u64, StoreError> {
+        let max_write = handle.cur.lock().await.1.max_write;
+        let chunk = self
+            .client
+            .config()
+            .chunk_size
+            .min(max_write)
+            .clamp(4096, super::MAX_CHUNK);
+        let in_flight = self.client.config().in_flight.clamp(1, super::MAX_SLOTS);
+        let timeout = self.timeout();
+        let mut pending = FuturesUnordered::new();
+        let mut off = 0u64;
+        let mut eof = false;
+        loop {
+            while !eof && pending.len() < in_flight {
+                let mut buf = Vec::with_capacity(chunk);
+                let n = (&mut *src)
+                    .take(chunk as u64)
+                    .read_to_end(&mut buf)
+                    .await
+                    .map_err(|e| StoreError::from_io(&self.shown, "put", path, &e))?;
+                if n == 0 {
+                    eof = true;
+                    break;
+                }
+                let at = off;
+                off += n as u64;
+                pending.push(async move {
+                    let mut done = 0;
+                    while done < buf.len() {
+                        let (server, live, f) = handle.get().await.map_err(|e| {
+                            io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())
+                        })?;
+                        let _slot = live.slots.acquire().await.map_err(io::Error::other)?;
+                        let w = match tokio::time::timeout(
+                            timeout,
+                            f.write_block(&buf[done..], at + done as u64, None),
+                        )
+                        .await
+                        {
+                            Err(_) => {
+                                server.poison(&live);
+                                return Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    "write timed out",
+                                ));
+                            }
+                            Ok(r) => r?,
+                        };
+                        if w == 0 {
+                            return Err(io::Error::new(
+                                io::ErrorKind::WriteZero,
+                                "server accepted 0 bytes",
+                            ));
+                        }
+                        done += w;
+                    }
+                    Ok::<_, io::Error>(())
+                });
+                if n < chunk {
+                    eof = true;
+                }
+            }
+            match pending.next().await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    let kind = match super::status_in_text(&e.to_string()) {
+                        Some(status::DISK_FULL | status::QUOTA_EXCEEDED) => {
+                            StoreErrorKind::DiskFull
+                        }
+                        Some(status::ACCESS_DENIED) => StoreErrorKind::PermissionDenied,
+                        _ if e.kind() == io::ErrorKind::TimedOut => StoreErrorKind::Timeout,
+                        _ => StoreErrorKind::Io,
+                    };
+                    return Err(StoreError::new(
+                        &self.shown,
+                        "put",
+                        path,
+                        kind,
+                        e.to_string(),
+                    ));
+                }
+                None if eof => return Ok(off),
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The Samba lab: a real `smbd` (Debian `samba`) started per test as a standalone server on
+//! 127.0.0.1 and a free port, with config, passdb and all state in a temp dir.
+//!
+//! Shares: `MainOffice` (read-only), `BranchOfficeA` (read-write), `BranchOfficeARO` (the same
+//! folder, read-only), `Forbidden` (the test user is not a valid user). The SMB user `symuser`
+//! maps to the local `root` account through a `username map`, so nothing touches /etc/passwd.
+//! When `CI=true` and smbd cannot start, tests fail rather than skip.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "symuser";
+pub const PASSWORD: &str = "Sym-Pa55word!";
+pub const SMBD: &str = "/usr/sbin/smbd";
+
+pub struct Samba {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Samba {
+    /// Starts a server, or returns `None` (outside CI only) when smbd is not installed.
+    pub fn try_start() -> Option<Samba> {
+        if !Path::new(SMBD).exists() {
+            assert!(
+                !crate::harness::is_ci(),
+                "CI=true but {SMBD} is missing: scripts/test installs Debian's samba"
+            );
+            eprintln!("skipping: {SMBD} not installed (run ./scripts/test)");
+            return None;
+        }
+        Some(Samba::start())
+    }
+
+    pub fn start() -> Samba {
+        let dir = tempfile::Builder::new()
+            .prefix("samba-lab.")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        for sub in [
+            "private",
+            "lock",
+            "state",
+            "cache",
+            "pid",
+            "ncalrpc",
+            "MainOffice",
+            "BranchOfficeA",
+            "Forbidden",
+        ] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("usermap"), format!("root = {USER}\n")).unwrap();
+        let mut s = Samba {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        s.write_conf();
+        let out = Command::new("smbpasswd")
+            .args(["-c"])
+            .arg(s.conf())
+            .args(["-s", "-a", "root"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("{PASSWORD}\n{PASSWORD}\n").as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "smbpasswd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s.run_smbd();
+        s
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("smb.conf")
+    }
+
+    fn write_conf(&self) {
+        let d = self.dir.path().display();
+        let conf = format!(
+            r#"[global]
+server role = standalone server
+smb ports = {port}
+interfaces = 127.0.0.1
+bind interfaces only = yes
+disable netbios = yes
+private dir = {d}/private
+lock directory = {d}/lock
+state directory = {d}/state
+cache directory = {d}/cache
+pid directory = {d}/pid
+ncalrpc dir = {d}/ncalrpc
+log file = {d}/log.%m
+log level = 1
+passdb backend = tdbsam:{d}/passdb.tdb
+username map = {d}/usermap
+map to guest = never
+load printers = no
+printcap name = /dev/null
+disable spoolss = yes
+server min protocol = SMB2_10
+
+[MainOffice]
+path = {d}/MainOffice
+read only = yes
+valid users = root
+
+[BranchOfficeA]
+path = {d}/BranchOfficeA
+read only = no
+valid users = root
+
+[BranchOfficeARO]
+path = {d}/BranchOfficeA
+read only = yes
+valid users = root
+
+[Forbidden]
+path = {d}/Forbidden
+read only = no
+valid users = nobody
+"#,
+            port = self.port
+        );
+        std::fs::write(self.conf(), conf).unwrap();
+    }
+
+    fn run_smbd(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("smbd.out")).unwrap();
+        // No --no-process-group: with it smbd kills its whole process group (the test runner)
+        // on SIGTERM.
+        let child = Command::new(SMBD)
+            .args(["--foreground", "--debug-stdout", "-s"])
+            .arg(self.conf())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {SMBD}: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(self.addr()).is_err() {
+            if Instant::now() > deadline
+                || self.child.as_mut().unwrap().try_wait().unwrap().is_some()
+            {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("smbd.out")).unwrap_or_default();
+                panic!("smbd did not start on port {}: {log}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `127.0.0.1:PORT`, the host part of UNC paths.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `\\127.0.0.1:PORT\share`.
+    pub fn unc(&self, share: &str) -> String {
+        format!("\\\\127.0.0.1:{}\\{share}", self.port)
+    }
+
+    /// The folder behind a share, on the server's disk.
+    pub fn share_dir(&self, share: &str) -> PathBuf {
+        let share = if share == "BranchOfficeARO" {
+            "BranchOfficeA"
+        } else {
+            share
+        };
+        self.dir.path().join(share)
+    }
+
+    /// Stops smbd (by its own PID) and waits for the port to close.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+            // smbd forks a child per connection; they exit when their parent's socket closes.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(self.addr()).is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Starts smbd again on the same port and state.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run_smbd();
+    }
+
+    pub fn credentials(&self) -> symcascade::smb::Credentials {
+        symcascade::smb::Credentials {
+            user: USER.into(),
+            password: PASSWORD.into(),
+            domain: None,
+        }
+    }
+}
+
+impl Drop for Samba {
+    fn drop(&mut self) {
+        self.stop();
+        // Per-connection smbd children of this server.
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("{}", self.conf().display())])
+            .status();
+    }
+}

@@ -1,0 +1,369 @@
+//! SMB stores against a real Samba server on loopback (see `samba.rs`).
+
+use crate::harness::*;
+use crate::samba::Samba;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use symcascade::cascade::{CascadeOptions, SkipOp};
+use symcascade::layout::{Form, RelPath};
+use symcascade::smb::{Credentials, SmbClient, SmbConfig, SmbStore};
+use symcascade::store::{LocalStore, Store, StoreErrorKind, Transports};
+use tokio::io::AsyncReadExt;
+
+fn smb_config(creds: Option<Credentials>) -> SmbConfig {
+    SmbConfig {
+        default_credentials: creds,
+        // Generous: tests run in parallel on 2 cores, and NTLM session setup is CPU-bound.
+        connect_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(20),
+        ..SmbConfig::default()
+    }
+}
+
+fn transports(cfg: SmbConfig) -> (Arc<SmbClient>, Arc<Transports>) {
+    let client = SmbClient::new(cfg);
+    let t = Arc::new(Transports {
+        smb: client.clone(),
+        blackout: Default::default(),
+    });
+    (client, t)
+}
+
+fn same(a: &std::path::Path, b: &std::path::Path) {
+    assert_eq!(
+        std::fs::read(a).unwrap_or_else(|e| panic!("{}: {e}", a.display())),
+        std::fs::read(b).unwrap(),
+        "{} differs from {}",
+        a.display(),
+        b.display()
+    );
+}
+
+/// Publishes fixtures straight onto the server's disk behind a share.
+async fn publish_on_server(samba: &Samba, share: &str, names: &[&str], form: Form) {
+    let s = LocalStore::new(samba.share_dir(share));
+    for n in names {
+        symcascade::publish::publish_file(
+            &s,
+            &fixture(n),
+            symcascade::layout::Tiering::OneTier,
+            form,
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn in_share(
+    samba: &Samba,
+    share: &str,
+    key: &symcascade::key::Key,
+    form: Form,
+) -> std::path::PathBuf {
+    let rel = symcascade::layout::path_for(key, symcascade::layout::Tiering::OneTier, form);
+    rel.components()
+        .iter()
+        .fold(samba.share_dir(share), |p, c| p.join(c))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cascade_main_branch_local_over_smb() {
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
+    publish_on_server(&samba, "MainOffice", &[PDB, DLL_X86], Form::Plain).await;
+    publish_on_server(&samba, "MainOffice", &[DLL], Form::Compressed).await;
+    let lab = Lab::new();
+    let (_c, t) = transports(smb_config(Some(samba.credentials())));
+    let path = format!(
+        "srv*{}*{}*{}",
+        lab.s("local"),
+        samba.unc("BranchOfficeA"),
+        samba.unc("MainOffice")
+    );
+    let c = lab.cascade_with(&path, CascadeOptions::default(), t).await;
+    for (name, form) in [(PDB, Form::Plain), (DLL, Form::Compressed)] {
+        let key = key_of(name);
+        let l = c.lookup(&key).await.unwrap();
+        assert!(l.skipped.is_empty(), "{:?}", l.skipped);
+        let f = l.fetched.expect("hit on MainOffice");
+        assert_eq!((f.tier, f.form), (2, form));
+        let stores: Vec<_> = f.written.iter().map(|w| w.store.clone()).collect();
+        assert_eq!(
+            stores,
+            vec![samba.unc("BranchOfficeA"), lab.s("local")],
+            "branch first"
+        );
+        // Byte-identical on the server's disk (compressed stays compressed there) and locally.
+        same(
+            &in_share(&samba, "BranchOfficeA", &key, form),
+            &in_share(&samba, "MainOffice", &key, form),
+        );
+        same(&lab.file_in("local", &key, Form::Plain), &fixture(name));
+        // No temp file left on the share.
+        assert!(
+            published_files(&samba.share_dir("BranchOfficeA"))
+                .iter()
+                .all(|p| !p.contains("symcascade-tmp"))
+        );
+    }
+    // A second lookup of a branch-only file reads it from the branch share over SMB.
+    std::fs::remove_dir_all(lab.path("local")).unwrap();
+    let f = c.fetch(&pdb_key()).await.unwrap().unwrap();
+    assert_eq!(f.tier, 1);
+    same(
+        &lab.file_in("local", &pdb_key(), Form::Plain),
+        &fixture(PDB),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliased_unc_paths_on_two_servers_with_one_ip() {
+    let Some(main) = Samba::try_start() else {
+        return;
+    };
+    let branch = Samba::start();
+    assert_ne!(main.port, branch.port);
+    publish_on_server(&main, "MainOffice", &[PDB], Form::Plain).await;
+    // A decoy with the same key on the branch server's read-only share: if the two servers
+    // were confused, the lookup would find it there or write to the wrong server.
+    let lab = Lab::new();
+    let mut cfg = smb_config(Some(main.credentials()));
+    cfg.aliases = BTreeMap::from([
+        ("MainOffice".to_string(), main.host()),
+        ("BranchOfficeA".to_string(), branch.host()),
+    ]);
+    let (client, t) = transports(cfg);
+    let path = format!(
+        "srv*{}*\\\\BranchOfficeA\\BranchOfficeA*\\\\MainOffice\\MainOffice",
+        lab.s("local")
+    );
+    let c = lab.cascade_with(&path, CascadeOptions::default(), t).await;
+    let key = pdb_key();
+    let l = c.lookup(&key).await.unwrap();
+    let f = l
+        .fetched
+        .unwrap_or_else(|| panic!("not found on the main server: {:?}", l.skipped));
+    assert_eq!(f.found_in, "\\\\MainOffice\\MainOffice");
+    assert!(l.skipped.is_empty(), "{:?} written {:?}", l.skipped, f.written);
+    same(
+        &in_share(&branch, "BranchOfficeA", &key, Form::Plain),
+        &fixture(PDB),
+    );
+    assert!(
+        !in_share(&main, "BranchOfficeA", &key, Form::Plain).exists(),
+        "written to the wrong server"
+    );
+    let a = client.server("t", "MainOffice", None).await.unwrap();
+    let b = client.server("t", "BranchOfficeA", None).await.unwrap();
+    assert_ne!(a.addr(), b.addr());
+    assert!(!Arc::ptr_eq(&a, &b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_or_forbidden_branch_still_fills_local() {
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
+    publish_on_server(&samba, "MainOffice", &[PDB], Form::Plain).await;
+    for (branch, kind) in [
+        ("BranchOfficeARO", StoreErrorKind::PermissionDenied),
+        ("Forbidden", StoreErrorKind::PermissionDenied),
+    ] {
+        let lab = Lab::new();
+        let (_c, t) = transports(smb_config(Some(samba.credentials())));
+        let path = format!(
+            "srv*{}*{}*{}",
+            lab.s("local"),
+            samba.unc(branch),
+            samba.unc("MainOffice")
+        );
+        let c = lab.cascade_with(&path, CascadeOptions::default(), t).await;
+        let l = c.lookup(&pdb_key()).await.unwrap();
+        let f = l.fetched.expect("delivered");
+        assert_eq!(f.tier, 2, "{branch}");
+        assert!(
+            l.skipped
+                .iter()
+                .any(|s| s.op == SkipOp::Write && s.store == samba.unc(branch) && s.kind == kind),
+            "{branch}: {:?}",
+            l.skipped
+        );
+        same(
+            &lab.file_in("local", &pdb_key(), Form::Plain),
+            &fixture(PDB),
+        );
+        assert!(published_files(&samba.share_dir("BranchOfficeA")).is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_server_local_hits_still_served_and_misses_fail_fast() {
+    let Some(mut samba) = Samba::try_start() else {
+        return;
+    };
+    let lab = Lab::new();
+    lab.publish("local", &[DLL], Form::Plain).await;
+    samba.stop();
+    let (_c, t) = transports(smb_config(Some(samba.credentials())));
+    let path = format!(
+        "srv*{}*{}*{}",
+        lab.s("local"),
+        samba.unc("BranchOfficeA"),
+        samba.unc("MainOffice")
+    );
+    let c = lab.cascade_with(&path, CascadeOptions::default(), t).await;
+    let start = Instant::now();
+    assert_eq!(c.fetch(&key_of(DLL)).await.unwrap().unwrap().tier, 0);
+    let l = c.lookup(&pdb_key()).await.unwrap();
+    let took = start.elapsed();
+    assert!(l.fetched.is_none());
+    assert!(
+        l.skipped
+            .iter()
+            .any(|s| s.store == samba.unc("MainOffice") && s.kind == StoreErrorKind::Unreachable),
+        "{:?}",
+        l.skipped
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?} (connect timeout 3 s)"
+    );
+    // Many misses cost no more: the failed connect is remembered.
+    let start = Instant::now();
+    for i in 0..20u32 {
+        let k = symcascade::key::Key::new("x.pdb", &format!("{i:032X}1")).unwrap();
+        assert!(c.fetch(&k).await.unwrap().is_none());
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // Back up: it recovers (after the back-off).
+    samba.restart();
+    publish_on_server(&samba, "MainOffice", &[PDB], Form::Plain).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let f = c
+        .fetch(&pdb_key())
+        .await
+        .unwrap()
+        .expect("found after restart");
+    assert_eq!(f.tier, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_errors_for_password_share_and_host_without_secrets() {
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
+    let p = RelPath::from_safe(["x.pdb", "12", "x.pdb"]);
+    let wrong = Credentials {
+        user: crate::samba::USER.into(),
+        password: "not-the-Pa55word".into(),
+        domain: None,
+    };
+    let cases = [
+        (
+            samba.host(),
+            "MainOffice",
+            Some(wrong),
+            StoreErrorKind::AuthFailed,
+        ),
+        (
+            samba.host(),
+            "NoSuchShare",
+            Some(samba.credentials()),
+            StoreErrorKind::Unreachable,
+        ),
+        (
+            "no-such-host.invalid".to_string(),
+            "s",
+            Some(samba.credentials()),
+            StoreErrorKind::Unreachable,
+        ),
+        (samba.host(), "MainOffice", None, StoreErrorKind::AuthFailed),
+    ];
+    for (host, share, creds, kind) in cases {
+        let client = SmbClient::new(smb_config(creds));
+        let shown = format!("\\\\{host}\\{share}");
+        let (h, port) = host
+            .rsplit_once(':')
+            .map(|(h, p)| (h.to_string(), p.parse().ok()))
+            .unwrap_or((host.clone(), None));
+        let s = SmbStore::new(client, &h, port, share, &[], &shown);
+        let e = s.stat(&p).await.unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(e.kind, kind, "{msg}");
+        assert!(msg.contains(&shown), "names the store: {msg}");
+        assert!(
+            !msg.contains(crate::samba::PASSWORD) && !msg.contains("not-the-Pa55word"),
+            "{msg}"
+        );
+    }
+}
+
+/// Reads of 8 MiB (split into 1 MiB requests), 16 at once, on one server connection pool, while
+/// Samba answers slow reads with interim responses: all complete, byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stall_under_interim_responses() {
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
+    let dir = samba.share_dir("MainOffice").join("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut data = vec![0u8; 32 << 20];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2654435761).to_le_bytes()[1];
+    }
+    std::fs::write(dir.join("blob.bin"), &data).unwrap();
+    let mut cfg = smb_config(Some(samba.credentials()));
+    cfg.chunk_size = 8 << 20;
+    cfg.in_flight = 16;
+    let client = SmbClient::new(cfg);
+    let store = Arc::new(SmbStore::new(
+        client.clone(),
+        "127.0.0.1",
+        Some(samba.port),
+        "MainOffice",
+        &["big".into()],
+        "\\\\lab\\MainOffice\\big",
+    ));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut o = store
+                .open(&RelPath::from_safe(["blob.bin"]))
+                .await
+                .unwrap()
+                .unwrap();
+            let mut v = Vec::new();
+            o.reader.read_to_end(&mut v).await.unwrap();
+            v
+        }));
+    }
+    let deadline = Duration::from_secs(240);
+    for t in tasks {
+        let v = tokio::time::timeout(deadline, t)
+            .await
+            .expect("stalled")
+            .unwrap();
+        assert!(v == data, "content differs");
+    }
+    let server = client
+        .server("t", "127.0.0.1", Some(samba.port))
+        .await
+        .unwrap();
+    let (interims, _lost) = server.credit_stats().await;
+    eprintln!(
+        "interim responses: {interims}, connections: {}",
+        server.connects()
+    );
+    // The scenario must really have met interim responses, or it proves nothing.
+    assert!(
+        interims > 0,
+        "Samba sent no interim response: the test did not exercise the defect"
+    );
+}
