@@ -16,7 +16,7 @@
 pub mod store;
 pub mod transport;
 
-pub use store::SmbStore;
+pub use store::{DirChange, SmbStore};
 
 use crate::store::{StoreError, StoreErrorKind};
 use serde::Deserialize;

@@ -147,3 +147,61 @@ fn permission_denied_branch_is_skipped() {
         std::fs::read(fixture(PDB)).unwrap()
     );
 }
+
+/// `symcascade get` through aliased `\\MainOffice\…` paths on the Samba lab, credentials from the
+/// environment, a read-only branch share: the local folder is filled and the exit code is 0;
+/// the password never appears in the output.
+#[test]
+fn get_over_smb_with_config_aliases_and_env_credentials() {
+    let Some(samba) = crate::samba::Samba::try_start() else {
+        return;
+    };
+    let lab = Lab::new();
+    let (code, _, _) = out(bin()
+        .args(["add", "--store"])
+        .arg(samba.share_dir("MainOffice"))
+        .arg(fixture(PDB)));
+    assert_eq!(code, 0);
+    let cfg = lab.path("symcascade.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "sympath = 'srv*{}*\\\\BranchOfficeA\\BranchOfficeARO*\\\\MainOffice\\MainOffice'\n\
+             [smb]\naliases = {{ MainOffice = \"{h}\", BranchOfficeA = \"{h}\" }}\nconnect_timeout = \"10s\"\n",
+            lab.s("local"),
+            h = samba.host()
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = out(bin()
+        .args(["-v", "get", "--config"])
+        .arg(&cfg)
+        .arg(fixture(DLL))
+        .env("SYMCASCADE_SMB_USER", crate::samba::USER)
+        .env("SYMCASCADE_SMB_PASSWORD", crate::samba::PASSWORD));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        lab.file_in("local", &pdb_key(), symcascade::layout::Form::Plain)
+            .display()
+            .to_string()
+    );
+    assert!(
+        stderr.contains("BranchOfficeARO"),
+        "the skip is reported: {stderr}"
+    );
+    assert!(!stdout.contains(crate::samba::PASSWORD) && !stderr.contains(crate::samba::PASSWORD));
+    // Wrong password: a clear error naming the store, exit 1 (not found), no secret.
+    let (code, stdout, stderr) = out(bin()
+        .args(["get", "--config"])
+        .arg(&cfg)
+        .args(["x.pdb", "0123456789ABCDEF0123456789ABCDEF1"])
+        .env("SYMCASCADE_SMB_USER", crate::samba::USER)
+        .env("SYMCASCADE_SMB_PASSWORD", "Wrong-Secret-1"));
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("\\\\MainOffice\\MainOffice") && stderr.contains("authentication failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Wrong-Secret-1"));
+}

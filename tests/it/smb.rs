@@ -146,7 +146,12 @@ async fn aliased_unc_paths_on_two_servers_with_one_ip() {
         .fetched
         .unwrap_or_else(|| panic!("not found on the main server: {:?}", l.skipped));
     assert_eq!(f.found_in, "\\\\MainOffice\\MainOffice");
-    assert!(l.skipped.is_empty(), "{:?} written {:?}", l.skipped, f.written);
+    assert!(
+        l.skipped.is_empty(),
+        "{:?} written {:?}",
+        l.skipped,
+        f.written
+    );
     same(
         &in_share(&branch, "BranchOfficeA", &key, Form::Plain),
         &fixture(PDB),
@@ -365,5 +370,78 @@ async fn no_stall_under_interim_responses() {
     assert!(
         interims > 0,
         "Samba sent no interim response: the test did not exercise the defect"
+    );
+}
+
+/// 1,000 files published over SMB into a watched folder: the watch sees every one of them and
+/// never stalls, although each CHANGE_NOTIFY leaks a credit in the `smb` crate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_change_notifications_complete() {
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
+    std::fs::create_dir_all(samba.share_dir("BranchOfficeA").join("q")).unwrap();
+    let client = SmbClient::new(smb_config(Some(samba.credentials())));
+    let store = SmbStore::new(
+        client.clone(),
+        "127.0.0.1",
+        Some(samba.port),
+        "BranchOfficeA",
+        &[],
+        "\\\\lab\\BranchOfficeA",
+    );
+    let mut rx = store.watch(&["q".to_string()]).await.unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..1000u32 {
+                let body = format!("request {i}");
+                let p = RelPath::from_safe(["q".to_string(), format!("r{i:04}.req")]);
+                store
+                    .put(&p, &mut body.as_bytes(), Some(body.len() as u64))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut rescans = 0;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while seen.len() < 1000 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let change = tokio::time::timeout(left, rx.recv())
+            .await
+            .expect("watch stalled")
+            .expect("watch ended");
+        match change {
+            symcascade::smb::DirChange::Changed(names) => {
+                seen.extend(names.into_iter().filter(|n| n.ends_with(".req")));
+            }
+            symcascade::smb::DirChange::Rescan => {
+                // What a consumer does on Rescan: list the folder (here, on the server's disk).
+                rescans += 1;
+                for e in std::fs::read_dir(samba.share_dir("BranchOfficeA").join("q")).unwrap() {
+                    let n = e.unwrap().file_name().into_string().unwrap();
+                    if n.ends_with(".req") {
+                        seen.insert(n);
+                    }
+                }
+            }
+        }
+    }
+    writer.await.unwrap();
+    let server = client
+        .server("t", "127.0.0.1", Some(samba.port))
+        .await
+        .unwrap();
+    let (interims, _) = server.credit_stats().await;
+    eprintln!(
+        "names: {}, rescans: {rescans}, interims: {interims}, connections: {}",
+        seen.len(),
+        server.connects()
+    );
+    assert!(
+        interims >= 500,
+        "CHANGE_NOTIFY goes async: expected many interim responses, saw {interims}"
     );
 }
