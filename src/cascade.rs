@@ -470,6 +470,25 @@ impl Cascade {
                     });
                     break 'chains;
                 }
+                // One destination that takes the source form as it is: stream straight into it
+                // (no spool file, so one local write instead of three passes).
+                if let [(dest, bottom)] = dests.as_slice()
+                    && chain.search == SearchKind::Store
+                    && found.via_ptr.is_none()
+                    && !(found.form == Form::Compressed && *bottom && self.options.uncompress)
+                    && !(found.ptr_text.is_some() && dest.wants_ptr().await)
+                {
+                    match self
+                        .stream_direct(chain, ci, ti, key, dest, found, &mut skipped)
+                        .await
+                    {
+                        Some(f) => {
+                            fetched = Some(f);
+                            break 'chains;
+                        }
+                        None => continue, // the source failed midway: try the next store
+                    }
+                }
                 let spooled = match self
                     .spool(chain.search, found.form, found.opened, key)
                     .await
@@ -776,6 +795,83 @@ impl Cascade {
         dests
     }
 
+    /// Streams a hit straight from its source into its only destination. `None` when the
+    /// source failed midway (the caller goes on searching); a failed write is a skip and the
+    /// hit is still reported (at its source).
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_direct(
+        &self,
+        chain: &Chain,
+        ci: usize,
+        ti: usize,
+        key: &Key,
+        dest: &Arc<Tier>,
+        found: Found,
+        skipped: &mut Vec<Skip>,
+    ) -> Option<Fetched> {
+        let source = &chain.tiers[ti];
+        let tiering = match dest.tiering().await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.skip(skipped, SkipOp::Write, &e);
+                None
+            }
+        };
+        let mut written = Vec::new();
+        let mut local_path = None;
+        let mut tracked = Tracked {
+            inner: found.opened.reader,
+            bytes: 0,
+            failed: false,
+        };
+        if let Some(tiering) = tiering {
+            let path = layout::path_for(key, tiering, found.form);
+            match dest.store.put(&path, &mut tracked, found.opened.len).await {
+                Ok(outcome) => {
+                    let (bytes, new) = match &outcome {
+                        crate::store::PutOutcome::Written { bytes, .. } => (*bytes, true),
+                        crate::store::PutOutcome::AlreadyPresent { .. } => (0, false),
+                    };
+                    if found.form == Form::Plain {
+                        local_path = outcome.local_path().cloned();
+                    }
+                    written.push(Written {
+                        store: dest.name(),
+                        path: path.to_string(),
+                        form: found.form,
+                        bytes,
+                        new,
+                    });
+                }
+                Err(e) if tracked.failed || e.kind == StoreErrorKind::Truncated => {
+                    let e = StoreError::new(source.name(), "open", &path, e.kind, e.detail);
+                    self.skip(skipped, SkipOp::Read, &e);
+                    return None;
+                }
+                Err(e) => self.skip(skipped, SkipOp::Write, &e),
+            }
+        }
+        if local_path.is_none() && found.form == Form::Plain {
+            local_path = found.opened.local_path.clone();
+        }
+        let bytes_written = written.iter().map(|w| w.bytes).sum();
+        Some(Fetched {
+            found_in: source.name(),
+            chain: ci,
+            tier: ti,
+            form: found.form,
+            via_file_ptr: None,
+            written,
+            location: local_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| format!("{} ({})", source.name(), key)),
+            local_path,
+            bytes_read: tracked.bytes,
+            bytes_written,
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn deliver(
         &self,
@@ -884,6 +980,31 @@ impl Cascade {
             bytes_read: spooled.raw_len,
             bytes_written,
         }
+    }
+}
+
+/// A source stream that remembers whether *it* failed (as opposed to the destination), and
+/// how many bytes it gave.
+struct Tracked {
+    inner: crate::store::ByteStream,
+    bytes: u64,
+    failed: bool,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        match &r {
+            std::task::Poll::Ready(Ok(())) => self.bytes += (buf.filled().len() - before) as u64,
+            std::task::Poll::Ready(Err(_)) => self.failed = true,
+            std::task::Poll::Pending => {}
+        }
+        r
     }
 }
 

@@ -695,8 +695,8 @@ impl SmbStore {
                 .with_last_write(true);
             loop {
                 let (server, live, d) = match cur.take() {
-                    Some(c) if c.1.usable(retire) => c,
-                    _ => {
+                    Some(c) => c,
+                    None => {
                         if tx.send(DirChange::Rescan).await.is_err() {
                             return;
                         }
@@ -712,25 +712,43 @@ impl SmbStore {
                         }
                     }
                 };
-                let r = tokio::select! {
-                    r = d.watch(filter, false) => r,
-                    _ = tx.closed() => return,
-                };
-                match r {
-                    Ok(items) => {
-                        let names: Vec<String> =
-                            items.into_iter().map(|i| i.file_name.to_string()).collect();
-                        if tx.send(DirChange::Changed(names)).await.is_err() {
-                            return;
+                // A listing made before this handle's first CHANGE_NOTIFY is armed can miss a
+                // change: ask for one more rescan once it surely is.
+                let mut settle = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                loop {
+                    let fut = d.watch(filter, false);
+                    tokio::pin!(fut);
+                    let r = loop {
+                        tokio::select! {
+                            r = &mut fut => break r,
+                            _ = tx.closed() => return,
+                            _ = tokio::time::sleep_until(settle.unwrap_or_else(tokio::time::Instant::now)), if settle.is_some() => {
+                                settle = None;
+                                if tx.send(DirChange::Rescan).await.is_err() {
+                                    return;
+                                }
+                            }
                         }
-                        cur = Some((server, live, d));
-                    }
-                    Err(e) => {
-                        tracing::debug!(store = %me.shown, "watch ended: {e}");
-                        if connection_level(&e) {
-                            server.poison(&live);
+                    };
+                    match r {
+                        Ok(items) => {
+                            let names: Vec<String> =
+                                items.into_iter().map(|i| i.file_name.to_string()).collect();
+                            if tx.send(DirChange::Changed(names)).await.is_err() {
+                                return;
+                            }
+                            if !live.usable(retire) {
+                                break; // retired: move to a fresh connection
+                            }
                         }
-                        // Overflow or cleanup: reopen (and ask for a rescan) on the next turn.
+                        Err(e) => {
+                            // Overflow, cleanup or a broken connection: reopen and rescan.
+                            tracing::debug!(store = %me.shown, "watch ended: {e}");
+                            if connection_level(&e) {
+                                server.poison(&live);
+                            }
+                            break;
+                        }
                     }
                 }
             }

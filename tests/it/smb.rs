@@ -391,28 +391,44 @@ async fn a_thousand_change_notifications_complete() {
         "\\\\lab\\BranchOfficeA",
     );
     let mut rx = store.watch(&["q".to_string()]).await.unwrap();
-    let writer = {
+    let mut writer = {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 0..1000u32 {
                 let body = format!("request {i}");
                 let p = RelPath::from_safe(["q".to_string(), format!("r{i:04}.req")]);
-                store
+                if let Err(e) = store
                     .put(&p, &mut body.as_bytes(), Some(body.len() as u64))
                     .await
-                    .unwrap();
+                {
+                    panic!("put r{i:04}.req failed: {e}");
+                }
             }
         })
     };
     let mut seen = std::collections::HashSet::new();
     let mut rescans = 0;
+    let mut idle = 0;
     let deadline = Instant::now() + Duration::from_secs(180);
     while seen.len() < 1000 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let change = tokio::time::timeout(left, rx.recv())
-            .await
-            .expect("watch stalled")
-            .expect("watch ended");
+        assert!(
+            Instant::now() < deadline,
+            "watch stalled: {} of 1000 seen",
+            seen.len()
+        );
+        let change = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(c) => c.expect("watch ended"),
+            Err(_) => {
+                idle += 1;
+                if writer.is_finished() && idle >= 5 {
+                    // Surface a writer failure instead of waiting for names that never come.
+                    (&mut writer).await.unwrap();
+                    panic!("writer done, watch silent: {} of 1000 seen", seen.len());
+                }
+                continue;
+            }
+        };
+        idle = 0;
         match change {
             symcascade::smb::DirChange::Changed(names) => {
                 seen.extend(names.into_iter().filter(|n| n.ends_with(".req")));
