@@ -172,6 +172,47 @@ fn remove_dead_temps(dir: &Path, file_name: &str) {
     }
 }
 
+/// Bytes written between background flushes to disk.
+const SYNC_EVERY: u64 = 32 << 20;
+
+/// Copies `src` into `out`, asking the OS to flush what was written so far every
+/// [`SYNC_EVERY`] bytes on a blocking thread (at most one flush in flight). The network keeps
+/// streaming meanwhile, so the final `fsync` before the rename has little left to do: a large
+/// file becomes durable almost as soon as its last byte arrives.
+async fn copy_with_background_sync(
+    src: &mut (dyn AsyncRead + Send + Unpin),
+    out: &mut tokio::fs::File,
+    sync_file: std::fs::File,
+) -> io::Result<u64> {
+    use tokio::io::AsyncReadExt;
+    let sync_file = std::sync::Arc::new(sync_file);
+    let mut buf = vec![0u8; COPY_BUF];
+    let (mut total, mut since_sync) = (0u64, 0u64);
+    let mut flushing: Option<tokio::task::JoinHandle<io::Result<()>>> = None;
+    loop {
+        let n = src.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).await?;
+        total += n as u64;
+        since_sync += n as u64;
+        if since_sync >= SYNC_EVERY && flushing.as_ref().is_none_or(|h| h.is_finished()) {
+            if let Some(h) = flushing.take() {
+                h.await.map_err(io::Error::other)??;
+            }
+            out.flush().await?;
+            let f = sync_file.clone();
+            flushing = Some(tokio::task::spawn_blocking(move || f.sync_data()));
+            since_sync = 0;
+        }
+    }
+    if let Some(h) = flushing {
+        h.await.map_err(io::Error::other)??;
+    }
+    Ok(total)
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -279,10 +320,9 @@ impl Store for LocalStore {
         .await
         .map_err(|e| err(&e))?;
         let std_file = tmp.as_file().try_clone().map_err(|e| err(&e))?;
-        let mut out =
-            tokio::io::BufWriter::with_capacity(COPY_BUF, tokio::fs::File::from_std(std_file));
-        let mut reader = tokio::io::BufReader::with_capacity(COPY_BUF, src);
-        let copied = tokio::io::copy_buf(&mut reader, &mut out).await;
+        let sync_file = tmp.as_file().try_clone().map_err(|e| err(&e))?;
+        let mut out = tokio::fs::File::from_std(std_file);
+        let copied = copy_with_background_sync(src, &mut out, sync_file).await;
         let bytes = match copied {
             Ok(n) => n,
             Err(e) => {
@@ -302,9 +342,8 @@ impl Store for LocalStore {
             ));
         }
         out.flush().await.map_err(|e| err(&e))?;
-        let f = out.into_inner();
-        f.sync_all().await.map_err(|e| err(&e))?;
-        drop(f);
+        out.sync_all().await.map_err(|e| err(&e))?;
+        drop(out);
         let final_path = dir.join(path.file_name());
         let fp = final_path.clone();
         let persisted = blocking(move || match tmp.persist_noclobber(&fp) {
