@@ -306,3 +306,14 @@ NoFilePointers = true
         }
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    /// The example shipped in `examples/` (and shown in README) is a valid configuration.
+    #[test]
+    fn shipped_example_parses() {
+        let c = super::Config::parse(include_str!("../examples/symcascade.toml")).unwrap();
+        assert_eq!(c.smb.aliases.len(), 2);
+        assert_eq!(c.timeouts.count, 5);
+    }
+}
