@@ -460,17 +460,24 @@ pub fn nt_status(e: &smb::Error) -> Option<u32> {
     match e {
         smb::Error::ReceivedErrorMessage(s, _) | smb::Error::UnexpectedMessageStatus(s) => Some(*s),
         smb::Error::IoError(io) => status_in_text(&io.to_string()),
-        _ => None,
+        other => status_in_text(&other.to_string()),
     }
 }
 
+/// The last NTSTATUS-looking `0x` + 8 hex digits in an error text (the crate formats them as
+/// `(0xc0000034)` or `status: 0xc000007f.` depending on the path).
 fn status_in_text(m: &str) -> Option<u32> {
-    let i = m.rfind("(0x")?;
-    let hex: String = m[i + 3..]
-        .chars()
-        .take_while(|c| c.is_ascii_hexdigit())
-        .collect();
-    u32::from_str_radix(&hex, 16).ok()
+    m.match_indices("0x")
+        .filter_map(|(i, _)| {
+            let hex: String = m[i + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_hexdigit())
+                .collect();
+            (hex.len() == 8)
+                .then(|| u32::from_str_radix(&hex, 16).ok())
+                .flatten()
+        })
+        .last()
 }
 
 /// NTSTATUS values we act on (MS-ERREF 2.3).
@@ -590,6 +597,10 @@ mod tests {
             status_in_text("Read failed: Object Name Not Found (0xc0000034)."),
             Some(0xC000_0034)
         );
-        assert_eq!(status_in_text("no status"), None);
+        assert_eq!(
+            status_in_text("Server returned an error message with status: 0xc000007f."),
+            Some(0xC000_007F)
+        );
+        assert_eq!(status_in_text("no status, just 0x12"), None);
     }
 }

@@ -461,3 +461,43 @@ async fn a_thousand_change_notifications_complete() {
         "CHANGE_NOTIFY goes async: expected many interim responses, saw {interims}"
     );
 }
+
+/// A branch share on a full disk (a real 256 KiB tmpfs behind the share): Samba answers
+/// STATUS_DISK_FULL midway, the branch is skipped as "disk full", nothing is left under a final
+/// name or as a temp file, and the local folder still gets the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_branch_share_is_skipped_and_left_clean() {
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
+    publish_on_server(&samba, "MainOffice", &[PDB], Form::Plain).await;
+    let _full = Tmpfs::mount(&samba.share_dir("BranchOfficeA"), "256k");
+    let lab = Lab::new();
+    let (_c, t) = transports(smb_config(Some(samba.credentials())));
+    let path = format!(
+        "srv*{}*{}*{}",
+        lab.s("local"),
+        samba.unc("BranchOfficeA"),
+        samba.unc("MainOffice")
+    );
+    let c = lab.cascade_with(&path, CascadeOptions::default(), t).await;
+    let l = c.lookup(&pdb_key()).await.unwrap();
+    assert!(l.fetched.is_some());
+    assert!(
+        l.skipped
+            .iter()
+            .any(|s| s.op == SkipOp::Write && s.kind == StoreErrorKind::DiskFull),
+        "{:?}",
+        l.skipped
+    );
+    let left: Vec<_> = published_files(&samba.share_dir("BranchOfficeA"));
+    assert!(
+        left.iter()
+            .all(|p| !p.ends_with(PDB) && !p.contains("symcascade-tmp")),
+        "{left:?}"
+    );
+    same(
+        &lab.file_in("local", &pdb_key(), Form::Plain),
+        &fixture(PDB),
+    );
+}
