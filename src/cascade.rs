@@ -92,7 +92,10 @@ impl Tier {
     }
 
     /// One-tier or two-tier, from `index2.txt` in the root; learned once per process.
-    async fn tiering(&self) -> Result<Tiering, StoreError> {
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be asked.
+    pub async fn tiering(&self) -> Result<Tiering, StoreError> {
         self.tiering
             .get_or_try_init(|| async {
                 let two = self

@@ -30,6 +30,88 @@ pub struct Config {
     /// Cascade switches (SymProxy option names).
     #[serde(default)]
     pub cascade: CascadeSection,
+    /// The replication agent (`symcascade run`).
+    #[serde(default)]
+    pub agent: AgentSection,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// This agent's id (`[A-Za-z0-9_-]`, at most 64). Default: the host name.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The store (as written in `sympath`) holding the shared queue. Default: the chain's
+    /// second store (the intermediate/branch store).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Safety-net rescan of the queue. Default `30s`.
+    #[serde(default = "d30s", deserialize_with = "duration")]
+    pub rescan_interval: Duration,
+    /// First retry of a pending back-fill (doubling up to 10 minutes). Default `30s`.
+    #[serde(default = "d30s", deserialize_with = "duration")]
+    pub backfill_interval: Duration,
+    /// SymProxy `MissTimeout`: a key no upstream had is not asked for again before this.
+    /// Default `5m`.
+    #[serde(default = "d5m", deserialize_with = "duration")]
+    pub miss_timeout: Duration,
+    /// SymProxy `MissAgeTimeout`: a request that kept missing this long is dropped. Default
+    /// `1d`.
+    #[serde(default = "d1d", deserialize_with = "duration")]
+    pub miss_age_timeout: Duration,
+    /// How long a lease keeps other agents from pulling the same key. Default `2m`.
+    #[serde(default = "d2m", deserialize_with = "duration")]
+    pub lease_timeout: Duration,
+    /// Records processed at once. Default 4.
+    #[serde(default = "d_in_flight")]
+    pub max_parallel: usize,
+    /// Poll a local queue folder at this interval instead of using OS notifications (network
+    /// file systems mounted by the OS need it). Default: OS notifications.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub poll_interval: Option<Duration>,
+    /// Where back-fills and `status.json` live. Default `<local store>/000Cascade/agent`.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// How long in-flight copies may finish at shutdown. Default `20s`.
+    #[serde(default = "d20s", deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection {
+            id: None,
+            branch: None,
+            rescan_interval: d30s(),
+            backfill_interval: d30s(),
+            miss_timeout: d5m(),
+            miss_age_timeout: d1d(),
+            lease_timeout: d2m(),
+            max_parallel: d_in_flight(),
+            poll_interval: None,
+            state_dir: None,
+            shutdown_grace: d20s(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `human` (default) or `json`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Also write logs to this file, rotated daily (for services).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Level filter, `RUST_LOG` syntax (e.g. `info`, `symcascade=debug`).
+    #[serde(default)]
+    pub level: Option<String>,
 }
 
 /// `[smb]`.
@@ -114,6 +196,21 @@ pub struct CascadeSection {
     pub spool_dir: Option<PathBuf>,
 }
 
+fn d20s() -> Duration {
+    Duration::from_secs(20)
+}
+fn d2m() -> Duration {
+    Duration::from_secs(120)
+}
+fn d5m() -> Duration {
+    Duration::from_secs(300)
+}
+fn d1d() -> Duration {
+    Duration::from_secs(86400)
+}
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
 fn d5s() -> Duration {
     Duration::from_secs(5)
 }
@@ -220,6 +317,22 @@ impl Config {
         }
         if cfg.smb.in_flight == 0 || cfg.smb.in_flight > 64 {
             return Err("key `smb.in_flight`: must be between 1 and 64".into());
+        }
+        if let Some(f) = &cfg.log.format
+            && f != "human"
+            && f != "json"
+        {
+            return Err(format!("key `log.format`: {f:?} is not `human` or `json`"));
+        }
+        if cfg.agent.max_parallel == 0 || cfg.agent.max_parallel > 64 {
+            return Err("key `agent.max_parallel`: must be between 1 and 64".into());
+        }
+        if let Some(id) = &cfg.agent.id
+            && !crate::queue::valid_agent_id(id)
+        {
+            return Err(format!(
+                "key `agent.id`: {id:?} must be 1-64 of [A-Za-z0-9_-]"
+            ));
         }
         if cfg.timeouts.count == 0 {
             return Err("key `timeouts.count`: must be at least 1".into());

@@ -7,12 +7,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod cascade;
 pub mod compress;
 pub mod config;
+pub mod folder;
 pub mod key;
 pub mod layout;
 pub mod publish;
+pub mod queue;
 pub mod smb;
 pub mod store;
 pub mod sympath;

@@ -73,6 +73,38 @@ enum Cmd {
         /// The symbol path; default: _NT_ALT_SYMBOL_PATH;_NT_SYMBOL_PATH.
         path: Option<String>,
     },
+    /// Run the replication agent: watch the branch share's miss queue and replicate each wanted
+    /// key down the cascade (main → branch → local) until Ctrl-C / SIGTERM.
+    Run,
+    /// Queue a request for NAME INDEX on the branch share (the agent fills this machine's local
+    /// store; `--any` lets any agent pull it into the branch store).
+    Request {
+        /// Any agent of the branch may serve it (prefetch into the branch store).
+        #[arg(long)]
+        any: bool,
+        /// File name, e.g. `ntdll.pdb`.
+        name: String,
+        /// Index, e.g. `1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21`.
+        index: String,
+    },
+    /// Queue every key of a SymChk `/om` manifest (`<name>,<index>,1` lines) for the branch.
+    Prefetch {
+        /// The manifest file.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Request for this agent's local store instead of the branch as a whole.
+        #[arg(long)]
+        mine: bool,
+        /// Wait until the agents have processed every request (progress on a terminal).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show queue depth, pending back-fills, each store's health and recent transfers.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add PE/PDB files to a local store, as `symstore add` does.
     Add {
         /// The store's root folder.
@@ -90,32 +122,77 @@ enum Cmd {
     },
 }
 
-fn init_logging(verbose: u8, json: bool) {
+/// Console logging (stderr), plus a daily-rotated file when `[log] file` is set. The returned
+/// guard flushes the file on drop.
+fn init_logging(
+    verbose: u8,
+    json: bool,
+    log: &symcascade::config::LogSection,
+    agent: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match verbose {
+        0 if agent => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
-    // The smb crate logs ERROR on normal closes (lab defect 5): silence it unless RUST_LOG asks.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!(
-            "{default},smb=off,smb_transport=off,smb_msg=off,sspi=off"
-        ))
-    });
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
+    let default = log.level.clone().unwrap_or_else(|| default.to_string());
+    let json = json || log.format.as_deref() == Some("json");
+    let filter = || {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new(format!(
+                "{default},smb=off,smb_transport=off,smb_msg=off,sspi=off"
+            ))
+        })
+    };
+    let console = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed()
     } else {
-        b.init();
-    }
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed()
+    };
+    let (file, guard) = match &log.file {
+        Some(path) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "symcascade.log".into());
+            let _ = std::fs::create_dir_all(dir);
+            let (w, g) =
+                tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, name));
+            let l = tracing_subscriber::fmt::layer()
+                .json()
+                .with_ansi(false)
+                .with_writer(w)
+                .with_filter(filter())
+                .boxed();
+            (Some(l), Some(g))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(console)
+        .with(file)
+        .init();
+    guard
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.log_json);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -123,7 +200,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match &cli.config {
+    let config_path = cli.config.clone().or_else(|| {
+        // `run` and the queue commands fall back to the platform's default config file.
+        let needs = matches!(
+            cli.cmd,
+            Cmd::Run | Cmd::Request { .. } | Cmd::Prefetch { .. } | Cmd::Status { .. }
+        );
+        let p = default_config_path();
+        (needs && p.exists()).then_some(p)
+    });
+    let config = match &config_path {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
             Err(e) => {
@@ -133,6 +219,12 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
+    let _log_guard = init_logging(
+        cli.verbose,
+        cli.log_json,
+        &config.log,
+        matches!(cli.cmd, Cmd::Run),
+    );
     match rt.block_on(dispatch(cli.cmd, config)) {
         Ok(code) => code,
         Err(e) => {
@@ -207,6 +299,54 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Cmd::Run => {
+            let shutdown = async {
+                #[cfg(unix)]
+                {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    match signal(SignalKind::terminate()) {
+                        Ok(mut term) => {
+                            tokio::select! {
+                                _ = tokio::signal::ctrl_c() => {}
+                                _ = term.recv() => {}
+                            }
+                        }
+                        Err(_) => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
+                    }
+                }
+                #[cfg(not(unix))]
+                {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+                tracing::info!("shutdown requested");
+            };
+            symcascade::agent::run(config, default_downstream(), shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Request { any, name, index } => {
+            let key = Key::new(&name, &index)?;
+            let setup = symcascade::agent::setup(&config, &default_downstream()).await?;
+            let who = if any {
+                symcascade::queue::ANY.to_string()
+            } else {
+                setup.id.clone()
+            };
+            let new = symcascade::agent::request(&setup, &key, &who).await?;
+            println!(
+                "{} {key} in {}",
+                if new { "queued" } else { "already queued" },
+                setup.requests().describe()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Prefetch {
+            manifest,
+            mine,
+            wait,
+        } => prefetch(&config, &manifest, mine, wait).await,
+        Cmd::Status { json } => status(&config, json).await,
         Cmd::Parse { json, path } => {
             let p = symbol_path(path, &config)?;
             if json {
@@ -315,4 +455,157 @@ fn describe_loc(l: &Location) -> String {
         Location::Http { .. } => "http",
     };
     format!("[{kind}] {l}")
+}
+
+/// The platform's default config file: `%ProgramData%\symcascade\symcascade.toml` on Windows,
+/// `/etc/symcascade/symcascade.toml` elsewhere.
+fn default_config_path() -> PathBuf {
+    if cfg!(windows) {
+        let pd = std::env::var("ProgramData").unwrap_or_else(|_| r"C:\ProgramData".into());
+        PathBuf::from(pd).join("symcascade").join("symcascade.toml")
+    } else {
+        PathBuf::from("/etc/symcascade/symcascade.toml")
+    }
+}
+
+fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+async fn prefetch(
+    config: &Config,
+    manifest: &std::path::Path,
+    mine: bool,
+    wait: bool,
+) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let keys = symcascade::queue::parse_manifest(&text)
+        .map_err(|e| anyhow!("{}: {e}", manifest.display()))?;
+    let setup = symcascade::agent::setup(config, &default_downstream()).await?;
+    let who = if mine {
+        setup.id.clone()
+    } else {
+        symcascade::queue::ANY.to_string()
+    };
+    let pb = progress(keys.len() as u64, "queueing");
+    let mut queued = Vec::new();
+    let mut already = 0;
+    for k in &keys {
+        if symcascade::agent::request(&setup, k, &who).await? {
+            queued.push(symcascade::queue::Record::new(k, &who)?.file_name());
+        } else {
+            already += 1;
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    println!(
+        "queued {} requests ({already} already queued) in {}",
+        queued.len(),
+        setup.requests().describe()
+    );
+    if wait {
+        let pb = progress(keys.len() as u64, "replicated");
+        loop {
+            let names = setup.requests().list().await?;
+            let left = queued
+                .iter()
+                .filter(|q| names.binary_search(q).is_ok())
+                .count();
+            pb.set_position((keys.len() - left) as u64);
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        pb.finish_and_clear();
+        println!("all requests processed");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(config: &Config, json: bool) -> Result<ExitCode> {
+    let setup = symcascade::agent::setup(config, &default_downstream()).await?;
+    let depth = setup.requests().list().await.map(|v| v.len());
+    let stores = symcascade::agent::store_health(
+        &setup.chain,
+        setup.branch,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    let agent = setup.read_status();
+    let running = agent
+        .as_ref()
+        .is_some_and(|a| symcascade::queue::now_secs().saturating_sub(a.updated) < 30);
+    let report = serde_json::json!({
+        "agent": setup.id,
+        "agent_running": running,
+        "queue": setup.requests().describe(),
+        "queue_depth": depth.as_ref().ok(),
+        "queue_error": depth.as_ref().err().map(|e| e.to_string()),
+        "backfills": agent.as_ref().map(|a| a.backfills.clone()).unwrap_or_default(),
+        "stores": stores,
+        "recent": agent.as_ref().map(|a| a.recent.clone()).unwrap_or_default(),
+        "counters": agent.as_ref().map(|a| serde_json::json!({
+            "lookups": a.lookups, "hits": a.hits, "misses": a.misses, "bytes_read": a.bytes_read,
+        })),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "agent {} ({})",
+        setup.id,
+        if running { "running" } else { "not running" }
+    );
+    match &depth {
+        Ok(n) => println!("queue: {n} request(s) in {}", setup.requests().describe()),
+        Err(e) => println!("queue: unavailable: {e}"),
+    }
+    let backfills = agent.as_ref().map(|a| a.backfills.len()).unwrap_or(0);
+    println!("pending back-fills: {backfills}");
+    for b in agent.iter().flat_map(|a| a.backfills.iter()) {
+        println!("  {}/{} -> {}", b.name, b.index, b.store);
+    }
+    println!("stores:");
+    for s in &stores {
+        let free = s
+            .free_bytes
+            .map(|b| format!(", {:.1} GiB free", b as f64 / (1u64 << 30) as f64))
+            .unwrap_or_default();
+        let state = match (&s.error, s.reachable, s.writable) {
+            (Some(e), _, _) => format!("UNREACHABLE: {e}"),
+            (None, true, true) => format!("reachable, writable{free}"),
+            (None, true, false) => format!("reachable, NOT writable{free}"),
+            (None, false, _) => "not readable".to_string(),
+        };
+        println!("  {:<12} {:<40} {state}", s.role, s.store);
+    }
+    if let Some(a) = &agent {
+        println!("recent transfers:");
+        for t in a.recent.iter().rev().take(10) {
+            println!(
+                "  {} from {} -> {} ({} B, {} ms)",
+                t.key,
+                t.found_in,
+                t.written.join(", "),
+                t.bytes_read,
+                t.ms
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -786,3 +786,182 @@ impl SmbStore {
         }
     }
 }
+
+/// Control-file operations used by the queue (`crate::folder`): listing, exclusive creation
+/// and removal of small files.
+impl SmbStore {
+    /// Names of the files (not folders) in `dir`; `Ok(None)` when `dir` does not exist.
+    ///
+    /// Runs the query on a dedicated current-thread runtime: the crate's directory query can
+    /// lose a wakeup and hang on a multi-threaded runtime (lab defect 3), which cannot happen
+    /// on a current-thread one. Bounded by the request timeout.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the share cannot be listed.
+    pub async fn list_dir(&self, dir: &[String]) -> Result<Option<Vec<String>>, StoreError> {
+        let (server, live, tree) = self.tree().await?;
+        let path = self.share_path(dir);
+        let timeout = self.timeout();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Some(Err(smb::Error::IoError(e))));
+                    return;
+                }
+            };
+            let r = rt.block_on(async move {
+                let listing = async {
+                    let access = FileAccessMask::new()
+                        .with_generic_read(true)
+                        .with_file_read_attributes(true);
+                    let d = match tree.open_existing(&p, access).await? {
+                        Resource::Directory(d) => Arc::new(d),
+                        _ => return Ok(None),
+                    };
+                    let mut names = Vec::new();
+                    {
+                        let mut s =
+                            smb::Directory::query::<smb::FileIdBothDirectoryInformation>(&d, "*")
+                                .await?;
+                        while let Some(e) = s.next().await {
+                            let e = e?;
+                            if !e.file_attributes.directory() {
+                                names.push(e.file_name.to_string());
+                            }
+                        }
+                    }
+                    let _ = d.close().await;
+                    Ok::<_, smb::Error>(Some(names))
+                };
+                // `None`: timed out.
+                tokio::time::timeout(timeout, listing).await.ok()
+            });
+            let _ = tx.send(r);
+        });
+        match rx.await {
+            Ok(Some(Ok(v))) => Ok(v),
+            Ok(Some(Err(e))) if is_not_found(&e) => Ok(None),
+            Ok(Some(Err(e))) => {
+                if connection_level(&e) {
+                    server.poison(&live);
+                }
+                Err(map_error(&self.shown, "list", &path, &e))
+            }
+            Ok(None) => {
+                server.poison(&live);
+                Err(StoreError::new(
+                    &self.shown,
+                    "list",
+                    &path,
+                    StoreErrorKind::Timeout,
+                    format!("no listing within {timeout:?}"),
+                ))
+            }
+            Err(_) => Err(StoreError::new(
+                &self.shown,
+                "list",
+                &path,
+                StoreErrorKind::Io,
+                "listing thread ended",
+            )),
+        }
+    }
+
+    /// Creates `path` with `content`, failing (returning `Ok(false)`) when it already exists;
+    /// creates missing folders. The content is small (one write).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the share refuses the write.
+    pub async fn create_new(&self, path: &RelPath, content: &[u8]) -> Result<bool, StoreError> {
+        let (server, live, tree) = self.tree().await?;
+        let p = self.share_path(path.components());
+        let args = FileCreateArgs {
+            disposition: CreateDisposition::Create,
+            attributes: FileAttributes::new(),
+            options: CreateOptions::new().with_non_directory_file(true),
+            desired_access: FileAccessMask::new()
+                .with_generic_read(true)
+                .with_generic_write(true)
+                .with_delete(true),
+        };
+        let mut r = self
+            .call(&server, &live, "create", &p, tree.create(&p, &args))
+            .await?;
+        if matches!(&r, Err(e) if is_not_found(e)) {
+            self.create_dirs(&server, &live, &tree, path).await?;
+            r = self
+                .call(&server, &live, "create", &p, tree.create(&p, &args))
+                .await?;
+        }
+        let f = match r {
+            Ok(Resource::File(f)) => f,
+            Ok(_) => return Ok(false),
+            Err(e) if super::nt_status(&e) == Some(status::NAME_COLLISION) => return Ok(false),
+            Err(e) => return Err(map_error(&self.shown, "create", path, &e)),
+        };
+        let mut done = 0;
+        while done < content.len() {
+            match self
+                .call(&server, &live, "create", &p, async {
+                    f.write_block(&content[done..], done as u64, None)
+                        .await
+                        .map_err(smb::Error::from)
+                })
+                .await?
+            {
+                Ok(0) | Err(_) => {
+                    self.discard(&f).await;
+                    return Err(StoreError::new(
+                        &self.shown,
+                        "create",
+                        path,
+                        StoreErrorKind::Io,
+                        "short write",
+                    ));
+                }
+                Ok(n) => done += n,
+            }
+        }
+        let _ = tokio::time::timeout(self.timeout(), f.close()).await;
+        Ok(true)
+    }
+
+    /// Deletes the file `path`; a missing file is fine.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the share refuses.
+    pub async fn remove(&self, path: &RelPath) -> Result<(), StoreError> {
+        let access = FileAccessMask::new().with_delete(true);
+        let Some((server, live, f)) = self.open_file(path, access).await? else {
+            return Ok(());
+        };
+        let p = self.share_path(path.components());
+        let r = self
+            .call(
+                &server,
+                &live,
+                "remove",
+                &p,
+                f.set_info(FileDispositionInformation::default()),
+            )
+            .await?;
+        let _ = tokio::time::timeout(self.timeout(), f.close()).await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => {
+                // The crate may reject an interim response while the server goes on: look.
+                if self.stat(path).await?.is_none() {
+                    return Ok(());
+                }
+                Err(map_error(&self.shown, "remove", path, &e))
+            }
+        }
+    }
+}

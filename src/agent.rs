@@ -1,0 +1,909 @@
+//! The replication agent: watches the branch share's miss queue and replicates each wanted key
+//! down the cascade (main → branch → local), durably.
+//!
+//! Data flow: [`run`] resolves the configured symbol path into a cascade, opens the queue
+//! folders on the branch store (`000Cascade/requests|leases|misses|rejected`, see `queue`), and
+//! loops: a change notification (SMB CHANGE_NOTIFY or `notify` for local folders) or the periodic
+//! rescan lists the requests; each due record is processed by a task (at most `max_parallel`):
+//! miss cache check → lease (so one agent of the branch pulls over the WAN) → cascade lookup →
+//! back-fills for skipped tiers → record removed. Back-fills are persisted in the agent's state
+//! folder and retried with backoff. `status.json` in the same folder feeds `symcascade status`.
+//!
+//! Semantics: SymSrv's cascade (see `cascade`), SymProxy's `MissTimeout` (a key no upstream has
+//! is not asked for again before it expires; shared by the whole branch through the share) and
+//! `MissAgeTimeout` (a request that kept missing that long is dropped).
+
+use crate::cascade::{Cascade, Chain, SkipOp};
+use crate::config::Config;
+use crate::folder::Folder;
+use crate::key::Key;
+use crate::layout::{self, Form};
+use crate::queue::{self, Backfill, Lease, Miss, Record};
+use crate::smb::{Credentials, SmbClient, SmbStore};
+use crate::store::{StoreError, Transports};
+use crate::sympath::{Location, SymbolPath};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why the agent could not start (once running, failures are logged and retried, never fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is unusable for an agent.
+    #[error("config: {0}")]
+    Config(String),
+    /// The state folder cannot be used.
+    #[error("state folder {path}: {source}")]
+    State {
+        /// The folder.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Health of one store, as last checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// Location.
+    pub store: String,
+    /// Role in the chain: `local`, `branch`, `upstream`, `intermediate`.
+    pub role: String,
+    /// The store answered.
+    pub reachable: bool,
+    /// Writes are accepted (a hint).
+    pub writable: bool,
+    /// Free bytes, when known.
+    pub free_bytes: Option<u64>,
+    /// The error, when unreachable.
+    pub error: Option<String>,
+}
+
+/// One replication, for the status' "recent transfers".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transfer {
+    /// `name/index`.
+    pub key: String,
+    /// Where it was found.
+    pub found_in: String,
+    /// Stores written, in order.
+    pub written: Vec<String>,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Milliseconds.
+    pub ms: u64,
+    /// When, seconds since the epoch.
+    pub at: u64,
+}
+
+/// What `status.json` holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// Agent id.
+    pub agent: String,
+    /// Process id.
+    pub pid: u32,
+    /// Last update, seconds since the epoch.
+    pub updated: u64,
+    /// Requests in the queue at the last scan (all requesters).
+    pub queue_depth: usize,
+    /// Records being processed now.
+    pub in_flight: usize,
+    /// Pending back-fills.
+    pub backfills: Vec<Backfill>,
+    /// Store health.
+    pub stores: Vec<StoreHealth>,
+    /// Recent transfers, newest last (at most 20).
+    pub recent: VecDeque<Transfer>,
+    /// Cascade lookups run (each asks every store it needs once).
+    pub lookups: u64,
+    /// Lookups that found the file.
+    pub hits: u64,
+    /// Lookups that found nothing anywhere (a miss-cache entry was written).
+    pub misses: u64,
+    /// Bytes read from each source store, by location.
+    pub bytes_read: HashMap<String, u64>,
+}
+
+/// The agent's settings derived from the config.
+#[derive(Debug, Clone)]
+struct Settings {
+    id: String,
+    rescan: Duration,
+    backfill: Duration,
+    miss_timeout: Duration,
+    miss_age: Duration,
+    lease: Duration,
+    max_parallel: usize,
+    poll: Option<Duration>,
+    grace: Duration,
+}
+
+struct Queue {
+    requests: Folder,
+    leases: Folder,
+    misses: Folder,
+    rejected: Folder,
+}
+
+struct Agent {
+    s: Settings,
+    cascade: Arc<Cascade>,
+    chain: Chain,
+    branch: usize,
+    queue: Queue,
+    state_dir: PathBuf,
+    status: Mutex<Status>,
+    backfills: Mutex<HashMap<Backfill, (Instant, u32)>>,
+}
+
+/// Everything `run` and the CLI's `request`/`prefetch`/`status` need from a config: the
+/// cascade, the chain, the branch queue and the agent's state folder.
+pub struct Setup {
+    /// The agent id.
+    pub id: String,
+    /// The resolved cascade.
+    pub cascade: Arc<Cascade>,
+    /// The chain the agent replicates (the first `srv*` element).
+    pub chain: Chain,
+    /// Index of the branch store in `chain.tiers`.
+    pub branch: usize,
+    /// `<branch>/000Cascade`.
+    pub admin: Folder,
+    /// The agent's state folder (back-fills, status).
+    pub state_dir: PathBuf,
+}
+
+/// A sane default agent id: the host name, reduced to `[A-Za-z0-9_-]`.
+pub fn default_agent_id() -> String {
+    let raw = std::env::var("COMPUTERNAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "agent".to_string());
+    let id: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if id.is_empty() { "agent".into() } else { id }
+}
+
+/// Resolves a config into the pieces the agent needs.
+///
+/// # Errors
+/// [`AgentError::Config`] when there is no symbol path, no `srv*` chain with a local
+/// downstream store and a branch store, or the branch cannot hold a queue.
+pub async fn setup(config: &Config, default_downstream: &Location) -> Result<Setup, AgentError> {
+    let cfg = |m: String| AgentError::Config(m);
+    let text = config
+        .sympath
+        .clone()
+        .or_else(|| SymbolPath::from_env().ok().flatten().map(|p| p.to_string()))
+        .ok_or_else(|| cfg("no symbol path (key `sympath` or _NT_SYMBOL_PATH)".into()))?;
+    let path: SymbolPath = text
+        .parse()
+        .map_err(|e| cfg(format!("key `sympath`: {e}")))?;
+    let env = Credentials::from_env_with(|k| std::env::var(k).ok());
+    let client = SmbClient::new(config.smb_config(env));
+    let opener = Arc::new(Transports {
+        smb: client.clone(),
+        blackout: config.blackout(),
+    });
+    let cascade = Arc::new(
+        Cascade::resolve(&path, opener, default_downstream, config.cascade_options()).await,
+    );
+    let (ci, chain) = cascade
+        .chains()
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.tiers.len() >= 2)
+        .map(|(i, c)| (i, c.clone()))
+        .ok_or_else(|| {
+            cfg("key `sympath`: the agent needs a chain with a local store and a branch store, e.g. srv*C:\\Symbols*\\\\BranchOfficeA\\Symbols*\\\\MainOffice\\Symbols".into())
+        })?;
+    let locations = chain_locations(&path, ci, default_downstream);
+    let branch = match &config.agent.branch {
+        Some(b) => locations
+            .iter()
+            .position(|l| l.to_string().eq_ignore_ascii_case(b))
+            .ok_or_else(|| {
+                cfg(format!(
+                    "key `agent.branch`: {b:?} is not a store of the chain"
+                ))
+            })?,
+        None => 1,
+    };
+    let local = match &locations[0] {
+        Location::Local { path } => PathBuf::from(path),
+        other => {
+            return Err(cfg(format!(
+                "key `sympath`: the chain's downstream store must be a local folder, not {other}"
+            )));
+        }
+    };
+    let admin = match &locations[branch] {
+        Location::Local { path } => Folder::Local(PathBuf::from(path).join(queue::ADMIN_DIR)),
+        Location::Smb {
+            host,
+            port,
+            share,
+            dirs,
+            ..
+        } => Folder::Smb {
+            store: SmbStore::new(
+                client.clone(),
+                host,
+                *port,
+                share,
+                dirs,
+                &locations[branch].to_string(),
+            ),
+            dir: vec![queue::ADMIN_DIR.to_string()],
+        },
+        Location::Http { .. } => {
+            return Err(cfg(
+                "key `agent.branch`: an HTTP store cannot hold the queue".into(),
+            ));
+        }
+    };
+    let state_dir = config
+        .agent
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| local.join(queue::ADMIN_DIR).join("agent"));
+    let id = config.agent.id.clone().unwrap_or_else(default_agent_id);
+    if !queue::valid_agent_id(&id) {
+        return Err(cfg(format!(
+            "key `agent.id`: {id:?} must be 1-64 of [A-Za-z0-9_-]"
+        )));
+    }
+    Ok(Setup {
+        id,
+        cascade,
+        chain,
+        branch,
+        admin,
+        state_dir,
+    })
+}
+
+/// The locations of chain `ci`'s stores in tier order (HTTP stores last, as the cascade
+/// orders them).
+fn chain_locations(path: &SymbolPath, ci: usize, dd: &Location) -> Vec<Location> {
+    use crate::sympath::{Element, StoreSpec};
+    let to_loc = |s: &StoreSpec| match s {
+        StoreSpec::DefaultDownstream => dd.clone(),
+        StoreSpec::At(l) => l.clone(),
+    };
+    match &path.elements[ci] {
+        Element::Server { stores, .. } => {
+            let (mut v, http): (Vec<_>, Vec<_>) =
+                stores.iter().map(to_loc).partition(|l| !l.is_http());
+            v.extend(http);
+            v
+        }
+        Element::Cache { store } => vec![to_loc(store)],
+        Element::Plain { location } => vec![location.clone()],
+    }
+}
+
+impl Setup {
+    /// The queue's request folder.
+    pub fn requests(&self) -> Folder {
+        self.admin.join(queue::REQUESTS)
+    }
+
+    /// Reads the agent's last `status.json`, if any.
+    pub fn read_status(&self) -> Option<Status> {
+        let bytes = std::fs::read(self.state_dir.join("status.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// Checks every store of the chain (reachable, writable, free space), concurrently, each
+/// bounded by `timeout`.
+pub async fn store_health(chain: &Chain, branch: usize, timeout: Duration) -> Vec<StoreHealth> {
+    let n = chain.tiers.len();
+    let checks = chain.tiers.iter().enumerate().map(|(i, t)| async move {
+        let role = match i {
+            0 => "local",
+            i if i == branch => "branch",
+            i if i + 1 == n => "upstream",
+            _ => "intermediate",
+        };
+        let store = t.store().describe().location;
+        match tokio::time::timeout(timeout, t.store().capabilities()).await {
+            Ok(Ok(c)) => StoreHealth {
+                store,
+                role: role.into(),
+                reachable: c.readable,
+                writable: c.writable,
+                free_bytes: c.free_bytes,
+                error: None,
+            },
+            Ok(Err(e)) => StoreHealth {
+                store,
+                role: role.into(),
+                reachable: false,
+                writable: false,
+                free_bytes: None,
+                error: Some(e.to_string()),
+            },
+            Err(_) => StoreHealth {
+                store,
+                role: role.into(),
+                reachable: false,
+                writable: false,
+                free_bytes: None,
+                error: Some(format!("no answer within {timeout:?}")),
+            },
+        }
+    });
+    futures_util::future::join_all(checks).await
+}
+
+/// Runs the agent until `shutdown` completes: the one entry point shared by `symcascade run`,
+/// the Windows service and tests. In-flight replications get `agent.shutdown_grace` to finish;
+/// any still running then are dropped, which discards their temp files (nothing is ever left
+/// under a final name). Queue records survive restarts.
+///
+/// # Errors
+/// [`AgentError`] only when the agent cannot start; once running it logs and retries.
+pub async fn run(
+    config: Config,
+    default_downstream: Location,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    let setup = setup(&config, &default_downstream).await?;
+    let a = &config.agent;
+    let s = Settings {
+        id: setup.id.clone(),
+        rescan: a.rescan_interval,
+        backfill: a.backfill_interval,
+        miss_timeout: a.miss_timeout,
+        miss_age: a.miss_age_timeout,
+        lease: a.lease_timeout,
+        max_parallel: a.max_parallel.max(1),
+        poll: a.poll_interval,
+        grace: a.shutdown_grace,
+    };
+    std::fs::create_dir_all(&setup.state_dir).map_err(|source| AgentError::State {
+        path: setup.state_dir.display().to_string(),
+        source,
+    })?;
+    let backfills = load_backfills(&setup.state_dir);
+    let agent = Arc::new(Agent {
+        queue: Queue {
+            requests: setup.admin.join(queue::REQUESTS),
+            leases: setup.admin.join(queue::LEASES),
+            misses: setup.admin.join(queue::MISSES),
+            rejected: setup.admin.join(queue::REJECTED),
+        },
+        status: Mutex::new(Status {
+            agent: s.id.clone(),
+            pid: std::process::id(),
+            ..Status::default()
+        }),
+        backfills: Mutex::new(
+            backfills
+                .into_iter()
+                .map(|b| (b, (Instant::now(), 0)))
+                .collect(),
+        ),
+        s,
+        cascade: setup.cascade,
+        chain: setup.chain,
+        branch: setup.branch,
+        state_dir: setup.state_dir,
+    });
+    tracing::info!(agent = %agent.s.id, queue = %agent.queue.requests.describe(),
+        state = %agent.state_dir.display(), "agent started");
+    agent.main_loop(shutdown).await;
+    tracing::info!(agent = %agent.s.id, "agent stopped");
+    Ok(())
+}
+
+impl Agent {
+    async fn main_loop(self: &Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut watch = None;
+        let mut rescan = tokio::time::interval(self.s.rescan);
+        let mut backfill = tokio::time::interval(self.s.backfill.min(self.s.rescan));
+        let mut health = tokio::time::interval(Duration::from_secs(30));
+        let mut publish = tokio::time::interval(Duration::from_secs(2));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut in_flight: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut due: HashMap<String, (Instant, u32)> = HashMap::new();
+        let mut scan_now = true;
+        loop {
+            if watch.is_none() {
+                match self.queue.requests.watch(self.s.poll).await {
+                    Ok(rx) => watch = Some(rx),
+                    Err(e) => tracing::debug!("queue watch unavailable, rescanning only: {e}"),
+                }
+            }
+            if scan_now {
+                scan_now = false;
+                self.scan(&mut tasks, &mut in_flight, &mut due).await;
+            }
+            let watched = async {
+                match watch.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                w = watched => {
+                    if w.is_none() {
+                        watch = None;
+                    }
+                    // Coalesce a burst of notifications into one listing.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    scan_now = true;
+                }
+                _ = rescan.tick() => scan_now = true,
+                _ = backfill.tick() => self.run_backfills().await,
+                _ = health.tick() => {
+                    let h = store_health(&self.chain, self.branch, Duration::from_secs(10)).await;
+                    self.status.lock().expect("status").stores = h;
+                }
+                _ = publish.tick() => self.publish_status(in_flight.len()),
+                Some(done) = tasks.join_next_with_id() => {
+                    let (id, outcome) = match done {
+                        Ok((id, o)) => (id, Some(o)),
+                        Err(e) => (e.id(), None),
+                    };
+                    if let Some(name) = in_flight.remove(&id) {
+                        match outcome {
+                            Some(Outcome::Done) => { due.remove(&name); }
+                            Some(Outcome::Retry(after)) => {
+                                let tries = due.get(&name).map(|d| d.1 + 1).unwrap_or(1);
+                                due.insert(name, (Instant::now() + after, tries));
+                            }
+                            None => { due.insert(name, (Instant::now() + self.s.rescan, 1)); }
+                        }
+                    }
+                    // Work may be waiting for a free slot.
+                    scan_now = true;
+                }
+            }
+        }
+        // Graceful stop: no new work; let in-flight replications finish within the grace.
+        tracing::info!(in_flight = tasks.len(), "stopping");
+        let grace = tokio::time::sleep(self.s.grace);
+        tokio::pin!(grace);
+        while !tasks.is_empty() {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = &mut grace => {
+                    tracing::warn!(left = tasks.len(), "grace period over: abandoning in-flight copies (their temp files are discarded)");
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                }
+            }
+        }
+        self.publish_status(0);
+    }
+
+    async fn scan(
+        self: &Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<Outcome>,
+        in_flight: &mut HashMap<tokio::task::Id, String>,
+        due: &mut HashMap<String, (Instant, u32)>,
+    ) {
+        let names = match self.queue.requests.list().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("cannot list the queue: {e}");
+                return;
+            }
+        };
+        self.status.lock().expect("status").queue_depth = names.len();
+        // Forget records that are gone, so the map stays as small as the queue.
+        due.retain(|n, _| names.binary_search(n).is_ok());
+        let now = Instant::now();
+        for name in names {
+            if tasks.len() >= self.s.max_parallel {
+                break;
+            }
+            if !name.ends_with(".req") || in_flight.values().any(|n| *n == name) {
+                continue;
+            }
+            if due.get(&name).is_some_and(|(t, _)| *t > now) {
+                continue;
+            }
+            // Cheap filter by name; the record's content is authoritative.
+            if let Some(req) = requester_of(&name)
+                && req != self.s.id
+                && req != queue::ANY
+            {
+                continue;
+            }
+            let tries = due.get(&name).map(|d| d.1).unwrap_or(0);
+            let me = self.clone();
+            let n = name.clone();
+            let h = tasks.spawn(async move { me.process(&n, tries).await });
+            in_flight.insert(h.id(), name);
+        }
+    }
+
+    /// Processes one record; says when to look at it again if it stays.
+    async fn process(&self, name: &str, tries: u32) -> Outcome {
+        let q = &self.queue;
+        let bytes = match q.requests.read(name).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Outcome::Done,
+            Err(e) => {
+                tracing::debug!("reading record {name}: {e}");
+                return Outcome::Retry(self.s.rescan);
+            }
+        };
+        if bytes.is_empty() && tries < 5 {
+            // An SMB writer creates the file, then writes it: give it a moment.
+            return Outcome::Retry(Duration::from_secs(1));
+        }
+        let (record, key) = match Record::parse(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.reject(name, &bytes, &e.to_string()).await;
+                return Outcome::Done;
+            }
+        };
+        if record.requester != self.s.id && record.requester != queue::ANY {
+            return Outcome::Retry(self.s.rescan * 10);
+        }
+        // Miss cache (SymProxy MissTimeout), shared by the branch.
+        let miss_file = queue::key_file(&key, "miss");
+        let known_miss = match q.misses.read(&miss_file).await {
+            Ok(Some(b)) => serde_json::from_slice::<Miss>(&b).ok(),
+            _ => None,
+        };
+        let now = queue::now_secs();
+        if let Some(m) = &known_miss {
+            if now.saturating_sub(m.first) >= self.s.miss_age.as_secs() {
+                tracing::info!(key = %key, "no store had it for MissAgeTimeout: dropping the request");
+                let _ = q.requests.remove(name).await;
+                return Outcome::Done;
+            }
+            if m.expires > now {
+                return Outcome::Retry(Duration::from_secs(m.expires - now));
+            }
+        }
+        // Lease: one agent of the branch pulls a key over the WAN at a time.
+        let lease_file = queue::key_file(&key, "lease");
+        match self.take_lease(&lease_file).await {
+            LeaseState::Held => {}
+            LeaseState::Busy(left) => return Outcome::Retry(left.min(Duration::from_secs(1))),
+            LeaseState::Unavailable => {}
+        }
+        let lookup = self.cascade.lookup(&key).await;
+        let _ = q.leases.remove(&lease_file).await;
+        let lookup = match lookup {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(key = %key, "lookup failed: {e}");
+                return Outcome::Retry(self.s.rescan);
+            }
+        };
+        {
+            let mut st = self.status.lock().expect("status");
+            st.lookups += 1;
+            if let Some(f) = &lookup.fetched {
+                st.hits += 1;
+                *st.bytes_read.entry(f.found_in.clone()).or_default() += f.bytes_read;
+                st.recent.push_back(Transfer {
+                    key: key.to_string(),
+                    found_in: f.found_in.clone(),
+                    written: f
+                        .written
+                        .iter()
+                        .filter(|w| w.new)
+                        .map(|w| w.store.clone())
+                        .collect(),
+                    bytes_read: f.bytes_read,
+                    ms: lookup.elapsed_ms,
+                    at: now,
+                });
+                while st.recent.len() > 20 {
+                    st.recent.pop_front();
+                }
+            }
+        }
+        match &lookup.fetched {
+            Some(_) => {
+                let chain_stores: Vec<String> = self
+                    .chain
+                    .tiers
+                    .iter()
+                    .map(|t| t.store().describe().location)
+                    .collect();
+                let mut added = false;
+                for sk in lookup.skipped.iter().filter(|s| s.op == SkipOp::Write) {
+                    if chain_stores.contains(&sk.store) {
+                        let b = Backfill {
+                            name: key.name().to_string(),
+                            index: key.index().to_string(),
+                            store: sk.store.clone(),
+                        };
+                        tracing::info!(key = %key, store = %sk.store, reason = %sk.kind, "back-fill pending");
+                        self.backfills
+                            .lock()
+                            .expect("backfills")
+                            .insert(b, (Instant::now() + self.s.backfill, 0));
+                        added = true;
+                    }
+                }
+                if added {
+                    self.save_backfills();
+                }
+                match q.requests.remove(name).await {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => {
+                        tracing::debug!("removing record {name}: {e}");
+                        Outcome::Retry(self.s.rescan)
+                    }
+                }
+            }
+            None if lookup.skipped.iter().any(|s| s.op == SkipOp::Read) => {
+                // Some store could not answer: not a definitive miss. Keep the record.
+                tracing::info!(key = %key, "not found while some stores were unreachable; will retry");
+                Outcome::Retry(self.s.rescan)
+            }
+            None => {
+                self.status.lock().expect("status").misses += 1;
+                let first = known_miss.map(|m| m.first).unwrap_or(now);
+                let entry = Miss {
+                    expires: queue::expires_in(self.s.miss_timeout),
+                    first,
+                };
+                let _ = q.misses.remove(&miss_file).await;
+                let bytes = serde_json::to_vec(&entry).expect("miss serialises");
+                if let Err(e) = q.misses.create_new(&miss_file, &bytes).await {
+                    tracing::debug!("writing miss entry: {e}");
+                }
+                Outcome::Retry(self.s.miss_timeout)
+            }
+        }
+    }
+
+    async fn take_lease(&self, file: &str) -> LeaseState {
+        let leases = &self.queue.leases;
+        for _ in 0..2 {
+            let lease = Lease {
+                holder: self.s.id.clone(),
+                expires: queue::expires_in(self.s.lease),
+            };
+            let bytes = serde_json::to_vec(&lease).expect("lease serialises");
+            match leases.create_new(file, &bytes).await {
+                Ok(true) => return LeaseState::Held,
+                Ok(false) => {}
+                Err(e) => {
+                    // A branch that cannot hold leases must not stop replication.
+                    tracing::debug!("lease unavailable: {e}");
+                    return LeaseState::Unavailable;
+                }
+            }
+            let current = leases
+                .read(file)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<Lease>(&b).ok());
+            let now = queue::now_secs();
+            match current {
+                Some(l) if l.holder != self.s.id && l.expires > now => {
+                    return LeaseState::Busy(Duration::from_secs(l.expires - now));
+                }
+                // Expired, ours from before a restart, or unreadable: take it over.
+                _ => {
+                    let _ = leases.remove(file).await;
+                }
+            }
+        }
+        LeaseState::Busy(Duration::from_secs(1))
+    }
+
+    async fn reject(&self, name: &str, bytes: &[u8], reason: &str) {
+        tracing::warn!(record = %name, %reason, "malformed request record moved aside");
+        let q = &self.queue;
+        let _ = q.rejected.create_new(name, bytes).await;
+        let _ = q
+            .rejected
+            .create_new(&format!("{name}.reason"), reason.as_bytes())
+            .await;
+        if let Err(e) = q.requests.remove(name).await {
+            tracing::warn!("cannot remove rejected record {name}: {e}");
+        }
+    }
+
+    /// Retries due back-fills: copies the file from a tier that has it into the store that
+    /// was skipped.
+    async fn run_backfills(&self) {
+        let due: Vec<(Backfill, u32)> = {
+            let now = Instant::now();
+            self.backfills
+                .lock()
+                .expect("backfills")
+                .iter()
+                .filter(|(_, (t, _))| *t <= now)
+                .map(|(b, (_, n))| (b.clone(), *n))
+                .collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        let mut changed = false;
+        for (b, attempts) in due {
+            let done = match self.backfill_one(&b).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(store = %b.store, key = %format!("{}/{}", b.name, b.index), "back-fill not yet possible: {e}");
+                    false
+                }
+            };
+            let mut map = self.backfills.lock().expect("backfills");
+            if done {
+                tracing::info!(store = %b.store, key = %format!("{}/{}", b.name, b.index), "back-fill done");
+                map.remove(&b);
+                changed = true;
+            } else {
+                let wait = (self.s.backfill * 2u32.saturating_pow(attempts.min(5)))
+                    .min(Duration::from_secs(600));
+                map.insert(b, (Instant::now() + wait, attempts + 1));
+            }
+        }
+        if changed {
+            self.save_backfills();
+        }
+    }
+
+    async fn backfill_one(&self, b: &Backfill) -> Result<(), StoreError> {
+        let key = Key::new(&b.name, &b.index).map_err(|e| {
+            StoreError::new(
+                &b.store,
+                "backfill",
+                "",
+                crate::store::StoreErrorKind::Corrupt,
+                e.to_string(),
+            )
+        })?;
+        let Some(target) = self
+            .chain
+            .tiers
+            .iter()
+            .find(|t| t.store().describe().location == b.store)
+        else {
+            return Ok(()); // no longer in the chain: nothing to do
+        };
+        for source in self.chain.tiers.iter().filter(|t| !Arc::ptr_eq(t, target)) {
+            for form in [Form::Plain, Form::Compressed] {
+                let Ok(st) = source.tiering().await else {
+                    break;
+                };
+                let p = layout::path_for(&key, st, form);
+                let Ok(Some(mut o)) = source.store().open(&p).await else {
+                    continue;
+                };
+                let tt = target.tiering().await?;
+                let dest = layout::path_for(&key, tt, form);
+                target.store().put(&dest, &mut o.reader, o.len).await?;
+                return Ok(());
+            }
+        }
+        Err(StoreError::new(
+            &b.store,
+            "backfill",
+            "",
+            crate::store::StoreErrorKind::Unreachable,
+            "no tier holds the file any more",
+        ))
+    }
+
+    fn save_backfills(&self) {
+        let list: Vec<Backfill> = self
+            .backfills
+            .lock()
+            .expect("backfills")
+            .keys()
+            .cloned()
+            .collect();
+        if let Err(e) = write_atomic(
+            &self.state_dir.join("backfills.json"),
+            &serde_json::to_vec_pretty(&list).expect("json"),
+        ) {
+            tracing::warn!("cannot save back-fills: {e}");
+        }
+    }
+
+    fn publish_status(&self, in_flight: usize) {
+        let mut st = self.status.lock().expect("status").clone();
+        st.updated = queue::now_secs();
+        st.in_flight = in_flight;
+        st.backfills = self
+            .backfills
+            .lock()
+            .expect("backfills")
+            .keys()
+            .cloned()
+            .collect();
+        if let Err(e) = write_atomic(
+            &self.state_dir.join("status.json"),
+            &serde_json::to_vec_pretty(&st).expect("json"),
+        ) {
+            tracing::debug!("cannot write status: {e}");
+        }
+    }
+}
+
+/// The requester part of a record file name `<index>-<requester>-<name>.req`.
+fn requester_of(file: &str) -> Option<&str> {
+    let mut parts = file.splitn(3, '-');
+    let _index = parts.next()?;
+    let req = parts.next()?;
+    // Agent ids may contain '-': then the name-based filter cannot tell; let the content decide.
+    parts.next()?;
+    Some(req)
+}
+
+enum Outcome {
+    Done,
+    Retry(Duration),
+}
+
+enum LeaseState {
+    Held,
+    Busy(Duration),
+    Unavailable,
+}
+
+fn load_backfills(dir: &Path) -> Vec<Backfill> {
+    std::fs::read(dir.join("backfills.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Writes a request record for `key` into the branch queue of `setup`, wanted by `requester`
+/// (an agent id or [`queue::ANY`]). `Ok(false)` when the same request is already queued.
+///
+/// # Errors
+/// A [`StoreError`] when the queue cannot be written; an invalid requester is reported as
+/// `Corrupt`.
+pub async fn request(setup: &Setup, key: &Key, requester: &str) -> Result<bool, StoreError> {
+    let record = Record::new(key, requester).map_err(|e| {
+        StoreError::new(
+            setup.requests().describe(),
+            "request",
+            "",
+            crate::store::StoreErrorKind::Corrupt,
+            e.to_string(),
+        )
+    })?;
+    setup
+        .requests()
+        .create_new(&record.file_name(), &record.to_bytes())
+        .await
+}
