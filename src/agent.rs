@@ -586,7 +586,7 @@ impl Agent {
         }
         // Lease: one agent of the branch pulls a key over the WAN at a time.
         let lease_file = queue::key_file(&key, "lease");
-        match self.take_lease(&lease_file).await {
+        match self.take_lease(&lease_file, tries).await {
             LeaseState::Held => {}
             LeaseState::Busy(left) => return Outcome::Retry(left.min(Duration::from_secs(1))),
             LeaseState::Unavailable => {}
@@ -681,7 +681,7 @@ impl Agent {
         }
     }
 
-    async fn take_lease(&self, file: &str) -> LeaseState {
+    async fn take_lease(&self, file: &str, tries: u32) -> LeaseState {
         let leases = &self.queue.leases;
         for _ in 0..2 {
             let lease = Lease {
@@ -698,16 +698,19 @@ impl Agent {
                     return LeaseState::Unavailable;
                 }
             }
-            let current = leases
-                .read(file)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|b| serde_json::from_slice::<Lease>(&b).ok());
+            let raw = leases.read(file).await.ok().flatten();
+            let current = raw
+                .as_ref()
+                .and_then(|b| serde_json::from_slice::<Lease>(b).ok());
             let now = queue::now_secs();
             match current {
                 Some(l) if l.holder != self.s.id && l.expires > now => {
                     return LeaseState::Busy(Duration::from_secs(l.expires - now));
+                }
+                // On SMB a lease is created, then written: an empty one is being written now.
+                // Only a lease that stays unreadable over several tries is taken over.
+                None if raw.is_some() && tries < 5 => {
+                    return LeaseState::Busy(Duration::from_secs(1));
                 }
                 // Expired, ours from before a restart, or unreadable: take it over.
                 _ => {

@@ -49,6 +49,9 @@ pub struct CascadeOptions {
     pub max_expanded: u64,
     /// Directory for spool files (a hit is read once into it). Default: the system temp dir.
     pub spool_dir: Option<PathBuf>,
+    /// Extra SMB hosts a `file.ptr` may point to (build drops), besides the hosts of the
+    /// symbol path. Default: none.
+    pub file_ptr_hosts: Vec<String>,
 }
 
 impl Default for CascadeOptions {
@@ -58,6 +61,7 @@ impl Default for CascadeOptions {
             uncompress: true,
             max_expanded: compress::DEFAULT_MAX_EXPANDED,
             spool_dir: None,
+            file_ptr_hosts: Vec::new(),
         }
     }
 }
@@ -304,6 +308,9 @@ impl Store for UnavailableStore {
 pub struct Cascade {
     chains: Vec<Chain>,
     options: CascadeOptions,
+    /// SMB hosts named by the symbol path (lower-case): the only hosts a `file.ptr` may send us
+    /// to, besides [`CascadeOptions::file_ptr_hosts`].
+    known_hosts: HashSet<String>,
     opener: Arc<dyn StoreOpener>,
     logged: Mutex<HashSet<(String, SkipOp, StoreErrorKind)>>,
 }
@@ -402,9 +409,36 @@ impl Cascade {
                 c.search = SearchKind::Store;
             }
         }
+        let mut known_hosts: HashSet<String> = options
+            .file_ptr_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        for el in &path.elements {
+            let locs: Vec<&Location> = match el {
+                Element::Server { stores, .. } => stores
+                    .iter()
+                    .filter_map(|s| match s {
+                        StoreSpec::At(l) => Some(l),
+                        StoreSpec::DefaultDownstream => None,
+                    })
+                    .collect(),
+                Element::Cache {
+                    store: StoreSpec::At(l),
+                } => vec![l],
+                Element::Plain { location } => vec![location],
+                _ => vec![],
+            };
+            for l in locs {
+                if let Location::Smb { host, .. } = l {
+                    known_hosts.insert(host.to_ascii_lowercase());
+                }
+            }
+        }
         Cascade {
             chains,
             options,
+            known_hosts,
             opener,
             logged: Mutex::new(HashSet::new()),
         }
@@ -443,6 +477,31 @@ impl Cascade {
                     }
                 };
                 let dests = self.destinations(chain, ti, found.form);
+                if dests.is_empty()
+                    && found.via_ptr.is_none()
+                    && found.opened.local_path.is_none()
+                    && chain.search == SearchKind::Store
+                {
+                    // `srv*\\server\share` without caching: SymSrv reads the file in place. Say
+                    // where it is; do not download it just to throw it away.
+                    let path = match tier.tiering().await {
+                        Ok(t) => layout::path_for(key, t, found.form),
+                        Err(_) => layout::path_for(key, Tiering::OneTier, found.form),
+                    };
+                    fetched = Some(Fetched {
+                        found_in: tier.name(),
+                        chain: ci,
+                        tier: ti,
+                        form: found.form,
+                        via_file_ptr: None,
+                        written: Vec::new(),
+                        location: format!("{}\\{}", tier.name(), path.components().join("\\")),
+                        local_path: None,
+                        bytes_read: 0,
+                        bytes_written: 0,
+                    });
+                    break 'chains;
+                }
                 if dests.is_empty()
                     && found.via_ptr.is_none()
                     && let Some(local) = found.opened.local_path.clone()
@@ -606,19 +665,38 @@ impl Cascade {
                     Ok(None)
                 }
                 FilePtr::Path(_) if !self.options.follow_file_pointers => Ok(None),
-                FilePtr::Path(target) => self.open_target(&tier.name(), &target, text).await,
+                FilePtr::Path(target) => {
+                    let from_remote = tier.store.describe().transport != "local";
+                    self.open_target(&tier.name(), &target, text, from_remote)
+                        .await
+                }
             };
         }
         Ok(None)
     }
 
     /// Opens a `file.ptr` target (local or UNC), plain or in compressed form.
+    ///
+    /// Policy, because anyone who can write a share can write a `file.ptr`: a pointer found in a
+    /// remote store may not point to this machine's disk; an SMB target must be a host of the
+    /// symbol path (or listed in `file_ptr_hosts`), so our credentials never go to a host the
+    /// admin did not name; administrative shares (`C$`, `ADMIN$`, `IPC$`) are refused.
     async fn open_target(
         &self,
         store: &str,
         target: &str,
         ptr_text: Vec<u8>,
+        from_remote: bool,
     ) -> Result<Option<Found>, StoreError> {
+        let refused = |detail: String| {
+            StoreError::new(
+                store,
+                "open",
+                FILE_PTR,
+                StoreErrorKind::PermissionDenied,
+                detail,
+            )
+        };
         let bad = |detail: String| {
             StoreError::new(store, "open", FILE_PTR, StoreErrorKind::Corrupt, detail)
         };
@@ -628,6 +706,29 @@ impl Cascade {
         let (dir, name) = loc
             .split_file()
             .ok_or_else(|| bad(format!("file.ptr target {target:?} names no file")))?;
+        match &dir {
+            Location::Local { .. } if from_remote => {
+                return Err(refused(format!(
+                    "file.ptr target {target:?}: a pointer in a remote store may not point to a local path"
+                )));
+            }
+            Location::Smb { host, share, .. } => {
+                let admin = share.eq_ignore_ascii_case("ADMIN$")
+                    || share.eq_ignore_ascii_case("IPC$")
+                    || (share.len() == 2 && share.ends_with('$'));
+                if admin {
+                    return Err(refused(format!(
+                        "file.ptr target {target:?}: administrative shares are not followed"
+                    )));
+                }
+                if !self.known_hosts.contains(&host.to_ascii_lowercase()) {
+                    return Err(refused(format!(
+                        "file.ptr target {target:?}: host {host:?} is not in the symbol path (add it to file_ptr_hosts to allow it)"
+                    )));
+                }
+            }
+            _ => {}
+        }
         let s = self.opener.open_store(&dir)?;
         for (form, n) in [
             (Form::Plain, name.clone()),
@@ -678,10 +779,22 @@ impl Cascade {
             .map_err(local)?;
         let f = raw.as_file().try_clone().map_err(local)?;
         let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(f));
-        let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, &mut opened.reader);
-        let n = tokio::io::copy_buf(&mut reader, &mut out)
-            .await
-            .map_err(|e| SpoolError::Store(StoreError::from_io("", "open", "", &e)))?;
+        // Read errors are the source's; write errors are ours (a full temp disk must not make
+        // the cascade blame the store and fetch the file again elsewhere).
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = opened
+                .reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| SpoolError::Store(StoreError::from_io("", "open", "", &e)))?;
+            if k == 0 {
+                break;
+            }
+            out.write_all(&buf[..k]).await.map_err(local)?;
+            n += k as u64;
+        }
         out.flush().await.map_err(local)?;
         if let Some(want) = opened.len
             && want != n

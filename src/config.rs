@@ -194,6 +194,10 @@ pub struct CascadeSection {
     /// Directory for spool files. Default: the system temp dir.
     #[serde(default, rename = "spool_dir")]
     pub spool_dir: Option<PathBuf>,
+    /// Extra SMB hosts `file.ptr` targets may point to (build drops). Default: only the hosts
+    /// of the symbol path.
+    #[serde(default, rename = "file_ptr_hosts")]
+    pub file_ptr_hosts: Vec<String>,
 }
 
 fn d20s() -> Duration {
@@ -370,6 +374,7 @@ impl Config {
             follow_file_pointers: !self.cascade.no_file_pointers,
             uncompress: !self.cascade.no_uncompress,
             spool_dir: self.cascade.spool_dir.clone(),
+            file_ptr_hosts: self.cascade.file_ptr_hosts.clone(),
             ..CascadeOptions::default()
         }
     }

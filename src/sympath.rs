@@ -158,6 +158,10 @@ impl Location {
         if parts.iter().any(|p| *p == "." || *p == "..") {
             return Err(SymbolPathErrorKind::DotSegment);
         }
+        if parts.iter().any(|p| p.contains(['\\', '/'])) {
+            // `smb://h/s/a\..\x` would become a `..` once joined with `\`.
+            return Err(SymbolPathErrorKind::DotSegment);
+        }
         Ok(Location::Smb {
             host: host.to_string(),
             port,
@@ -761,6 +765,7 @@ mod tests {
                 SymbolPathErrorKind::BadPort("99999".into()),
             ),
             ("srv*\\\\h\\s\\..\\x", 0, SymbolPathErrorKind::DotSegment),
+            ("srv*smb://h/s/a\\..\\x", 0, SymbolPathErrorKind::DotSegment),
             ("srv*c:\\a\u{1}b", 0, SymbolPathErrorKind::ControlCharacter),
             ("srv*https://", 0, SymbolPathErrorKind::MissingHost),
         ];

@@ -303,7 +303,7 @@ impl Store for SmbStore {
         let st = futures_util::stream::iter((0..len).step_by(chunk as usize))
             .map(move |off| {
                 let (handle, shown) = (handle.clone(), shown.clone());
-                async move {
+                let chunk = async move {
                     let n = chunk.min(len - off) as usize;
                     let mut buf = vec![0u8; n];
                     let mut got = 0;
@@ -339,7 +339,12 @@ impl Store for SmbStore {
                         }
                     }
                     Ok::<_, io::Error>(bytes::Bytes::from(buf))
-                }
+                };
+                // A task of its own: the chunk's connection slot is released the moment its
+                // READ completes, whether or not the consumer is polling us right then
+                // (otherwise an SMB-to-SMB copy on one connection could wait on itself).
+                let task = tokio::spawn(chunk);
+                async move { task.await.unwrap_or_else(|e| Err(io::Error::other(e))) }
             })
             .buffered(in_flight);
         Ok(Some(Opened {
@@ -410,13 +415,13 @@ impl Store for SmbStore {
             }
             Err(e) => return Err(map_error(&self.shown, "put", path, &e)),
         };
-        let handle = Handle {
+        let handle = Arc::new(Handle {
             store: self.clone(),
             path: tmp_path.clone(),
             disposition: CreateDisposition::Open,
             access: args.desired_access,
             cur: tokio::sync::Mutex::new((server.clone(), live.clone(), Arc::new(file))),
-        };
+        });
         let written = self.write_all(&handle, src, path).await;
         let (server, live, file) = match handle.get().await {
             Ok(v) => v,
@@ -564,7 +569,7 @@ impl SmbStore {
     /// count.
     async fn write_all(
         &self,
-        handle: &Handle,
+        handle: &Arc<Handle>,
         src: &mut (dyn AsyncRead + Send + Unpin),
         path: &RelPath,
     ) -> Result<u64, StoreError> {
@@ -594,7 +599,10 @@ impl SmbStore {
                 }
                 let at = off;
                 off += n as u64;
-                pending.push(async move {
+                let handle = handle.clone();
+                // Spawned, so the WRITE's connection slot is released when it completes even
+                // while this loop is busy reading the source.
+                pending.push(tokio::spawn(async move {
                     let mut done = 0;
                     while done < buf.len() {
                         let (server, live, f) = handle.get().await.map_err(|e| {
@@ -625,12 +633,16 @@ impl SmbStore {
                         done += w;
                     }
                     Ok::<_, io::Error>(())
-                });
+                }));
                 if n < chunk {
                     eof = true;
                 }
             }
-            match pending.next().await {
+            match pending
+                .next()
+                .await
+                .map(|r| r.unwrap_or_else(|e| Err(io::Error::other(e))))
+            {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
                     let kind = match super::status_in_text(&e.to_string()) {

@@ -119,6 +119,26 @@ impl Blackout {
     }
 }
 
+/// Remembers whether the *source* stream failed.
+struct SourceWatch<'a> {
+    inner: &'a mut (dyn AsyncRead + Send + Unpin),
+    failed: bool,
+}
+
+impl AsyncRead for SourceWatch<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Err(_))) {
+            self.failed = true;
+        }
+        r
+    }
+}
+
 #[async_trait]
 impl Store for Blackout {
     fn describe(&self) -> StoreDescription {
@@ -139,7 +159,14 @@ impl Store for Blackout {
         len: Option<u64>,
     ) -> Result<PutOutcome, StoreError> {
         self.check("put", p)?;
-        self.record(self.inner.put(p, src, len).await)
+        // Only this store's own failures count: a source that times out while streaming into
+        // us must not black *us* out.
+        let mut watched = SourceWatch {
+            inner: src,
+            failed: false,
+        };
+        let r = self.inner.put(p, &mut watched, len).await;
+        if watched.failed { r } else { self.record(r) }
     }
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
         self.check("capabilities", &"")?;

@@ -491,3 +491,38 @@ async fn a_full_disk_and_a_read_only_store_are_skipped_for_real() {
     );
     assert!(published_files(&lab.path("tiny")).is_empty());
 }
+
+#[tokio::test]
+async fn file_ptr_targets_outside_the_symbol_path_are_refused() {
+    let lab = Lab::new();
+    let key = pdb_key();
+    let ptr = lab.file_in("main", &key, Form::FilePtr);
+    std::fs::create_dir_all(ptr.parent().unwrap()).unwrap();
+    for (target, why) in [
+        (
+            "\\\\evil.example\\drop\\attach_amd64.pdb",
+            "not in the symbol path",
+        ),
+        (
+            "\\\\MainOffice\\C$\\secrets\\attach_amd64.pdb",
+            "administrative shares",
+        ),
+    ] {
+        std::fs::write(&ptr, format!("PATH:{target}")).unwrap();
+        let path = format!(
+            "srv*{}*{}*\\\\MainOffice\\Symbols",
+            lab.s("local"),
+            lab.s("main")
+        );
+        let c = lab.cascade(&path).await;
+        let l = c.lookup(&key).await.unwrap();
+        assert!(l.fetched.is_none(), "{target}");
+        let s = l
+            .skipped
+            .iter()
+            .find(|s| s.store == lab.s("main"))
+            .expect("main skipped");
+        assert_eq!(s.kind, StoreErrorKind::PermissionDenied, "{target}");
+        assert!(s.detail.contains(why), "{target}: {}", s.detail);
+    }
+}

@@ -28,6 +28,8 @@ pub const DLL: &str = "attach_amd64.dll";
 pub const PDB_X86: &str = "run_code_on_dllmain_x86.pdb";
 pub const DLL_X86: &str = "run_code_on_dllmain_x86.dll";
 pub const ALL: [&str; 4] = [DLL, PDB, DLL_X86, PDB_X86];
+/// A 5.7 MB PDB, for transfers big enough to overlap.
+pub const BIG_PDB: &str = "inject_dll_amd64.pdb";
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -170,9 +172,18 @@ impl ReadOnlyMount {
         ReadOnlyMount(at.to_path_buf())
     }
 }
+impl ReadOnlyMount {
+    /// Makes the mount writable again (a server may hold the folder open, so no unmount).
+    pub fn make_writable(&self) {
+        run(Command::new("mount")
+            .args(["-o", "remount,bind,rw"])
+            .arg(&self.0));
+    }
+}
 impl Drop for ReadOnlyMount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        // Lazy: a server may still hold the folder open.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 

@@ -4,7 +4,13 @@ use crate::harness::*;
 use symcascade::key::{Key, PeKey};
 
 /// Golden keys, checked against llvm-pdbutil / llvm-readobj (tests/fixtures/README.md).
-const GOLDEN: [(&str, PeKey, &str, &str); 6] = [
+const GOLDEN: [(&str, PeKey, &str, &str); 7] = [
+    (
+        BIG_PDB,
+        PeKey::Image,
+        "inject_dll_amd64.pdb",
+        "64A5656EDA0E4DDC95E476F6BD503F5D1",
+    ),
     (DLL, PeKey::Image, "attach_amd64.dll", "6AA9A872c000"),
     (
         PDB,

@@ -1,9 +1,11 @@
 //! The integration test binary: one binary, one shared harness (`harness.rs`), real files and
 //! real file-system faults. Run with `cargo test` (see README).
 
+mod agent;
 mod cascade;
 mod cli;
 mod harness;
 mod keys;
+mod relay;
 mod samba;
 mod smb;

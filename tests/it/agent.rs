@@ -1,0 +1,463 @@
+//! The agent (`symcascade run`) as real processes against two real Samba servers: one serves
+//! `\\MainOffice\MainOffice` (read-only), the other `\\BranchOfficeA\BranchOfficeA`; local
+//! folders are per agent. Host aliases make the UNC paths look real.
+
+use crate::harness::*;
+use crate::samba::{PASSWORD, Samba, USER};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use symcascade::agent::Status;
+use symcascade::layout::{Form, Tiering};
+
+struct Office {
+    main: Samba,
+    branch: Samba,
+    dir: tempfile::TempDir,
+}
+
+impl Office {
+    fn start() -> Option<Office> {
+        let main = Samba::try_start()?;
+        let branch = Samba::start();
+        Some(Office {
+            main,
+            branch,
+            dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    /// Writes an agent config; `main_host` lets a test route MainOffice through a relay.
+    fn config(&self, id: &str, main_host: &str, extra: &str) -> PathBuf {
+        let local = self.dir.path().join(format!("local-{id}"));
+        let cfg = self.dir.path().join(format!("{id}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"sympath = 'srv*{local}*\\BranchOfficeA\BranchOfficeA*\\MainOffice\MainOffice'
+[smb]
+aliases = {{ MainOffice = "{main_host}", BranchOfficeA = "{branch}" }}
+connect_timeout = "5s"
+request_timeout = "10s"
+[timeouts]
+count = 3
+blackout = "3s"
+[agent]
+id = "{id}"
+rescan_interval = "2s"
+backfill_interval = "1s"
+{extra}
+"#,
+                local = local.display(),
+                branch = self.branch.host(),
+            ),
+        )
+        .unwrap();
+        cfg
+    }
+
+    fn local(&self, id: &str) -> PathBuf {
+        self.dir.path().join(format!("local-{id}"))
+    }
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_symcascade"));
+    c.env("SYMCASCADE_SMB_USER", USER)
+        .env("SYMCASCADE_SMB_PASSWORD", PASSWORD)
+        .env_remove("_NT_SYMBOL_PATH")
+        .env_remove("_NT_ALT_SYMBOL_PATH");
+    c
+}
+
+fn cli(cfg: &Path, args: &[&str]) -> String {
+    let o = bin().arg("--config").arg(cfg).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+struct AgentProc {
+    child: Child,
+    state: PathBuf,
+}
+
+impl AgentProc {
+    fn start(office: &Office, cfg: &Path, id: &str) -> AgentProc {
+        let log = std::fs::File::create(office.dir.path().join(format!("{id}.log"))).unwrap();
+        let child = bin()
+            .arg("--config")
+            .arg(cfg)
+            .arg("run")
+            .env("TMPDIR", office.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        AgentProc {
+            child,
+            state: office.local(id).join("000Cascade/agent"),
+        }
+    }
+    fn status(&self) -> Option<Status> {
+        serde_json::from_slice(&std::fs::read(self.state.join("status.json")).ok()?).ok()
+    }
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+    fn peak_rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+fn key_path(root: &Path, key: &symcascade::key::Key, form: Form) -> PathBuf {
+    let rel = symcascade::layout::path_for(key, Tiering::OneTier, form);
+    rel.components()
+        .iter()
+        .fold(root.to_path_buf(), |p, c| p.join(c))
+}
+
+async fn publish_main(office: &Office, names: &[&str]) {
+    let s = symcascade::store::LocalStore::new(office.main.share_dir("MainOffice"));
+    for n in names {
+        symcascade::publish::publish_file(&s, &fixture(n), Tiering::OneTier, Form::Plain)
+            .await
+            .unwrap();
+    }
+}
+
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+fn no_partial_file(root: &Path, key: &symcascade::key::Key, name: &str) {
+    // Under the final name: either nothing or the complete, identical file.
+    let p = key_path(root, key, Form::Plain);
+    if p.exists() {
+        assert!(
+            same_bytes(&p, &fixture(name)),
+            "partial file under final name {}",
+            p.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_replicates_main_to_branch_then_local() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[PDB]).await;
+    let cfg = office.config("desk1", &office.main.host(), "");
+    let mut agent = AgentProc::start(&office, &cfg, "desk1");
+    wait_for("agent status", Duration::from_secs(20), || {
+        agent.status().is_some()
+    })
+    .await;
+    let key = pdb_key();
+    let out = cli(&cfg, &["request", key.name(), key.index()]);
+    assert!(out.starts_with("queued"), "{out}");
+    let local = key_path(&office.local("desk1"), &key, Form::Plain);
+    let took = wait_for("the local copy", Duration::from_secs(20), || {
+        same_bytes(&local, &fixture(PDB))
+    })
+    .await;
+    eprintln!("request to local copy: {took:?}");
+    let branch = key_path(&office.branch.share_dir("BranchOfficeA"), &key, Form::Plain);
+    assert!(
+        same_bytes(&branch, &fixture(PDB)),
+        "branch copy on the server's disk"
+    );
+    // Branch first, then local (cascade order), as the agent reports it.
+    wait_for("status with the transfer", Duration::from_secs(10), || {
+        agent.status().is_some_and(|s| !s.recent.is_empty())
+    })
+    .await;
+    let st = agent.status().unwrap();
+    assert_eq!(
+        st.recent[0].written,
+        vec![
+            "\\\\BranchOfficeA\\BranchOfficeA".to_string(),
+            office.local("desk1").display().to_string()
+        ]
+    );
+    // The record is gone; status (human and JSON) says so.
+    let requests = office
+        .branch
+        .share_dir("BranchOfficeA")
+        .join("000Cascade/requests");
+    wait_for("the record to be removed", Duration::from_secs(10), || {
+        std::fs::read_dir(&requests)
+            .map(|d| d.count() == 0)
+            .unwrap_or(false)
+    })
+    .await;
+    let human = cli(&cfg, &["status"]);
+    assert!(
+        human.contains("queue: 0 request(s)") && human.contains("running"),
+        "{human}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&cli(&cfg, &["status", "--json"])).unwrap();
+    assert_eq!(json["queue_depth"], 0);
+    assert_eq!(json["stores"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        json["stores"][2]["writable"], false,
+        "MainOffice is read-only: {json}"
+    );
+    assert!(agent.alive());
+    assert!(agent.stop().success(), "graceful stop on SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_pull_one_pdb_over_the_wan_once() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[BIG_PDB]).await;
+    let key = key_of(BIG_PDB);
+    let size = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
+    let (ca, cb) = (
+        office.config("deskA", &office.main.host(), ""),
+        office.config("deskB", &office.main.host(), ""),
+    );
+    let a = AgentProc::start(&office, &ca, "deskA");
+    let b = AgentProc::start(&office, &cb, "deskB");
+    wait_for("both agents", Duration::from_secs(20), || {
+        a.status().is_some() && b.status().is_some()
+    })
+    .await;
+    // Both asked at once.
+    let (ra, rb) = std::thread::scope(|s| {
+        let ra = s.spawn(|| cli(&ca, &["request", key.name(), key.index()]));
+        let rb = s.spawn(|| cli(&cb, &["request", key.name(), key.index()]));
+        (ra.join().unwrap(), rb.join().unwrap())
+    });
+    assert!(ra.starts_with("queued") && rb.starts_with("queued"));
+    for id in ["deskA", "deskB"] {
+        let p = key_path(&office.local(id), &key, Form::Plain);
+        wait_for(id, Duration::from_secs(30), || {
+            same_bytes(&p, &fixture(BIG_PDB))
+        })
+        .await;
+    }
+    wait_for("statuses", Duration::from_secs(10), || {
+        a.status().is_some_and(|s| s.hits >= 1) && b.status().is_some_and(|s| s.hits >= 1)
+    })
+    .await;
+    let main = "\\\\MainOffice\\MainOffice";
+    let from_main: u64 = [a.status().unwrap(), b.status().unwrap()]
+        .iter()
+        .map(|s| s.bytes_read.get(main).copied().unwrap_or(0))
+        .sum();
+    eprintln!("bytes read from MainOffice by both agents: {from_main} (file: {size})");
+    assert_eq!(from_main, size, "MainOffice must be read exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_branch_gets_a_backfill_when_writable_again() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[PDB]).await;
+    let cfg = office.config("desk1", &office.main.host(), "");
+    let key = pdb_key();
+    cli(&cfg, &["request", key.name(), key.index()]); // queued while the branch is writable
+    let share = office.branch.share_dir("BranchOfficeA");
+    let ro = ReadOnlyMount::mount(&share, &share); // the branch share turns read-only
+    let agent = AgentProc::start(&office, &cfg, "desk1");
+    let local = key_path(&office.local("desk1"), &key, Form::Plain);
+    wait_for("the local copy", Duration::from_secs(20), || {
+        same_bytes(&local, &fixture(PDB))
+    })
+    .await;
+    wait_for("a pending back-fill", Duration::from_secs(10), || {
+        agent.status().is_some_and(|s| s.backfills.len() == 1)
+    })
+    .await;
+    let branch = key_path(&share, &key, Form::Plain);
+    assert!(!branch.exists());
+    ro.make_writable(); // writable again; nobody asks again
+    let took = wait_for(
+        "the back-filled branch copy",
+        Duration::from_secs(15),
+        || same_bytes(&branch, &fixture(PDB)),
+    )
+    .await;
+    eprintln!("back-fill completed {took:?} after the branch became writable");
+    wait_for("back-fill cleared", Duration::from_secs(10), || {
+        agent.status().is_some_and(|s| s.backfills.is_empty())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn main_down_records_wait_and_resume() {
+    let Some(mut office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[PDB]).await;
+    office.main.stop();
+    let cfg = office.config("desk1", &office.main.host(), "");
+    let key = pdb_key();
+    let mut agent = AgentProc::start(&office, &cfg, "desk1");
+    cli(&cfg, &["request", key.name(), key.index()]);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        agent.alive(),
+        "the agent keeps running with MainOffice down"
+    );
+    let requests = office
+        .branch
+        .share_dir("BranchOfficeA")
+        .join("000Cascade/requests");
+    assert_eq!(
+        std::fs::read_dir(&requests).unwrap().count(),
+        1,
+        "the record stays queued"
+    );
+    let misses = office
+        .branch
+        .share_dir("BranchOfficeA")
+        .join("000Cascade/misses");
+    assert!(
+        std::fs::read_dir(&misses)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "unreachable is not a miss"
+    );
+    office.main.restart();
+    let local = key_path(&office.local("desk1"), &key, Form::Plain);
+    let took = wait_for("resumed replication", Duration::from_secs(40), || {
+        same_bytes(&local, &fixture(PDB))
+    })
+    .await;
+    eprintln!("resumed {took:?} after MainOffice came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_transfer_then_restart_completes() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[BIG_PDB]).await;
+    // MainOffice behind a slow link (20 ms each way, 8 Mbit/s): the 5.7 MB PDB takes ~6 s.
+    let port = crate::relay::relay(office.main.addr(), Duration::from_millis(20), 8_000_000).await;
+    let cfg = office.config("desk1", &format!("127.0.0.1:{port}"), "");
+    let key = key_of(BIG_PDB);
+    cli(&cfg, &["request", key.name(), key.index()]);
+    let mut agent = AgentProc::start(&office, &cfg, "desk1");
+    // Kill it while the file is crossing the slow link.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    agent.kill9();
+    let branch_root = office.branch.share_dir("BranchOfficeA");
+    no_partial_file(&branch_root, &key, BIG_PDB);
+    no_partial_file(&office.local("desk1"), &key, BIG_PDB);
+    let requests = branch_root.join("000Cascade/requests");
+    assert_eq!(
+        std::fs::read_dir(&requests).unwrap().count(),
+        1,
+        "the record survives"
+    );
+    // Restart: the record completes, everything identical.
+    let _agent = AgentProc::start(&office, &cfg, "desk1");
+    let local = key_path(&office.local("desk1"), &key, Form::Plain);
+    wait_for("completion after restart", Duration::from_secs(60), || {
+        same_bytes(&local, &fixture(BIG_PDB))
+    })
+    .await;
+    assert!(same_bytes(
+        &key_path(&branch_root, &key, Form::Plain),
+        &fixture(BIG_PDB)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_missing_keys_are_asked_once_per_miss_timeout() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    let cfg = office.config(
+        "desk1",
+        &office.main.host(),
+        "max_parallel = 8\nmiss_timeout = \"10m\"",
+    );
+    let manifest = office.dir.path().join("manifest.txt");
+    let lines: String = (0..1000u32)
+        .map(|i| format!("missing{i}.pdb,{:032X}1,1\n", i as u128 * 7919 + 1))
+        .collect();
+    std::fs::write(&manifest, lines).unwrap();
+    let out = cli(
+        &cfg,
+        &["prefetch", "--manifest", manifest.to_str().unwrap()],
+    );
+    assert!(out.contains("queued 1000 requests"), "{out}");
+    let agent = AgentProc::start(&office, &cfg, "desk1");
+    let misses = office
+        .branch
+        .share_dir("BranchOfficeA")
+        .join("000Cascade/misses");
+    let took = wait_for("1000 miss-cache entries", Duration::from_secs(240), || {
+        std::fs::read_dir(&misses)
+            .map(|d| d.count() >= 1000)
+            .unwrap_or(false)
+    })
+    .await;
+    wait_for("status", Duration::from_secs(10), || {
+        agent.status().is_some_and(|s| s.lookups >= 1000)
+    })
+    .await;
+    // Several rescans later, still one lookup per key: the miss cache answers.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let st = agent.status().unwrap();
+    let rss = agent.peak_rss_kib();
+    eprintln!(
+        "1000 misses in {took:?}; lookups {}; misses {}; peak RSS {} KiB",
+        st.lookups, st.misses, rss
+    );
+    assert_eq!(st.lookups, 1000, "each key looked up once per miss timeout");
+    assert_eq!(st.misses, 1000);
+    assert_eq!(
+        st.queue_depth, 1000,
+        "requests stay queued until they expire (MissAgeTimeout)"
+    );
+    assert!(rss > 0 && rss < 200 * 1024, "peak RSS {rss} KiB");
+}
