@@ -69,7 +69,14 @@ struct Row {
     theirs: Vec<(f64, u64)>,
 }
 
-fn run_pair(port: u16, name: &str, size: u64, runs: usize, label: &str) -> Row {
+fn run_pair(
+    our_config: Option<&Path>,
+    port: u16,
+    name: &str,
+    size: u64,
+    runs: usize,
+    label: &str,
+) -> Row {
     let work = tempfile::tempdir().unwrap();
     let mut row = Row {
         label: label.to_string(),
@@ -90,9 +97,12 @@ fn run_pair(port: u16, name: &str, size: u64, runs: usize, label: &str) -> Row {
             let _ = std::fs::remove_file(&dest);
             if ours {
                 let sympath = format!("srv*{}*\\\\127.0.0.1:{port}\\MainOffice", local.display());
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_symcascade"));
+                if let Some(c) = our_config {
+                    cmd.arg("--config").arg(c);
+                }
                 let r = timed(
-                    Command::new(env!("CARGO_BIN_EXE_symcascade"))
-                        .args(["get", "--sympath", &sympath, name, INDEX])
+                    cmd.args(["get", "--sympath", &sympath, name, INDEX])
                         .env("SYMCASCADE_SMB_USER", samba::USER)
                         .env("SYMCASCADE_SMB_PASSWORD", samba::PASSWORD)
                         .env("TMPDIR", work.path()),
@@ -160,8 +170,11 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let relay_port = rt.block_on(relay(samba.addr(), Duration::from_millis(20), 20_000_000));
 
+    let smb21 = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(smb21.path(), "[smb]\nmax_dialect = \"2.1\"\n").unwrap();
     let rows = vec![
         run_pair(
+            None,
             samba.port,
             "big.pdb",
             big_size,
@@ -169,11 +182,20 @@ fn main() {
             &format!("loopback, {big} MiB"),
         ),
         run_pair(
+            None,
             relay_port,
             "slow.pdb",
             slow_size,
             runs,
             &format!("20 ms each way, 20 Mbit/s, {slow} MiB"),
+        ),
+        run_pair(
+            Some(smb21.path()),
+            samba.port,
+            "big.pdb",
+            big_size,
+            runs,
+            &format!("loopback, {big} MiB, ours with max_dialect = 2.1"),
         ),
     ];
     println!(

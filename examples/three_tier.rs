@@ -1,19 +1,20 @@
-//! The main job on an embedded default: a three-tier chain of local folders
-//! (`local ← branch ← main`) whose main store is built from the real MSVC fixtures, then every
-//! fixture's symbol file fetched through the cascade, as a debugger on a branch-office desktop
-//! would.
+//! The main job on an embedded default: the replication agent (`symcascade run`'s
+//! `agent::run`) over a three-tier chain of local folders (`local ← branch ← main`) whose main
+//! store is built from the real MSVC fixtures. Misses are queued on the branch, the agent
+//! replicates them down the cascade (branch first, then local), then the demo stops the agent
+//! and exits.
 //!
-//! Run: `cargo run --release --example three_tier [-- DIR]` (DIR defaults to a fresh temp
-//! dir, kept so you can look at it). The main store holds the PDBs compressed (as `symstore
-//! /compress` writes them) and the DLLs plain; one PDB is reached through a `file.ptr`.
+//! Run: `cargo run --release --example three_tier [-- DIR]` (DIR defaults to a fresh temp dir,
+//! kept so you can look at it). The main store holds one PDB compressed (as `symstore
+//! /compress` writes it), the DLLs plain, and one PDB behind a `file.ptr`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use symcascade::cascade::{Cascade, CascadeOptions};
+use std::time::{Duration, Instant};
+use symcascade::config::Config;
 use symcascade::key::{Key, PeKey};
 use symcascade::layout::{Form, Tiering};
-use symcascade::store::{LocalOnly, LocalStore};
-use symcascade::sympath::{Location, SymbolPath};
+use symcascade::store::LocalStore;
+use symcascade::sympath::Location;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,18 +33,18 @@ async fn main() -> anyhow::Result<()> {
         root.join("builds"),
     );
 
-    // Build the main office's store from real files.
+    // The main office's store, from real files.
     let main_store = LocalStore::new(&main);
     std::fs::create_dir_all(&main)?;
     std::fs::write(main.join("pingme.txt"), b"")?;
-    let add = |f: &str, form| {
-        let (s, p) = (&main_store, fixtures.join(f));
-        async move { symcascade::publish::publish_file(s, &p, Tiering::OneTier, form).await }
-    };
-    add("attach_amd64.dll", Form::Plain).await?;
-    add("attach_amd64.pdb", Form::Compressed).await?;
-    add("run_code_on_dllmain_x86.dll", Form::Plain).await?;
-    // One PDB lives on a build share, reached through file.ptr.
+    for (f, form) in [
+        ("attach_amd64.dll", Form::Plain),
+        ("attach_amd64.pdb", Form::Compressed),
+        ("run_code_on_dllmain_x86.dll", Form::Plain),
+    ] {
+        symcascade::publish::publish_file(&main_store, &fixtures.join(f), Tiering::OneTier, form)
+            .await?;
+    }
     std::fs::create_dir_all(&drop)?;
     std::fs::copy(
         fixtures.join("run_code_on_dllmain_x86.pdb"),
@@ -57,59 +58,79 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    let sympath = format!(
-        "srv*{}*{}*{}",
-        local.display(),
-        branch.display(),
-        main.display()
-    );
-    println!("symbol path: {sympath}\n");
-    let path: SymbolPath = sympath.parse()?;
+    // The embedded default configuration: three local tiers, a quick rescan.
+    let config = Config::parse(&format!(
+        "sympath = '{}'\n[agent]\nid = \"demo\"\nrescan_interval = \"2s\"\n",
+        format_args!(
+            "srv*{}*{}*{}",
+            local.display(),
+            branch.display(),
+            main.display()
+        )
+    ))
+    .map_err(anyhow::Error::msg)?;
+    println!("symbol path: {}", config.sympath.as_deref().unwrap_or(""));
     let default = Location::Local {
         path: root.join("default").display().to_string(),
     };
-    let cascade = Cascade::resolve(
-        &path,
-        Arc::new(LocalOnly),
-        &default,
-        CascadeOptions::default(),
-    )
-    .await;
 
+    // Start the agent (the same entry point as `symcascade run` and the Windows service).
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent_cfg = config.clone();
+    let agent_default = default.clone();
+    let agent = tokio::spawn(async move {
+        symcascade::agent::run(agent_cfg, agent_default, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+
+    // A debugger on this desktop missed the PDBs of both DLLs: queue them.
+    let setup = symcascade::agent::setup(&config, &default).await?;
+    let mut wanted = Vec::new();
     for f in ["attach_amd64.dll", "run_code_on_dllmain_x86.dll"] {
-        let bin = fixtures.join(f);
-        for (what, key) in [
-            ("image", Key::from_file(&bin, PeKey::Image)?),
-            ("its PDB", Key::from_file(&bin, PeKey::Pdb)?),
-        ] {
-            for round in ["first", "again"] {
-                let l = cascade.lookup(&key).await?;
-                match &l.fetched {
-                    Some(h) => {
-                        println!(
-                            "{round:>5}: {f} {what} {key}\n       found in {} as {:?}{}, read {} B, {} ms",
-                            h.found_in,
-                            h.form,
-                            h.via_file_ptr
-                                .as_ref()
-                                .map(|t| format!(" -> {t}"))
-                                .unwrap_or_default(),
-                            h.bytes_read,
-                            l.elapsed_ms
-                        );
-                        for w in &h.written {
-                            println!(
-                                "       copied {:?} into {} ({} B)",
-                                w.form, w.store, w.bytes
-                            );
-                        }
-                        println!("       local path: {}", h.location);
-                    }
-                    None => println!("{round:>5}: {f} {what} {key}: not found"),
-                }
-            }
+        let key = Key::from_file(&fixtures.join(f), PeKey::Pdb)?;
+        symcascade::agent::request(&setup, &key, &setup.id).await?;
+        println!("queued {key} in {}", setup.requests().describe());
+        wanted.push(key);
+    }
+
+    // Wait until the agent has replicated them into the local folder.
+    let start = Instant::now();
+    for key in &wanted {
+        let p = local.join(key.name()).join(key.index()).join(key.name());
+        while !p.exists() {
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(30),
+                "the agent did not replicate {key}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    println!("\nstores are under {}", root.display());
+    tokio::time::sleep(Duration::from_millis(2500)).await; // let status.json catch up
+    if let Some(status) = setup.read_status() {
+        for t in &status.recent {
+            println!(
+                "replicated {}\n    found in {} ({} B read), written to: {}",
+                t.key,
+                t.found_in,
+                t.bytes_read,
+                t.written.join(" then ")
+            );
+        }
+    }
+    for key in &wanted {
+        println!(
+            "local copy: {}",
+            local
+                .join(key.name())
+                .join(key.index())
+                .join(key.name())
+                .display()
+        );
+    }
+    let _ = stop_tx.send(());
+    agent.await??;
+    println!("agent stopped; stores are under {}", root.display());
     Ok(())
 }

@@ -140,6 +140,9 @@ pub struct SmbSection {
     /// READs/WRITEs in flight per transfer. Default 4.
     #[serde(default = "d_in_flight")]
     pub in_flight: usize,
+    /// Highest SMB dialect to offer: `"2.1"`, `"3.0"`, `"3.0.2"` or `"3.1.1"` (default).
+    #[serde(default)]
+    pub max_dialect: Option<String>,
 }
 
 impl Default for SmbSection {
@@ -152,6 +155,7 @@ impl Default for SmbSection {
             request_timeout: d30s(),
             chunk_size: d_chunk(),
             in_flight: d_in_flight(),
+            max_dialect: None,
         }
     }
 }
@@ -235,6 +239,16 @@ fn d_in_flight() -> usize {
 }
 fn d_count() -> usize {
     5
+}
+
+fn dialect(s: &str) -> Option<smb::Dialect> {
+    Some(match s {
+        "2.1" => smb::Dialect::Smb021,
+        "3.0" => smb::Dialect::Smb030,
+        "3.0.2" => smb::Dialect::Smb0302,
+        "3.1.1" => smb::Dialect::Smb0311,
+        _ => return None,
+    })
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -338,6 +352,13 @@ impl Config {
                 "key `agent.id`: {id:?} must be 1-64 of [A-Za-z0-9_-]"
             ));
         }
+        if let Some(d) = &cfg.smb.max_dialect
+            && dialect(d).is_none()
+        {
+            return Err(format!(
+                "key `smb.max_dialect`: {d:?} is not one of \"2.1\", \"3.0\", \"3.0.2\", \"3.1.1\""
+            ));
+        }
         if cfg.timeouts.count == 0 {
             return Err("key `timeouts.count`: must be at least 1".into());
         }
@@ -355,6 +376,12 @@ impl Config {
             request_timeout: self.smb.request_timeout,
             chunk_size: self.smb.chunk_size,
             in_flight: self.smb.in_flight,
+            max_dialect: self
+                .smb
+                .max_dialect
+                .as_deref()
+                .and_then(dialect)
+                .unwrap_or(smb::Dialect::Smb0311),
             ..SmbConfig::default()
         }
     }
@@ -429,9 +456,17 @@ NoFilePointers = true
 mod example_tests {
     /// The example shipped in `examples/` (and shown in README) is a valid configuration.
     #[test]
-    fn shipped_example_parses() {
+    fn shipped_examples_parse() {
         let c = super::Config::parse(include_str!("../examples/symcascade.toml")).unwrap();
         assert_eq!(c.smb.aliases.len(), 2);
         assert_eq!(c.timeouts.count, 5);
+        let d = super::Config::parse(include_str!("../examples/desktop.toml")).unwrap();
+        assert_eq!(d.agent.max_parallel, 4);
+        let b = super::Config::parse(include_str!("../examples/branch-server.toml")).unwrap();
+        assert_eq!(
+            b.agent.branch.as_deref(),
+            Some("\\\\BranchOfficeA\\Symbols")
+        );
+        assert_eq!(b.log.format.as_deref(), Some("json"));
     }
 }
