@@ -220,6 +220,31 @@ pub struct Fetched {
     pub bytes_written: u64,
 }
 
+impl Fetched {
+    /// A hit answered where it is: nothing read, nothing copied.
+    fn in_place(
+        tier: &Tier,
+        chain: usize,
+        ti: usize,
+        form: Form,
+        location: String,
+        local_path: Option<PathBuf>,
+    ) -> Fetched {
+        Fetched {
+            found_in: tier.name(),
+            chain,
+            tier: ti,
+            form,
+            via_file_ptr: None,
+            written: Vec::new(),
+            location,
+            local_path,
+            bytes_read: 0,
+            bytes_written: 0,
+        }
+    }
+}
+
 /// The full result of a lookup: the hit (if any), the skipped stores, the time taken.
 #[derive(Debug, Clone, Serialize)]
 pub struct Lookup {
@@ -488,18 +513,8 @@ impl Cascade {
                         Ok(t) => layout::path_for(key, t, found.form),
                         Err(_) => layout::path_for(key, Tiering::OneTier, found.form),
                     };
-                    fetched = Some(Fetched {
-                        found_in: tier.name(),
-                        chain: ci,
-                        tier: ti,
-                        form: found.form,
-                        via_file_ptr: None,
-                        written: Vec::new(),
-                        location: format!("{}\\{}", tier.name(), path.components().join("\\")),
-                        local_path: None,
-                        bytes_read: 0,
-                        bytes_written: 0,
-                    });
+                    let location = format!("{}\\{}", tier.name(), path.components().join("\\"));
+                    fetched = Some(Fetched::in_place(tier, ci, ti, found.form, location, None));
                     break 'chains;
                 }
                 if dests.is_empty()
@@ -517,19 +532,9 @@ impl Cascade {
                             continue;
                         }
                     }
-                    let plain = found.form == Form::Plain;
-                    fetched = Some(Fetched {
-                        found_in: tier.name(),
-                        chain: ci,
-                        tier: ti,
-                        form: found.form,
-                        via_file_ptr: None,
-                        written: Vec::new(),
-                        location: local.display().to_string(),
-                        local_path: plain.then_some(local),
-                        bytes_read: 0,
-                        bytes_written: 0,
-                    });
+                    let location = local.display().to_string();
+                    let local = (found.form == Form::Plain).then_some(local);
+                    fetched = Some(Fetched::in_place(tier, ci, ti, found.form, location, local));
                     break 'chains;
                 }
                 // One destination that takes the source form as it is: stream straight into it

@@ -251,6 +251,19 @@ impl Server {
     }
 
     async fn connect(&self) -> smb::Result<Live> {
+        let mut attempt = 0;
+        loop {
+            match self.connect_once().await {
+                Err(e) if is_sign_failure(&e) && attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(server = %self.label, "signature check failed during connect; retrying: {e}");
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn connect_once(&self) -> smb::Result<Live> {
         self.connects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cfg = ConnectionConfig {
@@ -313,7 +326,25 @@ impl Server {
         store: &str,
         share: &str,
     ) -> Result<(Arc<Live>, Arc<Tree>), StoreError> {
-        let live = self.live(store).await?;
+        let mut attempt = 0;
+        loop {
+            match self.tree_once(store, share).await {
+                Err((e, true)) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(server = %self.label, "tree connect on a fresh connection: {e}");
+                }
+                r => return r.map_err(|(e, _)| e),
+            }
+        }
+    }
+
+    /// One tree-connect attempt; the flag says whether a retry on a new connection may help.
+    async fn tree_once(
+        &self,
+        store: &str,
+        share: &str,
+    ) -> Result<(Arc<Live>, Arc<Tree>), (StoreError, bool)> {
+        let live = self.live(store).await.map_err(|e| (e, false))?;
         let key = share.to_ascii_lowercase();
         let mut trees = live.trees.lock().await;
         if let Some(t) = trees.get(&key) {
@@ -323,25 +354,27 @@ impl Server {
         }
         let unc = UncPath::new(&self.addr.ip().to_string())
             .and_then(|u| u.with_share(share))
-            .map_err(|e| map_error(store, "connect", share, &e))?;
+            .map_err(|e| (map_error(store, "connect", share, &e), false))?;
         let tree =
             tokio::time::timeout(self.config.connect_timeout, live.session.tree_connect(&unc))
                 .await
                 .map_err(|_| {
                     live.dead.store(true, std::sync::atomic::Ordering::Relaxed);
-                    StoreError::new(
+                    let e = StoreError::new(
                         store,
                         "connect",
                         share,
                         StoreErrorKind::Timeout,
                         "tree connect timed out",
-                    )
+                    );
+                    (e, false)
                 })?
                 .map_err(|e| {
+                    let retry = is_sign_failure(&e);
                     if connection_level(&e) {
                         live.dead.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
-                    map_error(store, "connect", share, &e)
+                    (map_error(store, "connect", share, &e), retry)
                 })?;
         let tree = Arc::new(tree);
         trees.insert(key, tree.clone());
@@ -535,7 +568,16 @@ pub fn connection_level(e: &smb::Error) -> bool {
             | E::TransportError(_)
             | E::OperationTimeout(..)
             | E::SignatureVerificationFailed
-    ) || e.to_string().contains("Async command is not allowed")
+    ) || is_sign_failure(e)
+        || e.to_string().contains("Async command is not allowed")
+}
+
+/// `true` when the crate rejected a server message's signature. Seen intermittently under load
+/// (with AES-CMAC and AES-GMAC alike) on responses Samba completed asynchronously: the
+/// connection is then replaced and idempotent steps are retried.
+pub fn is_sign_failure(e: &smb::Error) -> bool {
+    matches!(e, smb::Error::SignatureVerificationFailed)
+        || e.to_string().contains("verify incoming message")
 }
 
 /// Classifies an `smb` error for the cascade.

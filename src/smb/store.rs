@@ -116,12 +116,21 @@ impl SmbStore {
         rel: &RelPath,
         access: FileAccessMask,
     ) -> Result<Option<(Arc<Server>, Arc<super::Live>, File)>, StoreError> {
-        let (server, live, tree) = self.tree().await?;
         let p = self.share_path(rel.components());
-        match self
-            .call(&server, &live, "open", &p, tree.open_existing(&p, access))
-            .await?
-        {
+        let mut attempt = 0;
+        let (server, live, r) = loop {
+            let (server, live, tree) = self.tree().await?;
+            let r = self
+                .call(&server, &live, "open", &p, tree.open_existing(&p, access))
+                .await?;
+            match r {
+                // Opening is idempotent: after a rejected signature (the connection is retired
+                // by `call`), try once more on a fresh connection.
+                Err(e) if super::is_sign_failure(&e) && attempt < 1 => attempt += 1,
+                r => break (server, live, r),
+            }
+        };
+        match r {
             Ok(Resource::File(f)) => Ok(Some((server, live, f))),
             Ok(_) => Ok(None),
             Err(e) if is_not_found(&e) => Ok(None),

@@ -7,16 +7,6 @@ use symcascade::cascade::{CascadeOptions, SkipOp};
 use symcascade::layout::{Form, Tiering};
 use symcascade::store::StoreErrorKind;
 
-fn same(a: &std::path::Path, b: &std::path::Path) {
-    assert_eq!(
-        std::fs::read(a).unwrap_or_else(|e| panic!("{}: {e}", a.display())),
-        std::fs::read(b).unwrap(),
-        "{} differs from {}",
-        a.display(),
-        b.display()
-    );
-}
-
 #[tokio::test]
 async fn hit_in_main_is_copied_into_branch_then_local() {
     let lab = Lab::new();

@@ -308,3 +308,14 @@ impl StoreOpener for FaultOpener {
 pub fn unreachable_kind(e: &StoreErrorKind) -> bool {
     matches!(e, StoreErrorKind::Unreachable | StoreErrorKind::Unsupported)
 }
+
+/// Asserts two files have the same bytes.
+pub fn same(a: &Path, b: &Path) {
+    assert_eq!(
+        std::fs::read(a).unwrap_or_else(|e| panic!("{}: {e}", a.display())),
+        std::fs::read(b).unwrap(),
+        "{} differs from {}",
+        a.display(),
+        b.display()
+    );
+}

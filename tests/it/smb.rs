@@ -30,16 +30,6 @@ fn transports(cfg: SmbConfig) -> (Arc<SmbClient>, Arc<Transports>) {
     (client, t)
 }
 
-fn same(a: &std::path::Path, b: &std::path::Path) {
-    assert_eq!(
-        std::fs::read(a).unwrap_or_else(|e| panic!("{}: {e}", a.display())),
-        std::fs::read(b).unwrap(),
-        "{} differs from {}",
-        a.display(),
-        b.display()
-    );
-}
-
 /// Publishes fixtures straight onto the server's disk behind a share.
 async fn publish_on_server(samba: &Samba, share: &str, names: &[&str], form: Form) {
     let s = LocalStore::new(samba.share_dir(share));
