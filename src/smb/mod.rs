@@ -83,9 +83,9 @@ pub struct SmbConfig {
     pub chunk_size: usize,
     /// READ/WRITE requests in flight per transfer.
     pub in_flight: usize,
-    /// Highest SMB dialect offered. Default 3.1.1 (pre-authentication integrity, AES-CMAC
-    /// signing). 2.1 signs with HMAC-SHA256, which this CPU-bound path does about 1.7× faster
-    /// (see BENCHMARKS.md), at the cost of 3.1.1's downgrade protection.
+    /// Highest SMB dialect offered. Default 3.1.1 (pre-authentication integrity, AES-GMAC
+    /// signing with Samba ≥ 4.15 / Windows Server 2022). 3.0 signs with AES-CMAC, 2.1 with
+    /// HMAC-SHA256 (see BENCHMARKS.md for what each costs on a fast link).
     pub max_dialect: smb::Dialect,
     /// Credits the crate may lose on one connection before it is retired. The default leaves
     /// the backlog of 512 credits at least twice what [`MAX_SLOTS`] requests of [`MAX_CHUNK`]
