@@ -155,6 +155,10 @@ pub struct Setup {
     pub admin: Folder,
     /// The agent's state folder (back-fills, status).
     pub state_dir: PathBuf,
+    /// The chain's store locations, in tier order.
+    pub locations: Vec<Location>,
+    /// The SMB client shared by the cascade's stores.
+    pub client: Arc<SmbClient>,
 }
 
 /// A sane default agent id: the host name, reduced to `[A-Za-z0-9_-]`.
@@ -235,31 +239,8 @@ pub async fn setup(config: &Config, default_downstream: &Location) -> Result<Set
             )));
         }
     };
-    let admin = match &locations[branch] {
-        Location::Local { path } => Folder::Local(PathBuf::from(path).join(queue::ADMIN_DIR)),
-        Location::Smb {
-            host,
-            port,
-            share,
-            dirs,
-            ..
-        } => Folder::Smb {
-            store: SmbStore::new(
-                client.clone(),
-                host,
-                *port,
-                share,
-                dirs,
-                &locations[branch].to_string(),
-            ),
-            dir: vec![queue::ADMIN_DIR.to_string()],
-        },
-        Location::Http { .. } => {
-            return Err(cfg(
-                "key `agent.branch`: an HTTP store cannot hold the queue".into(),
-            ));
-        }
-    };
+    let admin = admin_folder(&locations[branch], &client)
+        .ok_or_else(|| cfg("key `agent.branch`: an HTTP store cannot hold the queue".into()))?;
     let state_dir = config
         .agent
         .state_dir
@@ -278,6 +259,8 @@ pub async fn setup(config: &Config, default_downstream: &Location) -> Result<Set
         branch,
         admin,
         state_dir,
+        locations,
+        client,
     })
 }
 
@@ -909,4 +892,30 @@ pub async fn request(setup: &Setup, key: &Key, requester: &str) -> Result<bool, 
         .requests()
         .create_new(&record.file_name(), &record.to_bytes())
         .await
+}
+
+/// A folder for control files in a store's root (`000Cascade/<sub>`), for local and SMB
+/// stores; `None` for HTTP.
+pub fn admin_folder(location: &Location, client: &Arc<SmbClient>) -> Option<Folder> {
+    match location {
+        Location::Local { path } => Some(Folder::Local(PathBuf::from(path).join(queue::ADMIN_DIR))),
+        Location::Smb {
+            host,
+            port,
+            share,
+            dirs,
+            ..
+        } => Some(Folder::Smb {
+            store: SmbStore::new(
+                client.clone(),
+                host,
+                *port,
+                share,
+                dirs,
+                &location.to_string(),
+            ),
+            dir: vec![queue::ADMIN_DIR.to_string()],
+        }),
+        Location::Http { .. } => None,
+    }
 }

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod cascade;
 pub mod compress;
 pub mod config;
+pub mod doctor;
 pub mod folder;
 pub mod key;
 pub mod layout;

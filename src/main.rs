@@ -105,6 +105,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Preflight every store of the chain as this identity: read, write (probe file), free
+    /// space, latency; says which tier would be skipped and why. Exit 0 all usable, 1 some tier
+    /// would be skipped, 2 error.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add PE/PDB files to a local store, as `symstore add` does.
     Add {
         /// The store's root folder.
@@ -347,6 +355,43 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             wait,
         } => prefetch(&config, &manifest, mine, wait).await,
         Cmd::Status { json } => status(&config, json).await,
+        Cmd::Doctor { json } => {
+            let setup = symcascade::agent::setup(&config, &default_downstream()).await?;
+            let checks = symcascade::doctor::check(
+                &setup,
+                config
+                    .smb
+                    .connect_timeout
+                    .max(std::time::Duration::from_secs(5)),
+            )
+            .await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                println!(
+                    "running as: {}",
+                    std::env::var("USER")
+                        .or_else(|_| std::env::var("USERNAME"))
+                        .unwrap_or_default()
+                );
+                for c in &checks {
+                    let lat = c
+                        .latency_ms
+                        .map(|l| format!(", {l} ms"))
+                        .unwrap_or_default();
+                    let free = c
+                        .free_bytes
+                        .map(|b| format!(", {:.1} GiB free", b as f64 / (1u64 << 30) as f64))
+                        .unwrap_or_default();
+                    println!("{:<12} {:<40} {}{lat}{free}", c.role, c.store, c.verdict);
+                }
+            }
+            Ok(if checks.iter().all(|c| c.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Cmd::Parse { json, path } => {
             let p = symbol_path(path, &config)?;
             if json {

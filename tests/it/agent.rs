@@ -461,3 +461,51 @@ async fn a_thousand_missing_keys_are_asked_once_per_miss_timeout() {
     );
     assert!(rss > 0 && rss < 200 * 1024, "peak RSS {rss} KiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_the_tier_that_would_be_skipped() {
+    let Some(mut office) = Office::start() else {
+        return;
+    };
+    let doctor = |cfg: &Path| {
+        let o = bin()
+            .arg("--config")
+            .arg(cfg)
+            .arg("doctor")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    // All good: local and branch writable, MainOffice readable (it is only read).
+    let cfg = office.config("desk1", &office.main.host(), "");
+    let (code, out) = doctor(&cfg);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches(" ok").count(), 3, "{out}");
+    // A read-only branch share.
+    let ro = office.dir.path().join("ro.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "\\\\BranchOfficeA\\BranchOfficeA*",
+        "\\\\BranchOfficeA\\BranchOfficeARO*",
+    );
+    std::fs::write(&ro, text).unwrap();
+    let (code, out) = doctor(&ro);
+    assert_eq!(code, Some(1), "{out}");
+    let line = out.lines().find(|l| l.contains("BranchOfficeARO")).unwrap();
+    assert!(line.contains("would be skipped: not writable"), "{out}");
+    // MainOffice stopped.
+    office.main.stop();
+    let (code, out) = doctor(&cfg);
+    assert_eq!(code, Some(1), "{out}");
+    let line = out.lines().find(|l| l.contains("MainOffice")).unwrap();
+    assert!(line.contains("unreachable"), "{out}");
+    // No probe files left behind.
+    let admin = office.branch.share_dir("BranchOfficeA").join("000Cascade");
+    assert!(
+        published_files(&admin).iter().all(|p| !p.contains("probe")),
+        "{:?}",
+        published_files(&admin)
+    );
+}

@@ -205,3 +205,44 @@ fn get_over_smb_with_config_aliases_and_env_credentials() {
     );
     assert!(!stderr.contains("Wrong-Secret-1"));
 }
+
+/// The shipped systemd unit passes `systemd-analyze verify` (with ExecStart pointing at the
+/// binary under test).
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/service/symcascade.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/symcascade run"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("symcascade.service");
+    std::fs::write(
+        &p,
+        unit.replace(
+            "/usr/local/bin/symcascade",
+            env!("CARGO_BIN_EXE_symcascade"),
+        ),
+    )
+    .unwrap();
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&p)
+        .output();
+    match o {
+        Ok(o) => assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            assert!(
+                !is_ci(),
+                "CI must have systemd-analyze (scripts/test installs systemd): {e}"
+            );
+            eprintln!("skipping: systemd-analyze not available: {e}");
+        }
+    }
+}
