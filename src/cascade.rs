@@ -940,11 +940,7 @@ impl Cascade {
         };
         let mut written = Vec::new();
         let mut local_path = None;
-        let mut tracked = Tracked {
-            inner: found.opened.reader,
-            bytes: 0,
-            failed: false,
-        };
+        let mut tracked = crate::store::Watched::new(found.opened.reader);
         if let Some(tiering) = tiering {
             let path = layout::path_for(key, tiering, found.form);
             match dest.store.put(&path, &mut tracked, found.opened.len).await {
@@ -1101,31 +1097,6 @@ impl Cascade {
             bytes_read: spooled.raw_len,
             bytes_written,
         }
-    }
-}
-
-/// A source stream that remembers whether *it* failed (as opposed to the destination), and
-/// how many bytes it gave.
-struct Tracked {
-    inner: crate::store::ByteStream,
-    bytes: u64,
-    failed: bool,
-}
-
-impl tokio::io::AsyncRead for Tracked {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        match &r {
-            std::task::Poll::Ready(Ok(())) => self.bytes += (buf.filled().len() - before) as u64,
-            std::task::Poll::Ready(Err(_)) => self.failed = true,
-            std::task::Poll::Pending => {}
-        }
-        r
     }
 }
 

@@ -119,26 +119,6 @@ impl Blackout {
     }
 }
 
-/// Remembers whether the *source* stream failed.
-struct SourceWatch<'a> {
-    inner: &'a mut (dyn AsyncRead + Send + Unpin),
-    failed: bool,
-}
-
-impl AsyncRead for SourceWatch<'_> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let r = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Err(_))) {
-            self.failed = true;
-        }
-        r
-    }
-}
-
 #[async_trait]
 impl Store for Blackout {
     fn describe(&self) -> StoreDescription {
@@ -161,10 +141,7 @@ impl Store for Blackout {
         self.check("put", p)?;
         // Only this store's own failures count: a source that times out while streaming into
         // us must not black *us* out.
-        let mut watched = SourceWatch {
-            inner: src,
-            failed: false,
-        };
+        let mut watched = super::Watched::new(src);
         let r = self.inner.put(p, &mut watched, len).await;
         if watched.failed { r } else { self.record(r) }
     }

@@ -242,6 +242,47 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn capabilities(&self) -> Result<Capabilities, StoreError>;
 }
 
+/// A source stream that remembers whether *it* failed (as opposed to the store it is being
+/// written into) and how many bytes it gave: lets the cascade and the blackout wrapper blame
+/// the right store when a copy breaks midway.
+#[derive(Debug)]
+pub struct Watched<R> {
+    /// The source.
+    pub inner: R,
+    /// Bytes read so far.
+    pub bytes: u64,
+    /// A read failed.
+    pub failed: bool,
+}
+
+impl<R> Watched<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Watched<R> {
+        Watched {
+            inner,
+            bytes: 0,
+            failed: false,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        match &r {
+            std::task::Poll::Ready(Ok(())) => self.bytes += (buf.filled().len() - before) as u64,
+            std::task::Poll::Ready(Err(_)) => self.failed = true,
+            std::task::Poll::Pending => {}
+        }
+        r
+    }
+}
+
 /// Opens stores for locations: the seam where transports plug in (local folders here; SMB and
 /// HTTP transports register through their own openers).
 pub trait StoreOpener: Send + Sync + fmt::Debug {
