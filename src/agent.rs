@@ -34,6 +34,9 @@ pub enum AgentError {
     /// The configuration is unusable for an agent.
     #[error("config: {0}")]
     Config(String),
+    /// The HTTP front cannot start (bad `[http]` settings, or the address is taken).
+    #[error("HTTP front: {0}")]
+    Front(#[from] crate::front::FrontError),
     /// The state folder cannot be used.
     #[error("state folder {path}: {source}")]
     State {
@@ -138,6 +141,7 @@ struct Agent {
     state_dir: PathBuf,
     status: Mutex<Status>,
     backfills: Mutex<HashMap<Backfill, (Instant, u32)>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Everything `run` and the CLI's `request`/`prefetch`/`status` need from a config: the
@@ -239,8 +243,17 @@ pub async fn setup(config: &Config, default_downstream: &Location) -> Result<Set
             )));
         }
     };
-    let admin = admin_folder(&locations[branch], &client)
-        .ok_or_else(|| cfg("key `agent.branch`: an HTTP store cannot hold the queue".into()))?;
+    let admin = match admin_folder(&locations[branch], &client) {
+        Some(a) => a,
+        // A SymProxy-style server (`queue = false`) may have only HTTP upstreams; its queue
+        // folder is never watched, so the local store's admin folder stands in.
+        None if !config.agent.queue => Folder::Local(local.join(queue::ADMIN_DIR)),
+        None => {
+            return Err(cfg(
+                "key `agent.branch`: an HTTP store cannot hold the queue (set `agent.queue = false` to run only the HTTP front)".into(),
+            ));
+        }
+    };
     let state_dir = config
         .agent
         .state_dir
@@ -340,12 +353,15 @@ pub async fn store_health(chain: &Chain, branch: usize, timeout: Duration) -> Ve
 }
 
 /// Runs the agent until `shutdown` completes: the one entry point shared by `symcascade run`,
-/// the Windows service and tests. In-flight replications get `agent.shutdown_grace` to finish;
+/// the Windows service and tests. It watches the branch queue (unless `agent.queue = false`)
+/// and, when `[http] listen` is set, serves the SymProxy-compatible HTTP front (see `front`)
+/// over the same cascade. In-flight replications get `agent.shutdown_grace` to finish;
 /// any still running then are dropped, which discards their temp files (nothing is ever left
 /// under a final name). Queue records survive restarts.
 ///
 /// # Errors
-/// [`AgentError`] only when the agent cannot start; once running it logs and retries.
+/// [`AgentError`] only when the agent cannot start (config, state folder, HTTP address);
+/// once running it logs and retries.
 pub async fn run(
     config: Config,
     default_downstream: Location,
@@ -357,8 +373,8 @@ pub async fn run(
         id: setup.id.clone(),
         rescan: a.rescan_interval,
         backfill: a.backfill_interval,
-        miss_timeout: a.miss_timeout,
-        miss_age: a.miss_age_timeout,
+        miss_timeout: config.cascade.miss_timeout,
+        miss_age: config.cascade.miss_age_timeout,
         lease: a.lease_timeout,
         max_parallel: a.max_parallel.max(1),
         poll: a.poll_interval,
@@ -369,7 +385,35 @@ pub async fn run(
         source,
     })?;
     let backfills = load_backfills(&setup.state_dir);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let front = match config.http.listen {
+        Some(addr) => {
+            let front = Arc::new(crate::front::Front::new(
+                setup.cascade.clone(),
+                setup.chain.clone(),
+                setup.branch,
+                crate::front::FrontOptions::from_config(&config),
+                metrics.clone(),
+                config
+                    .agent
+                    .queue
+                    .then(|| setup.state_dir.join("status.json")),
+            )?);
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| {
+                AgentError::Front(crate::front::FrontError::Bind { addr, source })
+            })?;
+            let done = stop.clone().cancelled_owned();
+            Some(tokio::spawn(async move {
+                if let Err(e) = front.serve(listener, done).await {
+                    tracing::error!("HTTP front stopped: {e}");
+                }
+            }))
+        }
+        None => None,
+    };
     let agent = Arc::new(Agent {
+        metrics,
         queue: Queue {
             requests: setup.admin.join(queue::REQUESTS),
             leases: setup.admin.join(queue::LEASES),
@@ -393,9 +437,19 @@ pub async fn run(
         branch: setup.branch,
         state_dir: setup.state_dir,
     });
-    tracing::info!(agent = %agent.s.id, queue = %agent.queue.requests.describe(),
-        state = %agent.state_dir.display(), "agent started");
-    agent.main_loop(shutdown).await;
+    if config.agent.queue {
+        tracing::info!(agent = %agent.s.id, queue = %agent.queue.requests.describe(),
+            state = %agent.state_dir.display(), "agent started");
+        agent.main_loop(shutdown).await;
+    } else {
+        tracing::info!(agent = %agent.s.id, "queue disabled (agent.queue = false): HTTP front only");
+        shutdown.await;
+    }
+    stop.cancel();
+    if let Some(f) = front {
+        // Requests in progress finish; detached transfers end with the runtime.
+        let _ = tokio::time::timeout(agent.s.grace, f).await;
+    }
     tracing::info!(agent = %agent.s.id, "agent stopped");
     Ok(())
 }
@@ -577,7 +631,10 @@ impl Agent {
         let lookup = self.cascade.lookup(&key).await;
         let _ = q.leases.remove(&lease_file).await;
         let lookup = match lookup {
-            Ok(l) => l,
+            Ok(l) => {
+                self.metrics.record_lookup(&l);
+                l
+            }
             Err(e) => {
                 tracing::warn!(key = %key, "lookup failed: {e}");
                 return Outcome::Retry(self.s.rescan);

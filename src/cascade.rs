@@ -52,6 +52,31 @@ pub struct CascadeOptions {
     /// Extra SMB hosts a `file.ptr` may point to (build drops), besides the hosts of the
     /// symbol path. Default: none.
     pub file_ptr_hosts: Vec<String>,
+    /// SymProxy/SymSrv `UriFilter` (SSRVOPT_URI_FILTER): bitmask of the forms asked of remote
+    /// stores: HTTP 0x1 plain, 0x2 compressed, 0x4 `file.ptr`; UNC 0x10/0x20/0x40. `0` (the
+    /// default) asks for every form. Fewer forms = fewer round trips per miss on slow links.
+    pub uri_filter: u32,
+    /// SymProxy/SymSrv `UriTiers` (SSRVOPT_URI_TIERS): the layout of every remote store, so no
+    /// `index2.txt` request is needed. `None` (the default) detects it.
+    pub uri_tiers: Option<Tiering>,
+}
+
+impl CascadeOptions {
+    /// Whether `UriFilter` lets a store reached over `transport` (`"http"`, `"smb"`, `"local"`)
+    /// be asked for `form`. Local stores are never filtered.
+    pub fn uri_allows(&self, transport: &str, form: Form) -> bool {
+        let bit = match form {
+            Form::Plain => 0x1,
+            Form::Compressed => 0x2,
+            Form::FilePtr => 0x4,
+        };
+        match transport {
+            _ if self.uri_filter == 0 => true,
+            "http" => self.uri_filter & bit != 0,
+            "smb" => self.uri_filter & (bit << 4) != 0,
+            _ => true,
+        }
+    }
 }
 
 impl Default for CascadeOptions {
@@ -62,6 +87,8 @@ impl Default for CascadeOptions {
             max_expanded: compress::DEFAULT_MAX_EXPANDED,
             spool_dir: None,
             file_ptr_hosts: Vec::new(),
+            uri_filter: 0,
+            uri_tiers: None,
         }
     }
 }
@@ -78,10 +105,19 @@ pub struct Tier {
 impl Tier {
     /// Wraps a store. `read_only` tiers (HTTP) are never written.
     pub fn new(store: Arc<dyn Store>, read_only: bool) -> Arc<Tier> {
+        Tier::with_tiering(store, read_only, None)
+    }
+
+    /// Wraps a store whose layout is known (`UriTiers`): `index2.txt` is never asked for.
+    pub fn with_tiering(
+        store: Arc<dyn Store>,
+        read_only: bool,
+        tiering: Option<Tiering>,
+    ) -> Arc<Tier> {
         Arc::new(Tier {
             store,
             read_only,
-            tiering: OnceCell::new(),
+            tiering: OnceCell::new_with(tiering),
             wantsptr: OnceCell::new(),
         })
     }
@@ -379,7 +415,10 @@ impl Cascade {
                     let store = opener
                         .open_store(loc)
                         .unwrap_or_else(|e| Arc::new(UnavailableStore::from_error(&e)));
-                    Tier::new(store, loc.is_http())
+                    let forced = options
+                        .uri_tiers
+                        .filter(|_| !matches!(loc, Location::Local { .. }));
+                    Tier::with_tiering(store, loc.is_http(), forced)
                 })
                 .clone()
         };
@@ -472,6 +511,11 @@ impl Cascade {
     /// The resolved chains, in search order.
     pub fn chains(&self) -> &[Chain] {
         &self.chains
+    }
+
+    /// The options the engine runs with.
+    pub fn options(&self) -> &CascadeOptions {
+        &self.options
     }
 
     /// Looks `key` up and copies a hit down the cascade. `Ok(None)` is a miss everywhere.
@@ -636,7 +680,11 @@ impl Cascade {
             }));
         }
         let tiering = tier.tiering().await?;
+        let transport = tier.store.describe().transport;
         for (form, path) in layout::probe_order(key, tiering) {
+            if !self.options.uri_allows(transport, form) {
+                continue;
+            }
             let Some(opened) = tier.store.open(&path).await? else {
                 continue;
             };

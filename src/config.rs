@@ -36,6 +36,48 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
+    /// The SymProxy-compatible HTTP front (off unless `listen` is set).
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[http]`: the HTTP front debuggers fetch through (`srv*C:\Symbols*http://127.0.0.1:8775`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address to listen on, e.g. `127.0.0.1:8775`. Absent: no HTTP front.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Client networks allowed when `listen` is not a loopback address, e.g.
+    /// `["10.1.0.0/16"]` (`["0.0.0.0/0", "::/0"]` allows everyone). Loopback clients are always
+    /// allowed.
+    #[serde(default)]
+    pub allow: Vec<ipnet::IpNet>,
+    /// Virtual directory the store is served under (SymProxy's IIS virtual directory), e.g.
+    /// `/symbols`. Default: the root.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Exclusion list file: one file-name pattern per line, `*` wildcards (`symsrv.ini`
+    /// `[exclusions]` format). Re-read when it changes.
+    #[serde(default)]
+    pub exclusions: Option<PathBuf>,
+    /// Longest a client waits for a transfer before it is answered "still working"
+    /// (SymProxy: 25 s, under SymSrv's 30 s socket timeout); the transfer goes on in the
+    /// background. A client's `Symbol-Agent-Receive-Timeout` header (ms) overrides it.
+    #[serde(default = "d25s", deserialize_with = "duration")]
+    pub client_timeout: Duration,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: None,
+            allow: Vec::new(),
+            prefix: None,
+            exclusions: None,
+            client_timeout: d25s(),
+        }
+    }
 }
 
 /// `[agent]`.
@@ -55,14 +97,10 @@ pub struct AgentSection {
     /// First retry of a pending back-fill (doubling up to 10 minutes). Default `30s`.
     #[serde(default = "d30s", deserialize_with = "duration")]
     pub backfill_interval: Duration,
-    /// SymProxy `MissTimeout`: a key no upstream had is not asked for again before this.
-    /// Default `5m`.
-    #[serde(default = "d5m", deserialize_with = "duration")]
-    pub miss_timeout: Duration,
-    /// SymProxy `MissAgeTimeout`: a request that kept missing this long is dropped. Default
-    /// `1d`.
-    #[serde(default = "d1d", deserialize_with = "duration")]
-    pub miss_age_timeout: Duration,
+    /// Watch and serve the branch queue. `false` runs only the HTTP front (a SymProxy-style
+    /// branch server). Default `true`.
+    #[serde(default = "yes")]
+    pub queue: bool,
     /// How long a lease keeps other agents from pulling the same key. Default `2m`.
     #[serde(default = "d2m", deserialize_with = "duration")]
     pub lease_timeout: Duration,
@@ -88,8 +126,7 @@ impl Default for AgentSection {
             branch: None,
             rescan_interval: d30s(),
             backfill_interval: d30s(),
-            miss_timeout: d5m(),
-            miss_age_timeout: d1d(),
+            queue: true,
             lease_timeout: d2m(),
             max_parallel: d_in_flight(),
             poll_interval: None,
@@ -185,10 +222,35 @@ impl Default for TimeoutsSection {
     }
 }
 
-/// `[cascade]`: SymProxy's switches under their own names.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[cascade]`: SymProxy's registry switches under their own names and with the same meaning
+/// (Microsoft, "Configuring the Registry"). Time values are seconds (as SymProxy's DWORDs) or
+/// humantime strings (`"5m"`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct CascadeSection {
+    /// `MissTimeout`: a key no upstream had is answered "missing" without asking upstream for
+    /// this long; the first request after it re-queries. `0` disables the miss cache. Default
+    /// 300 s.
+    #[serde(default = "d5m", deserialize_with = "seconds")]
+    pub miss_timeout: Duration,
+    /// `MissAgeCheck`: period of the sweep that purges unused miss entries. Default 3600 s.
+    #[serde(default = "d1h", deserialize_with = "seconds")]
+    pub miss_age_check: Duration,
+    /// `MissAgeTimeout`: a miss entry nobody asked for in this long is purged (the agent also
+    /// drops a queued request that kept missing this long). Default 86400 s.
+    #[serde(default = "d1d", deserialize_with = "seconds")]
+    pub miss_age_timeout: Duration,
+    /// `NoCache`: the HTTP front streams upstream hits to the client without storing them.
+    #[serde(default)]
+    pub no_cache: bool,
+    /// `UriFilter`: bitmask of the request forms sent to upstream stores (HTTP 0x1 plain, 0x2
+    /// compressed, 0x4 file.ptr; UNC 0x10/0x20/0x40). `0`: all forms. Default 0.
+    #[serde(default)]
+    pub uri_filter: u32,
+    /// `UriTiers`: force the layout of every upstream store (1 or 2 tiers) instead of asking
+    /// for `index2.txt`. `0`: detect. Default 0.
+    #[serde(default)]
+    pub uri_tiers: u32,
     /// Do not follow `file.ptr`.
     #[serde(default)]
     pub no_file_pointers: bool,
@@ -204,6 +266,32 @@ pub struct CascadeSection {
     pub file_ptr_hosts: Vec<String>,
 }
 
+impl Default for CascadeSection {
+    fn default() -> Self {
+        CascadeSection {
+            miss_timeout: d5m(),
+            miss_age_check: d1h(),
+            miss_age_timeout: d1d(),
+            no_cache: false,
+            uri_filter: 0,
+            uri_tiers: 0,
+            no_file_pointers: false,
+            no_uncompress: false,
+            spool_dir: None,
+            file_ptr_hosts: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn d25s() -> Duration {
+    Duration::from_secs(25)
+}
+fn d1h() -> Duration {
+    Duration::from_secs(3600)
+}
 fn d20s() -> Duration {
     Duration::from_secs(20)
 }
@@ -249,6 +337,21 @@ fn dialect(s: &str) -> Option<smb::Dialect> {
         "3.1.1" => smb::Dialect::Smb0311,
         _ => return None,
     })
+}
+
+/// A SymProxy-style time value: integer seconds (as the registry DWORD) or a humantime string.
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(s) => humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}"))),
+    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -359,6 +462,33 @@ impl Config {
                 "key `smb.max_dialect`: {d:?} is not one of \"2.1\", \"3.0\", \"3.0.2\", \"3.1.1\""
             ));
         }
+        if !matches!(cfg.cascade.uri_tiers, 0..=2) {
+            return Err(format!(
+                "key `cascade.UriTiers`: {} is not 0 (detect), 1 or 2",
+                cfg.cascade.uri_tiers
+            ));
+        }
+        if cfg.cascade.uri_filter & !0xFF != 0 {
+            return Err(format!(
+                "key `cascade.UriFilter`: {:#x} has bits outside 0xFF",
+                cfg.cascade.uri_filter
+            ));
+        }
+        if let Some(p) = &cfg.http.prefix
+            && (!p.starts_with('/') || p.contains(['\\', '%', '?', '#']) || p.contains("//"))
+        {
+            return Err(format!(
+                "key `http.prefix`: {p:?} must be a plain absolute URL path like \"/symbols\""
+            ));
+        }
+        if let Some(addr) = cfg.http.listen
+            && !addr.ip().is_loopback()
+            && cfg.http.allow.is_empty()
+        {
+            return Err(format!(
+                "key `http.allow`: listening on {addr} (not loopback) needs an allow-list of client networks, e.g. allow = [\"10.0.0.0/8\"]"
+            ));
+        }
         if cfg.timeouts.count == 0 {
             return Err("key `timeouts.count`: must be at least 1".into());
         }
@@ -402,6 +532,12 @@ impl Config {
             uncompress: !self.cascade.no_uncompress,
             spool_dir: self.cascade.spool_dir.clone(),
             file_ptr_hosts: self.cascade.file_ptr_hosts.clone(),
+            uri_filter: self.cascade.uri_filter,
+            uri_tiers: match self.cascade.uri_tiers {
+                1 => Some(crate::layout::Tiering::OneTier),
+                2 => Some(crate::layout::Tiering::TwoTier),
+                _ => None,
+            },
             ..CascadeOptions::default()
         }
     }
@@ -429,12 +565,24 @@ count = 5
 blackout = "15m"
 [cascade]
 NoFilePointers = true
+MissTimeout = 600
+MissAgeTimeout = "2h"
+UriFilter = 0x11
+UriTiers = 1
+[http]
+listen = "0.0.0.0:8775"
+allow = ["10.0.0.0/8", "fd00::/8"]
+prefix = "/symbols"
 "#,
         )
         .unwrap();
         assert_eq!(c.smb.request_timeout, Duration::from_secs(60));
         assert_eq!(c.smb.aliases["MainOffice"], "127.0.0.1:44445");
         assert!(!c.cascade_options().follow_file_pointers);
+        assert_eq!(c.cascade.miss_timeout, Duration::from_secs(600));
+        assert_eq!(c.cascade.miss_age_timeout, Duration::from_secs(7200));
+        assert_eq!(c.cascade_options().uri_filter, 0x11);
+        assert_eq!(c.http.allow.len(), 2);
     }
 
     #[test]
@@ -445,6 +593,11 @@ NoFilePointers = true
             ("sympath = 'cache*a*b'", "sympath"),
             ("[smb]\nin_flight = 0", "smb.in_flight"),
             ("bogus = 1", "bogus"),
+            ("[http]\nlisten = \"0.0.0.0:8775\"", "http.allow"),
+            ("[http]\nlisten = \"127.0.0.1:8775\"\nprefix = \"sym\"", "http.prefix"),
+            ("[http]\nallow = [\"10.0.0.0/33\"]", "allow"),
+            ("[cascade]\nUriTiers = 3", "UriTiers"),
+            ("[cascade]\nMissTimeout = \"later\"", "later"),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(key), "{text}: {e}");

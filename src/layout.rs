@@ -214,6 +214,139 @@ pub fn format_file_ptr(ptr: &FilePtr) -> String {
     }
 }
 
+/// Longest request path the HTTP front looks at, in bytes (a two-tier path of a 255-byte name
+/// and a 128-digit index fits easily). Longer paths are rejected before any decoding.
+pub const MAX_REQUEST_PATH: usize = 1024;
+
+/// A symbol-file request as SymSrv's HTTP client sends it: which key, in which form, and in
+/// which store layout the client assumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRequest {
+    /// The key (name in the client's case, index in canonical case).
+    pub key: Key,
+    /// Plain name, compressed name or `file.ptr`.
+    pub form: Form,
+    /// One-tier `/<name>/<index>/<file>` or two-tier `/<na>/<name>/<index>/<file>`.
+    pub tiering: Tiering,
+}
+
+/// Why a request path is not a symbol-file request (the HTTP front answers 400, touching
+/// nothing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestPathError {
+    /// Longer than [`MAX_REQUEST_PATH`].
+    #[error("request path longer than {MAX_REQUEST_PATH} bytes")]
+    TooLong,
+    /// Not 3 (one-tier) or 4 (two-tier) non-empty segments.
+    #[error("request path {path:?} is not /<name>/<index>/<file> or /<na>/<name>/<index>/<file>")]
+    Shape {
+        /// The path as received.
+        path: String,
+    },
+    /// A segment is not valid percent-encoded UTF-8.
+    #[error("request path {path:?}: a segment is not valid percent-encoded UTF-8")]
+    Encoding {
+        /// The path as received.
+        path: String,
+    },
+    /// The name or index is not a valid key (traversal, separators, over-long, not hex...).
+    #[error("request path {path:?}: {reason}")]
+    BadKey {
+        /// The path as received.
+        path: String,
+        /// The key error.
+        reason: String,
+    },
+    /// The last segment is neither the name, its compressed name nor `file.ptr`.
+    #[error("request path {path:?}: file {file:?} is not {name:?}, its compressed name or file.ptr")]
+    File {
+        /// The path as received.
+        path: String,
+        /// The last segment.
+        file: String,
+        /// The key's name.
+        name: String,
+    },
+    /// The two-tier prefix is not the name's first two characters.
+    #[error("request path {path:?}: two-tier prefix {prefix:?} does not match {name:?}")]
+    Prefix {
+        /// The path as received.
+        path: String,
+        /// The first segment.
+        prefix: String,
+        /// The key's name.
+        name: String,
+    },
+}
+
+/// Parses the path of an HTTP symbol request (`/ntdll.pdb/<index>/ntdll.pdb`, `…/ntdll.pd_`,
+/// `…/file.ptr`, or the two-tier `/nt/ntdll.pdb/<index>/ntdll.pdb`) into a [`FileRequest`].
+/// `raw` is the URL path as received, still percent-encoded, after any virtual-directory
+/// prefix. Names match case-insensitively (stores live on case-insensitive file systems, and
+/// SSQP clients lower-case); the index is put in canonical case.
+///
+/// Every segment is percent-decoded once and then validated as a key part, so `..%2f..%2f`,
+/// encoded backslashes, drive colons, NULs and over-long names are all rejected.
+///
+/// # Errors
+/// [`RequestPathError`] naming the path and the reason.
+pub fn parse_request_path(raw: &str) -> Result<FileRequest, RequestPathError> {
+    if raw.len() > MAX_REQUEST_PATH {
+        return Err(RequestPathError::TooLong);
+    }
+    let path = raw.to_string();
+    let trimmed = raw.strip_prefix('/').unwrap_or(raw);
+    let segs: Vec<&str> = trimmed.split('/').collect();
+    if !(3..=4).contains(&segs.len()) || segs.iter().any(|s| s.is_empty()) {
+        return Err(RequestPathError::Shape { path });
+    }
+    let mut decoded = Vec::with_capacity(segs.len());
+    for s in &segs {
+        match percent_encoding::percent_decode_str(s).decode_utf8() {
+            Ok(d) => decoded.push(d.into_owned()),
+            Err(_) => return Err(RequestPathError::Encoding { path }),
+        }
+    }
+    let (prefix, rest) = if decoded.len() == 4 {
+        (Some(decoded[0].clone()), &decoded[1..])
+    } else {
+        (None, &decoded[..])
+    };
+    let (name, index, file) = (&rest[0], &rest[1], &rest[2]);
+    let key = Key::new(name, index).map_err(|e| RequestPathError::BadKey {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let form = if file.eq_ignore_ascii_case(name) {
+        Form::Plain
+    } else if file.eq_ignore_ascii_case(&compressed_name(name)) {
+        Form::Compressed
+    } else if file.eq_ignore_ascii_case(FILE_PTR) {
+        Form::FilePtr
+    } else {
+        return Err(RequestPathError::File {
+            path,
+            file: file.clone(),
+            name: name.clone(),
+        });
+    };
+    let tiering = match prefix {
+        None => Tiering::OneTier,
+        Some(p) => {
+            let want: String = name.chars().take(2).collect();
+            if !p.eq_ignore_ascii_case(&want) {
+                return Err(RequestPathError::Prefix {
+                    path,
+                    prefix: p,
+                    name: name.clone(),
+                });
+            }
+            Tiering::TwoTier
+        }
+    };
+    Ok(FileRequest { key, form, tiering })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +461,52 @@ mod tests {
     }
 
     #[test]
+    fn request_paths_table() {
+        use RequestPathError as E;
+        let idx = "446150EEE021480999C4BCE7828E15281";
+        let ok: &[(&str, &str, Form, Tiering)] = &[
+            ("/attach_amd64.pdb/446150EEE021480999C4BCE7828E15281/attach_amd64.pdb", "attach_amd64.pdb", Form::Plain, Tiering::OneTier),
+            ("/attach_amd64.pdb/446150eee021480999c4bce7828e15281/attach_amd64.pd_", "attach_amd64.pdb", Form::Compressed, Tiering::OneTier),
+            ("/attach_amd64.pdb/446150EEE021480999C4BCE7828E15281/file.ptr", "attach_amd64.pdb", Form::FilePtr, Tiering::OneTier),
+            ("/at/attach_amd64.pdb/446150EEE021480999C4BCE7828E15281/attach_amd64.pdb", "attach_amd64.pdb", Form::Plain, Tiering::TwoTier),
+            ("/AT/Attach_AMD64.pdb/446150EEE021480999C4BCE7828E15281/attach_amd64.PDB", "Attach_AMD64.pdb", Form::Plain, Tiering::TwoTier),
+            ("/my%20lib.pdb/446150EEE021480999C4BCE7828E15281/my%20lib.pdb", "my lib.pdb", Form::Plain, Tiering::OneTier),
+            ("attach_amd64.dll/6AA9A872c000/attach_amd64.dl_", "attach_amd64.dll", Form::Compressed, Tiering::OneTier),
+        ];
+        for (p, name, form, tiering) in ok {
+            let r = parse_request_path(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert_eq!((r.key.name(), r.form, r.tiering), (*name, *form, *tiering), "{p}");
+        }
+        assert_eq!(parse_request_path(ok[1].0).unwrap().key.index(), idx);
+        let long = format!("/{n}/{idx}/{n}", n = "a".repeat(300));
+        let bad: &[(&str, fn(&E) -> bool)] = &[
+            ("/..%2f..%2fetc%2fpasswd/00/x", |e| matches!(e, E::BadKey { .. })),
+            ("/..%2F..%2F/446150EEE021480999C4BCE7828E15281/..%2F..%2F", |e| matches!(e, E::BadKey { .. })),
+            ("/a%5cb.pdb/446150EEE021480999C4BCE7828E15281/a%5cb.pdb", |e| matches!(e, E::BadKey { .. })),
+            ("/C%3a%5cwindows%5cwin.ini/00/x", |e| matches!(e, E::BadKey { .. })),
+            ("/../../etc/passwd", |e| matches!(e, E::BadKey { .. })),
+            ("/a.pdb/XYZ/a.pdb", |e| matches!(e, E::BadKey { .. })),
+            ("/a.pdb/%00/a.pdb", |e| matches!(e, E::BadKey { .. })),
+            ("/a.pdb//a.pdb", |e| matches!(e, E::Shape { .. })),
+            ("/a.pdb/00", |e| matches!(e, E::Shape { .. })),
+            ("/x/y/a.pdb/00/a.pdb", |e| matches!(e, E::Shape { .. })),
+            ("/a.pdb/00/b.pdb", |e| matches!(e, E::File { .. })),
+            ("/a.pdb/00/..", |e| matches!(e, E::File { .. })),
+            ("/zz/a.pdb/00/a.pdb", |e| matches!(e, E::Prefix { .. })),
+            ("/a.pdb/00/a%ff.pdb", |e| matches!(e, E::Encoding { .. })),
+            (&long, |e| matches!(e, E::BadKey { .. })),
+        ];
+        for (p, want) in bad {
+            let e = parse_request_path(p).expect_err(p);
+            assert!(want(&e), "{p}: {e:?}");
+        }
+        assert_eq!(
+            parse_request_path(&"/a".repeat(600)),
+            Err(E::TooLong)
+        );
+    }
+
+    #[test]
     fn relpath_checked_rejects_traversal() {
         for bad in [
             vec!["..", "x"],
@@ -351,6 +530,21 @@ mod tests {
             }
             let m = FilePtr::Msg(msg.trim().to_string());
             prop_assert_eq!(parse_file_ptr(format_file_ptr(&m).as_bytes()).unwrap(), m);
+        }
+
+        #[test]
+        fn request_path_round_trip(name in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}[A-Za-z0-9]", index in "[0-9A-F]{8,33}", two in any::<bool>(), f in 0usize..3) {
+            let key = Key::new(&name, &index).unwrap();
+            let form = [Form::Plain, Form::Compressed, Form::FilePtr][f];
+            let tiering = if two { Tiering::TwoTier } else { Tiering::OneTier };
+            let p = format!("/{}", path_for(&key, tiering, form));
+            let r = parse_request_path(&p).unwrap();
+            prop_assert_eq!(r, FileRequest { key, form, tiering });
+        }
+
+        #[test]
+        fn request_path_never_panics(s in "[ -~]{0,80}") {
+            let _ = parse_request_path(&s);
         }
 
         #[test]

@@ -3,7 +3,8 @@
 //! Layers, pure core first: [`sympath`] (symbol path grammar), [`key`] (keys from text, PE and
 //! PDB files), [`layout`] (SymStore paths, compressed names, `file.ptr`), [`compress`] (one-file
 //! CABs); then I/O at the edges: [`store`] (the `Store` abstraction and its transports) and
-//! [`cascade`] (SymSrv's lookup-and-copy-down over a symbol path).
+//! [`cascade`] (SymSrv's lookup-and-copy-down over a symbol path); on top, the replication
+//! [`agent`] and the SymProxy-compatible HTTP [`front`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -12,9 +13,12 @@ pub mod cascade;
 pub mod compress;
 pub mod config;
 pub mod doctor;
+pub mod exclusions;
 pub mod folder;
+pub mod front;
 pub mod key;
 pub mod layout;
+pub mod metrics;
 pub mod publish;
 pub mod queue;
 pub mod smb;

@@ -418,7 +418,7 @@ async fn a_thousand_missing_keys_are_asked_once_per_miss_timeout() {
     let cfg = office.config(
         "desk1",
         &office.main.host(),
-        "max_parallel = 8\nmiss_timeout = \"10m\"",
+        "max_parallel = 8\n[cascade]\nMissTimeout = \"10m\"",
     );
     let manifest = office.dir.path().join("manifest.txt");
     let lines: String = (0..1000u32)

@@ -1,0 +1,630 @@
+//! The SymProxy-compatible HTTP front: debuggers fetch through the agent with a symbol path
+//! such as `srv*C:\Symbols*http://127.0.0.1:8775`.
+//!
+//! Data flow for `GET|HEAD /<name>/<index>/<file>` (or the two-tier form, under an optional
+//! virtual-directory prefix):
+//! 1. the path is parsed into a key and form (`layout::parse_request_path`); anything else is
+//!    400 with nothing touched;
+//! 2. the front's own store (the chain's downstream local store, SymProxy's "virtual
+//!    directory folder") is checked: a warm hit is served by `tower-http` (Range, HEAD,
+//!    conditional requests, Content-Length);
+//! 3. cold: exclusion list → miss cache (SymProxy `MissTimeout`) → one lookup per key at a time
+//!    (later clients join the transfer in flight), run as a detached task so it completes
+//!    even when every client gives up; the cascade copies the hit into every store left of it;
+//! 4. the client waits at most `client_timeout` (SymProxy: 25 s); then it gets 503 with
+//!    `Symbol-Agent-Status: 0x80070512` while the transfer goes on, so its retry hits.
+//!
+//! With `NoCache` the hit is streamed from the upstream store without being stored. `/status`
+//! (HTML, or JSON at `/status.json`) and `/metrics` (Prometheus text) are served at the root.
+//! Security: the router checks the client address against the allow-list; keys are validated
+//! before any store is asked.
+
+mod misscache;
+mod status;
+
+pub use misscache::MissCache;
+
+use crate::agent::{StoreHealth, Transfer};
+use crate::cascade::{Cascade, Chain, Lookup, SkipOp, Tier};
+use crate::config::Config;
+use crate::exclusions::ExclusionList;
+use crate::key::Key;
+use crate::layout::{self, FileRequest, Form, RelPath};
+use crate::metrics::{Metrics, Outcome};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// SymProxy's "still working" status, sent in `Symbol-Agent-Status` when a client's time limit
+/// passes before its transfer ends: HRESULT_FROM_WIN32(ERROR_APP_HANG).
+pub const APP_HANG_STATUS: &str = "0x80070512";
+/// Request header in which newer SymSrv clients send their HTTP timeout, in milliseconds.
+pub const RECEIVE_TIMEOUT_HEADER: &str = "symbol-agent-receive-timeout";
+/// Response header carrying [`APP_HANG_STATUS`].
+pub const STATUS_HEADER: &str = "symbol-agent-status";
+/// SymProxy merges at most this many upstream stores per virtual directory.
+pub const MAX_UPSTREAMS: usize = 10;
+/// Recent transfers kept for `/status`.
+const RECENT: usize = 50;
+
+/// Why the front cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontError {
+    /// The configuration cannot serve (names the key).
+    #[error("config: {0}")]
+    Config(String),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The front's settings (from `[http]` and `[cascade]`).
+#[derive(Debug, Clone)]
+pub struct FrontOptions {
+    /// Virtual-directory prefix without a trailing `/` (`""` for the root).
+    pub prefix: String,
+    /// Client networks allowed besides loopback (empty: loopback only).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Longest a client waits for a transfer.
+    pub client_timeout: Duration,
+    /// SymProxy `NoCache`.
+    pub no_cache: bool,
+    /// SymProxy `MissTimeout`.
+    pub miss_timeout: Duration,
+    /// SymProxy `MissAgeCheck`.
+    pub miss_age_check: Duration,
+    /// SymProxy `MissAgeTimeout`.
+    pub miss_age_timeout: Duration,
+    /// Exclusion list file.
+    pub exclusions: Option<PathBuf>,
+}
+
+impl FrontOptions {
+    /// The options a config asks for.
+    pub fn from_config(config: &Config) -> FrontOptions {
+        FrontOptions {
+            prefix: config
+                .http
+                .prefix
+                .as_deref()
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_string(),
+            allow: config.http.allow.clone(),
+            client_timeout: config.http.client_timeout,
+            no_cache: config.cascade.no_cache,
+            miss_timeout: config.cascade.miss_timeout,
+            miss_age_check: config.cascade.miss_age_check,
+            miss_age_timeout: config.cascade.miss_age_timeout,
+            exclusions: config.http.exclusions.clone(),
+        }
+    }
+}
+
+/// What a finished lookup left for the clients waiting on it.
+type Done = Arc<Result<Lookup, String>>;
+
+/// The HTTP front: shared state of every request.
+pub struct Front {
+    cascade: Arc<Cascade>,
+    chain: Chain,
+    branch: usize,
+    serving: Arc<Tier>,
+    opts: FrontOptions,
+    misses: Mutex<MissCache>,
+    inflight: Mutex<HashMap<Key, watch::Receiver<Option<Done>>>>,
+    exclusions: Option<ExclusionList>,
+    metrics: Arc<Metrics>,
+    recent: Mutex<VecDeque<Transfer>>,
+    started: Instant,
+    listen: Mutex<Option<SocketAddr>>,
+    agent_status: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front")
+            .field("serving", &self.serving.store().describe().location)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Front {
+    /// A front serving `chain`'s downstream store (tier 0, which must be local) and looking
+    /// keys up through `cascade`. `branch` is the chain's branch index (for `/status` roles);
+    /// `agent_status` is the agent's `status.json`, shown in `/status` when present.
+    ///
+    /// # Errors
+    /// [`FrontError::Config`] when the chain's downstream store is not a local folder or a
+    /// chain has more than [`MAX_UPSTREAMS`] upstream stores.
+    pub fn new(
+        cascade: Arc<Cascade>,
+        chain: Chain,
+        branch: usize,
+        opts: FrontOptions,
+        metrics: Arc<Metrics>,
+        agent_status: Option<PathBuf>,
+    ) -> Result<Front, FrontError> {
+        let serving = chain
+            .tiers
+            .first()
+            .cloned()
+            .ok_or_else(|| FrontError::Config("key `sympath`: empty chain".into()))?;
+        if serving.store().describe().transport != "local" {
+            return Err(FrontError::Config(format!(
+                "key `sympath`: the HTTP front serves the chain's downstream store, which must be a local folder, not {}",
+                serving.store().describe().location
+            )));
+        }
+        for c in cascade.chains() {
+            if c.tiers.len().saturating_sub(1) > MAX_UPSTREAMS {
+                return Err(FrontError::Config(format!(
+                    "key `sympath`: {} has {} upstream stores; SymProxy's limit is {MAX_UPSTREAMS}",
+                    c.element,
+                    c.tiers.len() - 1
+                )));
+            }
+        }
+        Ok(Front {
+            misses: Mutex::new(MissCache::new(opts.miss_timeout, opts.miss_age_timeout)),
+            exclusions: opts.exclusions.as_ref().map(ExclusionList::new),
+            cascade,
+            chain,
+            branch,
+            serving,
+            opts,
+            inflight: Mutex::new(HashMap::new()),
+            metrics,
+            recent: Mutex::new(VecDeque::new()),
+            started: Instant::now(),
+            listen: Mutex::new(None),
+            agent_status,
+        })
+    }
+
+    /// The metrics this front records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The router: symbol files under the prefix, `/status`, `/status.json`, `/metrics`, all
+    /// behind the allow-list.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/status", axum::routing::get(status::html))
+            .route("/status.json", axum::routing::get(status::json))
+            .route("/metrics", axum::routing::get(metrics))
+            .fallback(symbol_file)
+            .layer(middleware::from_fn_with_state(self.clone(), allow_list))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes; also sweeps the miss cache every
+    /// `MissAgeCheck`. Requests in progress finish; transfers in flight continue in their
+    /// own tasks until the runtime stops.
+    ///
+    /// # Errors
+    /// The server's I/O error.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        *self.listen.lock().expect("listen") = Some(addr);
+        tracing::info!(%addr, serving = %self.serving.store().describe().location, "HTTP front listening");
+        let sweeper = (!self.opts.miss_age_check.is_zero()).then(|| {
+            let me = Arc::downgrade(&self);
+            let every = self.opts.miss_age_check;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(me) = me.upgrade() else { break };
+                    let n = me.misses.lock().expect("misses").sweep(Instant::now());
+                    tracing::debug!(purged = n, "miss cache sweep");
+                }
+            })
+        });
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if let Some(s) = sweeper {
+            s.abort();
+        }
+        r
+    }
+
+    /// Starts (or joins) the lookup of `key`; the returned receiver yields its result. The
+    /// lookup runs in its own task, so it completes when every client has gone.
+    fn lookup_shared(self: &Arc<Self>, key: &Key) -> watch::Receiver<Option<Done>> {
+        let mut map = self.inflight.lock().expect("inflight");
+        if let Some(rx) = map.get(key) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.clone(), rx.clone());
+        drop(map);
+        let me = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let result = me.cascade.lookup(&key).await.map_err(|e| e.to_string());
+            if let Ok(l) = &result {
+                me.after_lookup(l);
+            }
+            // Publish before leaving the in-flight map: a client arriving in between then
+            // finds the file in the front's store or the miss in the miss cache.
+            let _ = tx.send(Some(Arc::new(result)));
+            me.inflight.lock().expect("inflight").remove(&key);
+        });
+        rx
+    }
+
+    fn after_lookup(&self, l: &Lookup) {
+        self.metrics.record_lookup(l);
+        let now = Instant::now();
+        match &l.fetched {
+            Some(f) => {
+                self.misses.lock().expect("misses").clear(&l.key);
+                let mut r = self.recent.lock().expect("recent");
+                r.push_back(Transfer {
+                    key: l.key.to_string(),
+                    found_in: f.found_in.clone(),
+                    written: f
+                        .written
+                        .iter()
+                        .filter(|w| w.new)
+                        .map(|w| w.store.clone())
+                        .collect(),
+                    bytes_read: f.bytes_read,
+                    ms: l.elapsed_ms,
+                    at: crate::queue::now_secs(),
+                });
+                while r.len() > RECENT {
+                    r.pop_front();
+                }
+            }
+            // Only a definitive miss is cached: a store that could not answer may have it.
+            None if l.skipped.iter().all(|s| s.op != SkipOp::Read) => {
+                self.misses.lock().expect("misses").record(&l.key, now);
+            }
+            None => {
+                tracing::info!(key = %l.key, "not found while some stores could not answer; not cached as a miss");
+            }
+        }
+    }
+
+    /// The file for `req` in the front's own store, if there.
+    async fn local_file(&self, req: &FileRequest) -> Option<PathBuf> {
+        let tiering = self.serving.tiering().await.ok()?;
+        let path = layout::path_for(&req.key, tiering, req.form);
+        match self.serving.store().stat(&path).await {
+            Ok(Some(meta)) => meta.local_path,
+            _ => None,
+        }
+    }
+
+    /// Opens the file for `req` from the first tier of any chain that has it in the requested
+    /// form (`upstream_only`: skip each chain's downstream store).
+    async fn open_anywhere(
+        &self,
+        req: &FileRequest,
+        upstream_only: bool,
+    ) -> Option<(String, usize, crate::store::Opened)> {
+        let opts = self.cascade.options();
+        for chain in self.cascade.chains() {
+            let skip = usize::from(upstream_only);
+            for (ti, tier) in chain.tiers.iter().enumerate().skip(skip) {
+                let d = tier.store().describe();
+                if !opts.uri_allows(d.transport, req.form) {
+                    continue;
+                }
+                let Ok(t) = tier.tiering().await else {
+                    continue;
+                };
+                let path: RelPath = layout::path_for(&req.key, t, req.form);
+                match tier.store().open(&path).await {
+                    Ok(Some(o)) => return Some((d.location, ti, o)),
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!("{e}"),
+                }
+            }
+        }
+        None
+    }
+
+    fn store_health_roles(&self) -> (&Chain, usize) {
+        (&self.chain, self.branch)
+    }
+}
+
+async fn allow_list(
+    State(front): State<Arc<Front>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ip = peer.ip();
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(ip),
+        v4 => v4,
+    };
+    if ip.is_loopback() || front.opts.allow.iter().any(|n| n.contains(&ip)) {
+        return next.run(req).await;
+    }
+    front.metrics.request(Outcome::Forbidden);
+    tracing::warn!(client = %peer, "client not on the allow-list (http.allow)");
+    (StatusCode::FORBIDDEN, "client address not allowed\n").into_response()
+}
+
+async fn metrics(State(front): State<Arc<Front>>) -> Response {
+    let entries = front.misses.lock().expect("misses").len();
+    let inflight = front.inflight.lock().expect("inflight").len();
+    front.metrics.set_gauges(entries, inflight);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        front.metrics.render(),
+    )
+        .into_response()
+}
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text.into(),
+    )
+        .into_response()
+}
+
+/// How long this client may wait: `Symbol-Agent-Receive-Timeout` (ms) less a margin for the
+/// answer to arrive, else the configured limit.
+fn client_limit(headers: &HeaderMap, default: Duration) -> Duration {
+    headers
+        .get(RECEIVE_TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms).mul_f64(25.0 / 30.0))
+        .map(|d| d.clamp(Duration::from_millis(500), Duration::from_secs(600)))
+        .unwrap_or(default)
+}
+
+async fn symbol_file(State(front): State<Arc<Front>>, req: Request) -> Response {
+    // Only the head matters (GET/HEAD); it is Sync, so the handler's future stays Send.
+    let (req, _body) = req.into_parts();
+    if req.method != Method::GET && req.method != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+    }
+    let raw = req.uri.path().to_string();
+    let Some(rest) = raw.strip_prefix(front.opts.prefix.as_str()) else {
+        return plain(StatusCode::NOT_FOUND, "not under the store's prefix\n");
+    };
+    // Store markers a client may probe: this front answers both layouts, so it claims neither.
+    if rest.eq_ignore_ascii_case("/index2.txt") || rest.eq_ignore_ascii_case("/pingme.txt") {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let fr = match layout::parse_request_path(rest) {
+        Ok(r) => r,
+        Err(e) => {
+            front.metrics.request(Outcome::BadRequest);
+            tracing::debug!("400: {e}");
+            return plain(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+    };
+    // Warm path: the front's own store.
+    if let Some(p) = front.local_file(&fr).await
+        && let Some(resp) = serve_local(&p, file_request(&req)).await
+    {
+        front.metrics.request(Outcome::LocalHit);
+        front
+            .metrics
+            .hit(&front.serving.store().describe().location, 0);
+        return resp;
+    }
+    // A file.ptr is only ever served from the front's store: the lookup of the plain and
+    // compressed names (which SymSrv asks for first) already followed any upstream pointer.
+    if fr.form == Form::FilePtr {
+        front.metrics.request(Outcome::Miss);
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if let Some(x) = &front.exclusions
+        && x.is_excluded(fr.key.name())
+    {
+        front.metrics.request(Outcome::Excluded);
+        return plain(StatusCode::NOT_FOUND, "excluded\n");
+    }
+    if front
+        .misses
+        .lock()
+        .expect("misses")
+        .is_fresh_miss(&fr.key, Instant::now())
+    {
+        front.metrics.request(Outcome::MissCached);
+        return plain(StatusCode::NOT_FOUND, "not found (miss cache)\n");
+    }
+    if front.opts.no_cache {
+        return stream_uncached(&front, &fr, &req).await;
+    }
+    let limit = client_limit(&req.headers, front.opts.client_timeout);
+    let mut rx = front.lookup_shared(&fr.key);
+    // `wait_for` hands out a read guard (not Send): clone the result out at once.
+    let waited = tokio::time::timeout(limit, rx.wait_for(Option::is_some))
+        .await
+        .map(|r| r.map(|v| v.clone().expect("wait_for saw Some")));
+    let done: Done = match waited {
+        Ok(Ok(v)) => v,
+        Ok(Err(_)) => {
+            // The lookup task ended without publishing (it panicked).
+            front.metrics.request(Outcome::Error);
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n");
+        }
+        Err(_) => {
+            front.metrics.request(Outcome::StillWorking);
+            tracing::info!(key = %fr.key, ?limit, "client limit reached; transfer continues in the background");
+            let mut r = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transfer in progress; retry\n",
+            );
+            r.headers_mut()
+                .insert(STATUS_HEADER, HeaderValue::from_static(APP_HANG_STATUS));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+    };
+    let lookup = match done.as_ref() {
+        Ok(l) => l,
+        Err(e) => {
+            front.metrics.request(Outcome::Error);
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
+        }
+    };
+    if lookup.fetched.is_none() {
+        front.metrics.request(Outcome::Miss);
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    }
+    // The cascade put it into the front's store (normally), or it is readable where it is.
+    if let Some(p) = front.local_file(&fr).await
+        && let Some(resp) = serve_local(&p, file_request(&req)).await
+    {
+        front.metrics.request(Outcome::Fetched);
+        return resp;
+    }
+    match front.open_anywhere(&fr, false).await {
+        Some((_, _, o)) => {
+            front.metrics.request(Outcome::Fetched);
+            stream(&front, o, req.method == Method::HEAD)
+        }
+        // Found in another form than the one asked for (e.g. kept compressed): the client asks
+        // for the next form.
+        None => {
+            front.metrics.request(Outcome::Miss);
+            plain(StatusCode::NOT_FOUND, "not found in this form\n")
+        }
+    }
+}
+
+/// SymProxy `NoCache`: stream the first upstream hit to the client, storing nothing.
+async fn stream_uncached(
+    front: &Arc<Front>,
+    fr: &FileRequest,
+    req: &axum::http::request::Parts,
+) -> Response {
+    match front.open_anywhere(fr, true).await {
+        Some((store, tier, o)) => {
+            front.metrics.request(Outcome::Streamed);
+            front.metrics.hit(&store, tier);
+            stream(front, o, req.method == Method::HEAD)
+        }
+        None => {
+            front
+                .misses
+                .lock()
+                .expect("misses")
+                .record(&fr.key, Instant::now());
+            front.metrics.request(Outcome::Miss);
+            plain(StatusCode::NOT_FOUND, "not found\n")
+        }
+    }
+}
+
+fn stream(front: &Arc<Front>, o: crate::store::Opened, head: bool) -> Response {
+    let mut b = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(len) = o.len {
+        b = b.header(header::CONTENT_LENGTH, len);
+    }
+    if head {
+        return b.body(Body::empty()).expect("valid response");
+    }
+    let metrics = front.metrics.clone();
+    let counted = futures_util::StreamExt::inspect(
+        tokio_util::io::ReaderStream::with_capacity(o.reader, 256 * 1024),
+        move |chunk| {
+            if let Ok(c) = chunk {
+                metrics.served(c.len() as u64);
+            }
+        },
+    );
+    b.body(Body::from_stream(counted)).expect("valid response")
+}
+
+/// A bodiless request with what `ServeFile` looks at (method, URI, Range and conditional
+/// headers).
+fn file_request(req: &axum::http::request::Parts) -> Request {
+    let mut r = Request::new(Body::empty());
+    *r.method_mut() = req.method.clone();
+    *r.uri_mut() = req.uri.clone();
+    *r.headers_mut() = req.headers.clone();
+    r
+}
+
+/// Serves a complete local file (Range, HEAD, If-Modified-Since, Content-Length); `None` when
+/// it vanished meanwhile.
+async fn serve_local(path: &std::path::Path, req: Request) -> Option<Response> {
+    use tower::ServiceExt;
+    let resp = tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await
+        .ok()?;
+    if resp.status() == StatusCode::NOT_FOUND {
+        return None;
+    }
+    let mut resp = resp.map(Body::new);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(resp)
+}
+
+/// Store health for `/status` (bounded by 3 s per store).
+async fn health(front: &Front) -> Vec<StoreHealth> {
+    let (chain, branch) = front.store_health_roles();
+    crate::agent::store_health(chain, branch, Duration::from_secs(3)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_limit_from_header() {
+        let mut h = HeaderMap::new();
+        let d = Duration::from_secs(25);
+        assert_eq!(client_limit(&h, d), d);
+        h.insert(RECEIVE_TIMEOUT_HEADER, HeaderValue::from_static("60000"));
+        assert_eq!(client_limit(&h, d), Duration::from_secs(50));
+        h.insert(RECEIVE_TIMEOUT_HEADER, HeaderValue::from_static("1"));
+        assert_eq!(client_limit(&h, d), Duration::from_millis(500));
+        h.insert(RECEIVE_TIMEOUT_HEADER, HeaderValue::from_static("soon"));
+        assert_eq!(client_limit(&h, d), d);
+    }
+}
