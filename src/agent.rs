@@ -400,9 +400,11 @@ pub async fn run(
                     .queue
                     .then(|| setup.state_dir.join("status.json")),
             )?);
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| {
-                AgentError::Front(crate::front::FrontError::Bind { addr, source })
-            })?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| {
+                    AgentError::Front(crate::front::FrontError::Bind { addr, source })
+                })?;
             let done = stop.clone().cancelled_owned();
             Some(tokio::spawn(async move {
                 if let Err(e) = front.serve(listener, done).await {

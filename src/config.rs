@@ -594,7 +594,10 @@ prefix = "/symbols"
             ("[smb]\nin_flight = 0", "smb.in_flight"),
             ("bogus = 1", "bogus"),
             ("[http]\nlisten = \"0.0.0.0:8775\"", "http.allow"),
-            ("[http]\nlisten = \"127.0.0.1:8775\"\nprefix = \"sym\"", "http.prefix"),
+            (
+                "[http]\nlisten = \"127.0.0.1:8775\"\nprefix = \"sym\"",
+                "http.prefix",
+            ),
             ("[http]\nallow = [\"10.0.0.0/33\"]", "allow"),
             ("[cascade]\nUriTiers = 3", "UriTiers"),
             ("[cascade]\nMissTimeout = \"later\"", "later"),

@@ -155,7 +155,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("exclusions.txt");
         let list = ExclusionList::new(&f);
-        assert!(!list.is_excluded("mso.dll"), "missing file excludes nothing");
+        assert!(
+            !list.is_excluded("mso.dll"),
+            "missing file excludes nothing"
+        );
         std::fs::write(&f, "mso*\n").unwrap();
         // Force the next check (the file changed within the recheck interval).
         list.state.lock().unwrap().checked = None;

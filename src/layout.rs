@@ -258,7 +258,9 @@ pub enum RequestPathError {
         reason: String,
     },
     /// The last segment is neither the name, its compressed name nor `file.ptr`.
-    #[error("request path {path:?}: file {file:?} is not {name:?}, its compressed name or file.ptr")]
+    #[error(
+        "request path {path:?}: file {file:?} is not {name:?}, its compressed name or file.ptr"
+    )]
     File {
         /// The path as received.
         path: String,
@@ -465,25 +467,75 @@ mod tests {
         use RequestPathError as E;
         let idx = "446150EEE021480999C4BCE7828E15281";
         let ok: &[(&str, &str, Form, Tiering)] = &[
-            ("/attach_amd64.pdb/446150EEE021480999C4BCE7828E15281/attach_amd64.pdb", "attach_amd64.pdb", Form::Plain, Tiering::OneTier),
-            ("/attach_amd64.pdb/446150eee021480999c4bce7828e15281/attach_amd64.pd_", "attach_amd64.pdb", Form::Compressed, Tiering::OneTier),
-            ("/attach_amd64.pdb/446150EEE021480999C4BCE7828E15281/file.ptr", "attach_amd64.pdb", Form::FilePtr, Tiering::OneTier),
-            ("/at/attach_amd64.pdb/446150EEE021480999C4BCE7828E15281/attach_amd64.pdb", "attach_amd64.pdb", Form::Plain, Tiering::TwoTier),
-            ("/AT/Attach_AMD64.pdb/446150EEE021480999C4BCE7828E15281/attach_amd64.PDB", "Attach_AMD64.pdb", Form::Plain, Tiering::TwoTier),
-            ("/my%20lib.pdb/446150EEE021480999C4BCE7828E15281/my%20lib.pdb", "my lib.pdb", Form::Plain, Tiering::OneTier),
-            ("attach_amd64.dll/6AA9A872c000/attach_amd64.dl_", "attach_amd64.dll", Form::Compressed, Tiering::OneTier),
+            (
+                "/attach_amd64.pdb/446150EEE021480999C4BCE7828E15281/attach_amd64.pdb",
+                "attach_amd64.pdb",
+                Form::Plain,
+                Tiering::OneTier,
+            ),
+            (
+                "/attach_amd64.pdb/446150eee021480999c4bce7828e15281/attach_amd64.pd_",
+                "attach_amd64.pdb",
+                Form::Compressed,
+                Tiering::OneTier,
+            ),
+            (
+                "/attach_amd64.pdb/446150EEE021480999C4BCE7828E15281/file.ptr",
+                "attach_amd64.pdb",
+                Form::FilePtr,
+                Tiering::OneTier,
+            ),
+            (
+                "/at/attach_amd64.pdb/446150EEE021480999C4BCE7828E15281/attach_amd64.pdb",
+                "attach_amd64.pdb",
+                Form::Plain,
+                Tiering::TwoTier,
+            ),
+            (
+                "/AT/Attach_AMD64.pdb/446150EEE021480999C4BCE7828E15281/attach_amd64.PDB",
+                "Attach_AMD64.pdb",
+                Form::Plain,
+                Tiering::TwoTier,
+            ),
+            (
+                "/my%20lib.pdb/446150EEE021480999C4BCE7828E15281/my%20lib.pdb",
+                "my lib.pdb",
+                Form::Plain,
+                Tiering::OneTier,
+            ),
+            (
+                "attach_amd64.dll/6AA9A872c000/attach_amd64.dl_",
+                "attach_amd64.dll",
+                Form::Compressed,
+                Tiering::OneTier,
+            ),
         ];
         for (p, name, form, tiering) in ok {
             let r = parse_request_path(p).unwrap_or_else(|e| panic!("{p}: {e}"));
-            assert_eq!((r.key.name(), r.form, r.tiering), (*name, *form, *tiering), "{p}");
+            assert_eq!(
+                (r.key.name(), r.form, r.tiering),
+                (*name, *form, *tiering),
+                "{p}"
+            );
         }
         assert_eq!(parse_request_path(ok[1].0).unwrap().key.index(), idx);
         let long = format!("/{n}/{idx}/{n}", n = "a".repeat(300));
-        let bad: &[(&str, fn(&E) -> bool)] = &[
-            ("/..%2f..%2fetc%2fpasswd/00/x", |e| matches!(e, E::BadKey { .. })),
-            ("/..%2F..%2F/446150EEE021480999C4BCE7828E15281/..%2F..%2F", |e| matches!(e, E::BadKey { .. })),
-            ("/a%5cb.pdb/446150EEE021480999C4BCE7828E15281/a%5cb.pdb", |e| matches!(e, E::BadKey { .. })),
-            ("/C%3a%5cwindows%5cwin.ini/00/x", |e| matches!(e, E::BadKey { .. })),
+        type Check = fn(&E) -> bool;
+        let bad: &[(&str, Check)] = &[
+            ("/..%2f..%2fetc%2fpasswd/00/x", |e| {
+                matches!(e, E::BadKey { .. })
+            }),
+            (
+                "/..%2F..%2F/446150EEE021480999C4BCE7828E15281/..%2F..%2F",
+                |e| matches!(e, E::BadKey { .. }),
+            ),
+            (
+                "/a%5cb.pdb/446150EEE021480999C4BCE7828E15281/a%5cb.pdb",
+                |e| matches!(e, E::BadKey { .. }),
+            ),
+            ("/C%3a%5cwindows%5cwin.ini/00/x", |e| {
+                matches!(e, E::BadKey { .. })
+            }),
             ("/../../etc/passwd", |e| matches!(e, E::BadKey { .. })),
             ("/a.pdb/XYZ/a.pdb", |e| matches!(e, E::BadKey { .. })),
             ("/a.pdb/%00/a.pdb", |e| matches!(e, E::BadKey { .. })),
@@ -500,10 +552,7 @@ mod tests {
             let e = parse_request_path(p).expect_err(p);
             assert!(want(&e), "{p}: {e:?}");
         }
-        assert_eq!(
-            parse_request_path(&"/a".repeat(600)),
-            Err(E::TooLong)
-        );
+        assert_eq!(parse_request_path(&"/a".repeat(600)), Err(E::TooLong));
     }
 
     #[test]

@@ -151,9 +151,9 @@ impl Metrics {
             written_bytes: Family::default(),
             served_bytes: Counter::default(),
             // 5 ms .. ~80 s: a warm LAN copy to a large PDB over a slow WAN link.
-            latency: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 15),
-            ),
+            latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.005, 2.0, 15,
+            )),
             skips: Family::default(),
             miss_cache_entries: Gauge::default(),
             in_flight: Gauge::default(),
@@ -325,7 +325,10 @@ mod tests {
             text.contains(r#"symcascade_hits_total{store="C:\\Symbols",tier="0"} 1"#),
             "{text}"
         );
-        assert!(text.contains("symcascade_http_served_bytes_total 42"), "{text}");
+        assert!(
+            text.contains("symcascade_http_served_bytes_total 42"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE symcascade_transfer_duration_seconds histogram"));
         assert_eq!(m.requests(Outcome::LocalHit), 2);
         assert_eq!(m.requests(Outcome::Miss), 0);

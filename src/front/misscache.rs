@@ -124,14 +124,20 @@ mod tests {
         let k = key(1);
         assert!(!c.is_fresh_miss(&k, t0), "unknown key: look it up");
         c.record(&k, t0);
-        assert!(c.is_fresh_miss(&k, t0 + s(299)), "within MissTimeout: 404 at once");
+        assert!(
+            c.is_fresh_miss(&k, t0 + s(299)),
+            "within MissTimeout: 404 at once"
+        );
         assert!(
             c.is_fresh_miss(&Key::new("A.PDB", "000000011").unwrap(), t0 + s(10)),
             "keys compare case-insensitively"
         );
         assert!(!c.is_fresh_miss(&k, t0 + s(300)), "expired: re-query");
         c.record(&k, t0 + s(301));
-        assert!(c.is_fresh_miss(&k, t0 + s(500)), "failure moves the miss forward");
+        assert!(
+            c.is_fresh_miss(&k, t0 + s(500)),
+            "failure moves the miss forward"
+        );
         c.clear(&k);
         assert!(!c.is_fresh_miss(&k, t0 + s(501)), "found: forgotten");
     }

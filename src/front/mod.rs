@@ -366,10 +366,7 @@ async fn allow_list(
 ) -> Response {
     let ip = peer.ip();
     let ip = match ip {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(std::net::IpAddr::V4)
-            .unwrap_or(ip),
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     };
     if ip.is_loopback() || front.opts.allow.iter().any(|n| n.contains(&ip)) {

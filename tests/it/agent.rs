@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use symcascade::agent::Status;
 use symcascade::layout::{Form, Tiering};
 
-struct Office {
-    main: Samba,
-    branch: Samba,
-    dir: tempfile::TempDir,
+pub(crate) struct Office {
+    pub(crate) main: Samba,
+    pub(crate) branch: Samba,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Office {
-    fn start() -> Option<Office> {
+    pub(crate) fn start() -> Option<Office> {
         let main = Samba::try_start()?;
         let branch = Samba::start();
         Some(Office {
@@ -28,7 +28,7 @@ impl Office {
     }
 
     /// Writes an agent config; `main_host` lets a test route MainOffice through a relay.
-    fn config(&self, id: &str, main_host: &str, extra: &str) -> PathBuf {
+    pub(crate) fn config(&self, id: &str, main_host: &str, extra: &str) -> PathBuf {
         let local = self.dir.path().join(format!("local-{id}"));
         let cfg = self.dir.path().join(format!("{id}.toml"));
         std::fs::write(
@@ -56,12 +56,12 @@ backfill_interval = "1s"
         cfg
     }
 
-    fn local(&self, id: &str) -> PathBuf {
+    pub(crate) fn local(&self, id: &str) -> PathBuf {
         self.dir.path().join(format!("local-{id}"))
     }
 }
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_symcascade"));
     c.env("SYMCASCADE_SMB_USER", USER)
         .env("SYMCASCADE_SMB_PASSWORD", PASSWORD)
@@ -80,13 +80,13 @@ fn cli(cfg: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-struct AgentProc {
+pub(crate) struct AgentProc {
     child: Child,
     state: PathBuf,
 }
 
 impl AgentProc {
-    fn start(office: &Office, cfg: &Path, id: &str) -> AgentProc {
+    pub(crate) fn start(office: &Office, cfg: &Path, id: &str) -> AgentProc {
         let log = std::fs::File::create(office.dir.path().join(format!("{id}.log"))).unwrap();
         let child = bin()
             .arg("--config")
@@ -137,7 +137,11 @@ impl Drop for AgentProc {
     }
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+pub(crate) async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> Duration {
     let start = Instant::now();
     while !ok() {
         assert!(
@@ -149,14 +153,14 @@ async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -
     start.elapsed()
 }
 
-fn key_path(root: &Path, key: &symcascade::key::Key, form: Form) -> PathBuf {
+pub(crate) fn key_path(root: &Path, key: &symcascade::key::Key, form: Form) -> PathBuf {
     let rel = symcascade::layout::path_for(key, Tiering::OneTier, form);
     rel.components()
         .iter()
         .fold(root.to_path_buf(), |p, c| p.join(c))
 }
 
-async fn publish_main(office: &Office, names: &[&str]) {
+pub(crate) async fn publish_main(office: &Office, names: &[&str]) {
     let s = symcascade::store::LocalStore::new(office.main.share_dir("MainOffice"));
     for n in names {
         symcascade::publish::publish_file(&s, &fixture(n), Tiering::OneTier, Form::Plain)

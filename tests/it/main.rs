@@ -4,6 +4,7 @@
 mod agent;
 mod cascade;
 mod cli;
+mod front;
 mod harness;
 mod keys;
 mod relay;

@@ -1,0 +1,530 @@
+//! The HTTP front (`[http] listen`) of a real `symcascade run` process, asked by real clients:
+//! the `symsrv` crate (an independent SymSrv implementation) and curl. Upstreams are real
+//! Samba shares (the office of `agent.rs`) or local folders.
+
+use crate::agent::{AgentProc, Office, bin, key_path, publish_main, wait_for};
+use crate::harness::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use symcascade::layout::{Form, Tiering};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_listening(port: u16) {
+    wait_for("the HTTP front to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+}
+
+/// `curl` result: status code, headers (lower-cased names), body file.
+struct Got {
+    code: u16,
+    headers: String,
+    body: PathBuf,
+}
+
+fn curl(url: &str, extra: &[&str], out: &Path) -> Got {
+    let hdr = out.with_extension("headers");
+    let o = Command::new("curl")
+        .args(["-s", "--path-as-is", "-o"])
+        .arg(out)
+        .arg("-D")
+        .arg(&hdr)
+        .args(["-w", "%{http_code}", "--max-time", "60"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    Got {
+        code: String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        headers: std::fs::read_to_string(&hdr)
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        body: out.to_path_buf(),
+    }
+}
+
+fn url(port: u16, key: &symcascade::key::Key, form: Form) -> String {
+    format!(
+        "http://127.0.0.1:{port}/{}",
+        symcascade::layout::path_for(key, Tiering::OneTier, form)
+    )
+}
+
+/// The value of the first `/metrics` line starting with `line_prefix` (0 when absent).
+fn metric(port: u16, line_prefix: &str) -> f64 {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = curl(
+        &format!("http://127.0.0.1:{port}/metrics"),
+        &[],
+        &tmp.path().join("metrics.txt"),
+    );
+    assert_eq!(g.code, 200);
+    std::fs::read_to_string(&g.body)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A `symcascade run` whose chain is made of local folders: `<dir>/local`, `<dir>/branch`,
+/// `<dir>/main` (a SymStore store with the fixtures).
+struct LocalOffice {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl LocalOffice {
+    async fn start(extra_cascade: &str, extra_http: &str) -> LocalOffice {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("main");
+        let s = symcascade::store::LocalStore::new(&main);
+        for n in [PDB, DLL, BIG_PDB] {
+            symcascade::publish::publish_file(&s, &fixture(n), Tiering::OneTier, Form::Plain)
+                .await
+                .unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("branch")).unwrap();
+        let port = free_port();
+        let cfg = dir.path().join("front.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "sympath = 'srv*{d}/local*{d}/branch*{d}/main'\n[agent]\nqueue = false\n\
+                 [cascade]\n{extra_cascade}\n[http]\nlisten = \"127.0.0.1:{port}\"\n{extra_http}\n",
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("front.log")).unwrap();
+        let child = bin()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let me = LocalOffice {
+            dir,
+            port,
+            child: Some(child),
+        };
+        wait_listening(port).await;
+        me
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+}
+
+impl Drop for LocalOffice {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every file under `root` with its length: a snapshot to prove nothing was touched.
+fn tree(root: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.extension().is_some_and(|x| x == "log" || x == "headers") {
+                out.push((p.clone(), e.metadata().map(|m| m.len()).unwrap_or(0)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debuggers_fetch_through_the_front_and_every_tier_is_filled() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[PDB, DLL]).await;
+    let port = free_port();
+    let cfg = office.config(
+        "front1",
+        &office.main.host(),
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+    );
+    let _agent = AgentProc::start(&office, &cfg, "front1");
+    wait_listening(port).await;
+
+    // An independent SymSrv client: the `symsrv` crate with its own downstream store.
+    let client_store = office.dir.path().join("client-sym");
+    let sympath = format!("srv*{}*http://127.0.0.1:{port}", client_store.display());
+    let downloader = symsrv::SymsrvDownloader::new(symsrv::parse_nt_symbol_path(&sympath));
+    let key = key_of(PDB);
+    let got = downloader
+        .get_file(key.name(), key.index())
+        .await
+        .expect("the symsrv crate fetched the PDB through the front");
+    same(&got, &fixture(PDB));
+
+    // curl: GET, HEAD (Content-Length), Range.
+    let dll = key_of(DLL);
+    let g = curl(
+        &url(port, &dll, Form::Plain),
+        &[],
+        &office.dir.path().join("dll"),
+    );
+    assert_eq!(g.code, 200, "{}", g.headers);
+    same(&g.body, &fixture(DLL));
+    let len = std::fs::metadata(fixture(DLL)).unwrap().len();
+    let h = curl(
+        &url(port, &dll, Form::Plain),
+        &["-I"],
+        &office.dir.path().join("head"),
+    );
+    assert_eq!(h.code, 200);
+    assert!(
+        h.headers.contains(&format!("content-length: {len}")),
+        "{}",
+        h.headers
+    );
+    let r = curl(
+        &url(port, &dll, Form::Plain),
+        &["-r", "100-1123"],
+        &office.dir.path().join("range"),
+    );
+    assert_eq!(r.code, 206, "{}", r.headers);
+    assert_eq!(
+        std::fs::read(&r.body).unwrap(),
+        std::fs::read(fixture(DLL)).unwrap()[100..1124]
+    );
+
+    // The cascade filled the branch share (on the server's disk) and the agent's local store.
+    for k in [&key, &dll] {
+        let name = k.name().to_string();
+        same(
+            &key_path(&office.branch.share_dir("BranchOfficeA"), k, Form::Plain),
+            &fixture(&name),
+        );
+        same(
+            &key_path(&office.local("front1"), k, Form::Plain),
+            &fixture(&name),
+        );
+    }
+    // /status.json shows the transfers and the stores; /metrics the bytes read from MainOffice.
+    let st = curl(
+        &format!("http://127.0.0.1:{port}/status.json"),
+        &[],
+        &office.dir.path().join("status.json"),
+    );
+    assert_eq!(st.code, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&st.body).unwrap()).unwrap();
+    assert_eq!(doc["recent"].as_array().unwrap().len(), 2, "{doc}");
+    assert_eq!(doc["stores"].as_array().unwrap().len(), 3, "{doc}");
+    let html = curl(
+        &format!("http://127.0.0.1:{port}/status"),
+        &[],
+        &office.dir.path().join("status.html"),
+    );
+    assert!(
+        std::fs::read_to_string(&html.body)
+            .unwrap()
+            .contains("Recent transfers")
+    );
+    let main_read = metric(
+        port,
+        r#"symcascade_store_read_bytes_total{store="\\\\MainOffice\\MainOffice"}"#,
+    );
+    let want = std::fs::metadata(fixture(PDB)).unwrap().len() + len;
+    assert_eq!(main_read as u64, want, "each byte crossed the WAN once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_one_missing_pdb_main_office_read_once() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[BIG_PDB]).await;
+    // A 40 Mbit/s, 10 ms link: the 5.7 MB transfer takes ~1.2 s, so the 50 clients overlap it.
+    let relay =
+        crate::relay::relay(office.main.addr(), Duration::from_millis(10), 40_000_000).await;
+    let port = free_port();
+    let cfg = office.config(
+        "front50",
+        &format!("127.0.0.1:{relay}"),
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+    );
+    let _agent = AgentProc::start(&office, &cfg, "front50");
+    wait_listening(port).await;
+    let key = key_of(BIG_PDB);
+    let u = url(port, &key, Form::Plain);
+    let outs: Vec<PathBuf> = (0..50)
+        .map(|i| office.dir.path().join(format!("c{i}.pdb")))
+        .collect();
+    let tasks: Vec<_> = outs
+        .iter()
+        .map(|o| {
+            let (u, o) = (u.clone(), o.clone());
+            tokio::task::spawn_blocking(move || curl(&u, &[], &o).code)
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    for o in &outs {
+        same(o, &fixture(BIG_PDB));
+    }
+    let size = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
+    let read = metric(
+        port,
+        r#"symcascade_store_read_bytes_total{store="\\\\MainOffice\\MainOffice"}"#,
+    );
+    assert_eq!(read as u64, size, "MainOffice read exactly once");
+    assert_eq!(metric(port, "symcascade_lookups_total"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_transfer_answers_still_working_then_the_retry_hits() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[BIG_PDB]).await;
+    // 8 Mbit/s: ~6 s for 5.7 MB, far over the 1 s client limit.
+    let relay = crate::relay::relay(office.main.addr(), Duration::from_millis(10), 8_000_000).await;
+    let port = free_port();
+    let cfg = office.config(
+        "slow",
+        &format!("127.0.0.1:{relay}"),
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\nclient_timeout = \"1s\""),
+    );
+    let _agent = AgentProc::start(&office, &cfg, "slow");
+    wait_listening(port).await;
+    let key = key_of(BIG_PDB);
+    let u = url(port, &key, Form::Plain);
+    let t = Instant::now();
+    let first = curl(&u, &[], &office.dir.path().join("first"));
+    assert_eq!(first.code, 503, "{}", first.headers);
+    assert!(
+        first.headers.contains("symbol-agent-status: 0x80070512"),
+        "{}",
+        first.headers
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "answered within the limit"
+    );
+    // The client gave up; the transfer goes on and its retry hits.
+    let mut last = 0;
+    let waited = wait_for("the retry to hit", Duration::from_secs(60), || {
+        last = curl(&u, &[], &office.dir.path().join("retry")).code;
+        last == 200
+    })
+    .await;
+    assert_eq!(last, 200);
+    same(&office.dir.path().join("retry"), &fixture(BIG_PDB));
+    eprintln!("transfer completed {waited:?} after the first answer");
+    let size = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
+    let read = metric(
+        port,
+        r#"symcascade_store_read_bytes_total{store="\\\\MainOffice\\MainOffice"}"#,
+    );
+    assert_eq!(read as u64, size, "one transfer, however many retries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_paths_are_400_and_touch_nothing() {
+    let o = LocalOffice::start("", "").await;
+    let before = tree(o.dir.path());
+    let k = key_of(PDB);
+    let long = "a".repeat(300);
+    let bad = [
+        "/..%2f..%2fetc%2fpasswd".to_string(),
+        "/..%2f..%2f..%2f/446150EEE021480999C4BCE7828E15281/..%2f..%2f..%2f".into(),
+        "/../../../etc/passwd".into(),
+        format!("/..%5c..%5cwindows/{}/..%5c..%5cwindows", k.index()),
+        format!("/a%5cb.pdb/{}/a%5cb.pdb", k.index()),
+        format!("/C:%5cWindows%5cwin.ini/{}/x", k.index()),
+        "//etc/passwd".into(),
+        "/%2Fetc%2Fpasswd/00/%2Fetc%2Fpasswd".into(),
+        format!("/{long}.pdb/{}/{long}.pdb", k.index()),
+        format!("/{}/{}/{}", k.name(), "XYZ", k.name()),
+        format!("/{}/{}/{}", k.name(), "1".repeat(200), k.name()),
+        format!("/{}/{}/other.pdb", k.name(), k.index()),
+    ];
+    for p in &bad {
+        let g = curl(
+            &format!("http://127.0.0.1:{}{p}", o.port),
+            &[],
+            &o.path("bad.out"),
+        );
+        assert_eq!(g.code, 400, "{p}");
+    }
+    let _ = std::fs::remove_file(o.path("bad.out"));
+    assert_eq!(tree(o.dir.path()), before, "nothing created anywhere");
+    assert_eq!(metric(o.port, "symcascade_lookups_total"), 0.0);
+    assert_eq!(
+        metric(
+            o.port,
+            r#"symcascade_http_requests_total{outcome="bad_request"}"#
+        ),
+        bad.len() as f64
+    );
+    // The valid path still works afterwards.
+    let g = curl(&url(o.port, &k, Form::Plain), &[], &o.path("good.pdb"));
+    assert_eq!(g.code, 200);
+    same(&g.body, &fixture(PDB));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_are_cached_and_the_exclusion_list_reloads() {
+    let excl = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(excl.path(), "[exclusions]\nattach_*\n").unwrap();
+    let o = LocalOffice::start(
+        "MissTimeout = 300",
+        &format!("exclusions = '{}'", excl.path().display()),
+    )
+    .await;
+    // Missing everywhere: one lookup, then the miss cache answers.
+    let missing =
+        symcascade::key::Key::new("nothere.pdb", "0123456789ABCDEF0123456789ABCDEF1").unwrap();
+    for _ in 0..3 {
+        let g = curl(&url(o.port, &missing, Form::Plain), &[], &o.path("m.out"));
+        assert_eq!(g.code, 404);
+    }
+    let g = curl(
+        &url(o.port, &missing, Form::Compressed),
+        &[],
+        &o.path("m.out"),
+    );
+    assert_eq!(g.code, 404);
+    assert_eq!(metric(o.port, "symcascade_lookups_total"), 1.0);
+    assert_eq!(
+        metric(
+            o.port,
+            r#"symcascade_http_requests_total{outcome="miss_cached"}"#
+        ),
+        3.0
+    );
+    // Excluded although MainOffice has it; then the list changes and it is fetched.
+    let k = key_of(PDB);
+    let g = curl(&url(o.port, &k, Form::Plain), &[], &o.path("x.out"));
+    assert_eq!(g.code, 404);
+    assert!(!key_path(&o.path("local"), &k, Form::Plain).exists());
+    std::fs::write(excl.path(), "mso*\nsymsrv.*\n").unwrap();
+    wait_for(
+        "the exclusion list to reload",
+        Duration::from_secs(10),
+        || curl(&url(o.port, &k, Form::Plain), &[], &o.path("x.out")).code == 200,
+    )
+    .await;
+    same(&o.path("x.out"), &fixture(PDB));
+    same(&key_path(&o.path("local"), &k, Form::Plain), &fixture(PDB));
+    same(&key_path(&o.path("branch"), &k, Form::Plain), &fixture(PDB));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_streams_without_storing() {
+    let o = LocalOffice::start("NoCache = true", "").await;
+    let k = key_of(BIG_PDB);
+    let g = curl(&url(o.port, &k, Form::Plain), &[], &o.path("big.out"));
+    assert_eq!(g.code, 200);
+    let len = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
+    assert!(
+        g.headers.contains(&format!("content-length: {len}")),
+        "{}",
+        g.headers
+    );
+    same(&g.body, &fixture(BIG_PDB));
+    assert!(!key_path(&o.path("local"), &k, Form::Plain).exists());
+    assert!(!key_path(&o.path("branch"), &k, Form::Plain).exists());
+}
+
+/// This machine's address on its default route (not loopback), if it has one.
+fn lan_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_outside_the_allow_list_are_refused() {
+    let Some(ip) = lan_ip() else {
+        assert!(!is_ci(), "CI machines have a non-loopback address");
+        eprintln!("skipped: no non-loopback address");
+        return;
+    };
+    let k = key_of(PDB);
+    let rel = symcascade::layout::path_for(&k, Tiering::OneTier, Form::Plain);
+    // Bound to every address; first allowing one other host, then this machine's address.
+    for (allow, want) in [("203.0.113.77/32", 403), (&*format!("{ip}/32"), 200)] {
+        let dir = tempfile::tempdir().unwrap();
+        let main = symcascade::store::LocalStore::new(dir.path().join("main"));
+        symcascade::publish::publish_file(&main, &fixture(PDB), Tiering::OneTier, Form::Plain)
+            .await
+            .unwrap();
+        let port = free_port();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "sympath = 'srv*{d}/local*{d}/main'\n[agent]\nqueue = false\n[http]\nlisten = \"0.0.0.0:{port}\"\nallow = [\"{allow}\"]\n",
+                d = dir.path().display(),
+            ),
+        )
+        .unwrap();
+        let mut child = bin()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(port).await;
+        let from_lan = curl(
+            &format!("http://{ip}:{port}/{rel}"),
+            &[],
+            &dir.path().join("lan.out"),
+        );
+        let from_loopback = curl(
+            &format!("http://127.0.0.1:{port}/status.json"),
+            &[],
+            &dir.path().join("lo.out"),
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(from_lan.code, want, "client {ip}, allow {allow}");
+        assert_eq!(from_loopback.code, 200, "loopback is always allowed");
+        let local = key_path(&dir.path().join("local"), &k, Form::Plain);
+        assert_eq!(
+            local.exists(),
+            want == 200,
+            "a refused client causes no transfer"
+        );
+    }
+}
