@@ -267,6 +267,25 @@ impl Metrics {
             .inc();
     }
 
+    /// The hit counter of `store` at `tier`, for a hot path that counts without a label lookup.
+    pub fn hit_counter(&self, store: &str, tier: usize) -> Counter {
+        self.hits
+            .get_or_create(&HitLabel {
+                store: lv(store),
+                tier: tier.to_string(),
+            })
+            .clone()
+    }
+
+    /// The request counter of `outcome`, for a hot path.
+    pub fn request_counter(&self, outcome: Outcome) -> Counter {
+        self.requests
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str().into(),
+            })
+            .clone()
+    }
+
     /// Counts one HTTP answer.
     pub fn request(&self, outcome: Outcome) {
         self.requests

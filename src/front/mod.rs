@@ -125,6 +125,9 @@ pub struct Front {
     chain: Chain,
     branch: usize,
     serving: Arc<Tier>,
+    serving_root: PathBuf,
+    local_hits: prometheus_client::metrics::counter::Counter,
+    local_hit_requests: prometheus_client::metrics::counter::Counter,
     opts: FrontOptions,
     misses: Mutex<MissCache>,
     inflight: Mutex<HashMap<Key, watch::Receiver<Option<Done>>>>,
@@ -166,6 +169,7 @@ impl Front {
             .first()
             .cloned()
             .ok_or_else(|| FrontError::Config("key `sympath`: empty chain".into()))?;
+        let serving_root = PathBuf::from(serving.store().describe().location);
         if serving.store().describe().transport != "local" {
             return Err(FrontError::Config(format!(
                 "key `sympath`: the HTTP front serves the chain's downstream store, which must be a local folder, not {}",
@@ -187,7 +191,10 @@ impl Front {
             cascade,
             chain,
             branch,
+            local_hits: metrics.hit_counter(&serving.store().describe().location, 0),
+            local_hit_requests: metrics.request_counter(Outcome::LocalHit),
             serving,
+            serving_root,
             opts,
             inflight: Mutex::new(HashMap::new()),
             metrics,
@@ -435,6 +442,13 @@ async fn symbol_file(State(front): State<Arc<Front>>, req: Request) -> Response 
         }
     };
     // Warm path: the front's own store.
+    if !has_conditions(&req.headers)
+        && let Some(resp) = front.serve_warm(&fr, req.method == Method::HEAD).await
+    {
+        front.local_hit_requests.inc();
+        front.local_hits.inc();
+        return resp;
+    }
     if let Some(p) = front.local_file(&fr).await
         && let Some(resp) = serve_local(&p, file_request(&req)).await
     {
@@ -571,6 +585,98 @@ fn stream(front: &Arc<Front>, o: crate::store::Opened, head: bool) -> Response {
         },
     );
     b.body(Body::from_stream(counted)).expect("valid response")
+}
+
+/// Range or conditional headers: those requests go to `tower-http`'s `ServeFile`, which
+/// implements them; plain GET/HEAD take the fast path.
+fn has_conditions(h: &HeaderMap) -> bool {
+    [
+        header::RANGE,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_NONE_MATCH,
+        header::IF_MATCH,
+        header::IF_RANGE,
+    ]
+    .iter()
+    .any(|n| h.contains_key(n))
+}
+
+/// Chunk size of warm-hit bodies.
+const WARM_CHUNK: usize = 256 * 1024;
+
+impl Front {
+    /// The warm-hit fast path: the file under its canonical name in the front's store. A file
+    /// of at most [`WARM_CHUNK`] bytes is opened and read on the worker thread (page-cache
+    /// reads of a few KiB cost less than a hop to the blocking pool, which would dominate the
+    /// request); a larger one is streamed by one blocking task through a small channel (two
+    /// chunks ahead) instead of one thread-pool hop per read. `None` when it is not there under
+    /// that exact name (the caller then tries the case-insensitive way).
+    async fn serve_warm(&self, fr: &FileRequest, head: bool) -> Option<Response> {
+        use std::io::Read;
+        let tiering = self.serving.tiering().await.ok()?;
+        let rel = layout::path_for(&fr.key, tiering, fr.form);
+        let path = rel
+            .components()
+            .iter()
+            .fold(self.serving_root.clone(), |p, c| p.join(c));
+        let mut f = std::fs::File::open(&path).ok()?;
+        let m = f.metadata().ok()?;
+        if !m.is_file() {
+            return None;
+        }
+        let len = m.len();
+        let b = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, len)
+            .header(header::ACCEPT_RANGES, "bytes");
+        if head {
+            return Some(b.body(Body::empty()).expect("valid response"));
+        }
+        if len <= WARM_CHUNK as u64 {
+            let mut buf = Vec::with_capacity(len as usize);
+            // At most `len` bytes: a file growing meanwhile must not break Content-Length.
+            (&mut f).take(len).read_to_end(&mut buf).ok()?;
+            if buf.len() as u64 != len {
+                return None;
+            }
+            self.metrics.served(len);
+            return Some(b.body(Body::from(buf)).expect("valid response"));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(2);
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let mut buf = bytes::BytesMut::zeroed(WARM_CHUNK);
+                match f.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        metrics.served(n as u64);
+                        if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Some(
+            b.body(Body::from_stream(tokio_stream_from(rx)))
+                .expect("valid response"),
+        )
+    }
+}
+
+/// The receiver as a `Stream` of body chunks.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// A bodiless request with what `ServeFile` looks at (method, URI, Range and conditional
