@@ -5,6 +5,8 @@ mod agent;
 mod cascade;
 mod cli;
 mod harness;
+mod http_upstream;
+mod httpd;
 mod keys;
 mod relay;
 mod samba;
