@@ -725,32 +725,35 @@ mod tests {
         let nt = ("_NT_SYMBOL_PROXY", "ntproxy:8080");
         let hs = ("HTTPS_PROXY", "http://secure:3128");
         let h = ("HTTP_PROXY", "http://plain:3128");
-        // (config proxy, config no_proxy, env, expected (source, http, https, no_proxy))
-        type Want = Option<(
-            ProxySource,
-            Option<&'static str>,
-            Option<&'static str>,
-            Option<&'static str>,
-        )>;
-        let cases: Vec<(Option<&str>, Option<&str>, Vec<(&str, &str)>, Want)> = vec![
+        // The expected choice: source, proxy for http://, for https://, exclusions.
+        let pc = |source, http: Option<&str>, https: Option<&str>, no_proxy: Option<&str>| {
+            Some(ProxyChoice {
+                source,
+                http: http.map(str::to_string),
+                https: https.map(str::to_string),
+                no_proxy: no_proxy.map(str::to_string),
+            })
+        };
+        // (config proxy, config no_proxy, environment, expected)
+        let cases: Vec<(_, _, Vec<(&str, &str)>, _)> = vec![
             (None, None, vec![], None),
             (
                 Some("cfg:1"),
                 None,
                 vec![nt, hs, h],
-                Some((Config, Some("http://cfg:1/"), Some("http://cfg:1/"), None)),
+                pc(Config, Some("http://cfg:1/"), Some("http://cfg:1/"), None),
             ),
             (Some("DIRECT"), None, vec![nt, hs, h], None),
             (
                 None,
                 None,
                 vec![nt, hs, h, ("NO_PROXY", "corp.example")],
-                Some((
+                pc(
                     NtSymbolProxy,
                     Some("http://ntproxy:8080/"),
                     Some("http://ntproxy:8080/"),
                     Some("corp.example"),
-                )),
+                ),
             ),
             (
                 None,
@@ -761,12 +764,12 @@ mod tests {
                     h,
                     ("no_proxy", "env.example"),
                 ],
-                Some((
+                pc(
                     Environment,
                     Some("http://plain:3128/"),
                     Some("http://secure:3128/"),
                     Some("cfg.example"),
-                )),
+                ),
             ),
             (
                 None,
@@ -775,12 +778,12 @@ mod tests {
                     ("https_proxy", "http://lower:1"),
                     ("ALL_PROXY", "http://all:2"),
                 ],
-                Some((
+                pc(
                     Environment,
                     Some("http://all:2/"),
                     Some("http://lower:1/"),
                     None,
-                )),
+                ),
             ),
             (
                 None,
@@ -789,23 +792,17 @@ mod tests {
                     ("HTTPS_PROXY", "http://upper:1"),
                     ("https_proxy", "http://lower:1"),
                 ],
-                Some((Environment, None, Some("http://upper:1/"), None)),
+                pc(Environment, None, Some("http://upper:1/"), None),
             ),
             (
                 None,
                 None,
                 vec![("HTTPS_PROXY", "https://u:secret@tls:443")],
-                Some((Environment, None, Some("https://u:secret@tls/"), None)),
+                pc(Environment, None, Some("https://u:secret@tls/"), None),
             ),
         ];
         for (i, (cp, cn, vars, want)) in cases.into_iter().enumerate() {
             let got = choose_proxy(cp, cn, env(&vars)).unwrap();
-            let want = want.map(|(source, http, https, no_proxy)| ProxyChoice {
-                source,
-                http: http.map(str::to_string),
-                https: https.map(str::to_string),
-                no_proxy: no_proxy.map(str::to_string),
-            });
             assert_eq!(got, want, "case {i}: {vars:?}");
         }
     }
