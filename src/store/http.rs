@@ -425,6 +425,17 @@ fn is_html(resp: &Response) -> bool {
         })
 }
 
+/// What to do about a proxy's 407.
+const PROXY_AUTH_HINT: &str = "the proxy demands credentials: set [http_client] proxy_user/proxy_password or SYMCASCADE_PROXY_USER/SYMCASCADE_PROXY_PASSWORD (basic auth only; symcascade never prompts)";
+
+/// `true` when a proxy refused the CONNECT tunnel of an HTTPS store with 407: reqwest reports
+/// it as a connect error ("tunnel error: proxy authorization required"), not as an answer. It
+/// is not transient, so it is never retried.
+fn proxy_auth_refused(e: &reqwest::Error) -> bool {
+    let m = error_chain(e).to_ascii_lowercase();
+    m.contains("proxy authorization required") || m.contains("407")
+}
+
 /// A read error of a body being streamed, classified for the cascade (`StoreError::from_io`):
 /// an idle timeout is a timeout, anything else a truncated transfer.
 fn body_error(e: reqwest::Error) -> io::Error {
@@ -492,11 +503,16 @@ impl HttpStore {
             .proxy_for(url)
             .map(|p| format!(" (via proxy {p})"))
             .unwrap_or_default();
-        // A proxy refusing the CONNECT tunnel of an HTTPS store surfaces as a connect error.
-        let lower = detail.to_ascii_lowercase();
-        let kind = if lower.contains("407") || lower.contains("proxy auth") {
-            StoreErrorKind::AuthFailed
-        } else if e.is_timeout() {
+        if proxy_auth_refused(e) {
+            let hint = PROXY_AUTH_HINT;
+            return self.err(
+                op,
+                path,
+                StoreErrorKind::AuthFailed,
+                format!("{detail}{via}: HTTP 407: {hint}"),
+            );
+        }
+        let kind = if e.is_timeout() {
             StoreErrorKind::Timeout
         } else {
             StoreErrorKind::Unreachable
@@ -522,7 +538,9 @@ impl HttpStore {
                 Ok(resp) => {
                     resp.status().is_server_error() && resp.status() != StatusCode::NOT_IMPLEMENTED
                 }
-                Err(e) => e.is_timeout() || e.is_connect() || e.is_request(),
+                Err(e) => {
+                    (e.is_timeout() || e.is_connect() || e.is_request()) && !proxy_auth_refused(e)
+                }
             };
             if !transient || attempt >= c.retries {
                 return r.map_err(|e| self.transport_error(op, path, url, &e));
@@ -563,7 +581,7 @@ impl HttpStore {
             StatusCode::PROXY_AUTHENTICATION_REQUIRED => (
                 StoreErrorKind::AuthFailed,
                 format!(
-                    "the proxy {} demands credentials: set [http_client] proxy_user/proxy_password or SYMCASCADE_PROXY_USER/SYMCASCADE_PROXY_PASSWORD (basic auth only; symcascade never prompts)",
+                    "the proxy {} refused: {PROXY_AUTH_HINT}",
                     self.client.proxy_for(resp.url()).unwrap_or_default()
                 ),
             ),

@@ -25,6 +25,15 @@ const PROXY_VARS: [&str; 11] = [
     "SYMCASCADE_PROXY_PASSWORD",
 ];
 
+/// The binary without the proxy variables of the environment.
+fn hermetic() -> Command {
+    let mut c = bin();
+    for v in PROXY_VARS {
+        c.env_remove(v);
+    }
+    c
+}
+
 /// A lab whose `main` store holds the fixture PDB (compressed or not), served over HTTP.
 struct Site {
     lab: Lab,
@@ -58,10 +67,7 @@ impl Site {
     }
 
     fn command(&self, cfg: &std::path::Path) -> Command {
-        let mut c = bin();
-        for v in PROXY_VARS {
-            c.env_remove(v);
-        }
+        let mut c = hermetic();
         c.arg("--config")
             .arg(cfg)
             .args(["get", "--sympath"])
@@ -267,4 +273,29 @@ fn nt_symbol_proxy_with_basic_auth() {
     let before = proxy.forwarded().len() + proxy.rejected().len();
     site.assert_fetched(site.get("[http_client]\nproxy = \"direct\"\n", &nt));
     assert_eq!(proxy.forwarded().len() + proxy.rejected().len(), before);
+}
+
+/// An HTTPS store behind the proxy: the CONNECT tunnel refused with 407 is an authentication
+/// failure with the same hint, asked once (not retried), and the store is not contacted again.
+#[test]
+fn https_store_behind_a_proxy_without_credentials_fails_once() {
+    let lab = Lab::new();
+    let proxy = Proxy::start("symuser", "pr0xy-pass");
+    let (code, stdout, err) = out(hermetic()
+        .env("_NT_SYMBOL_PROXY", proxy.host_port())
+        .args(["get", "--sympath"])
+        .arg(format!("srv*{}*https://127.0.0.1:9/store", lab.s("local")))
+        .arg(fixture(DLL)));
+    assert_eq!((code, stdout.trim()), (1, "not found"), "{err}");
+    assert!(
+        err.contains("407") && err.contains(&proxy.host_port()) && err.contains("proxy_user"),
+        "{err}"
+    );
+    let rejected = proxy.rejected();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(
+        (rejected[0].method.as_str(), rejected[0].target.as_str()),
+        ("CONNECT", "127.0.0.1:9")
+    );
+    assert_eq!(published_files(&lab.path("local")), Vec::<String>::new());
 }
