@@ -123,6 +123,21 @@ fn fetches_plain_and_compressed_files_byte_identical() {
 }
 
 #[test]
+fn servers_that_reject_head_are_asked_with_get() {
+    let site = Site::new(false);
+    site.up.set_fault(Fault::NoHead);
+    site.assert_fetched(site.get("", &[]));
+    let index2: Vec<String> = site
+        .up
+        .seen()
+        .into_iter()
+        .filter(|s| s.target == "/store/index2.txt")
+        .map(|s| s.method)
+        .collect();
+    assert_eq!(index2, ["HEAD", "GET"]);
+}
+
+#[test]
 fn file_ptr_over_http_is_read() {
     // A `file.ptr` with `MSG:` is SymSrv's "not here": fetched over HTTP, read, not followed.
     let site = Site::new(false);
@@ -158,6 +173,16 @@ fn soft_404_answers_are_misses_and_store_nothing() {
     }
     site.up.set_fault(Fault::None);
     site.assert_fetched(site.get("", &[]));
+}
+
+#[test]
+fn a_transfer_broken_midway_stores_nothing() {
+    let site = Site::new(false);
+    site.up.set_fault(Fault::CutAfter(100_000));
+    let (code, _, err) = site.get("", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    site.assert_nothing_stored();
 }
 
 #[test]

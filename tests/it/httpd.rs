@@ -37,8 +37,13 @@ pub enum Fault {
     Empty,
     /// Every request gets `200 OK` with a chunked body of no chunks (no length up front).
     EmptyChunked,
+    /// Every HEAD request gets `405 Method Not Allowed` (GET works).
+    NoHead,
     /// Wait this long before sending the answer's head.
     Delay(Duration),
+    /// Send only the first `n` bytes of file bodies (with the full `Content-Length`), then
+    /// close the connection: a transfer broken midway.
+    CutAfter(usize),
     /// Send file bodies `chunk` bytes at a time, pausing `pause` before each chunk.
     Throttle {
         /// Bytes per write.
@@ -365,6 +370,7 @@ async fn answer(
         return w.write_all(&text(status, "text/plain", b"busy")).await;
     }
     match fault {
+        Fault::NoHead if is_head => return w.write_all(&text(405, "text/plain", b"")).await,
         Fault::HtmlPage => {
             let page = b"<!DOCTYPE html><html><body><h1>Welcome</h1>The page you asked for is not here.</body></html>";
             return w
@@ -420,6 +426,11 @@ async fn answer(
                 w.flush().await?;
             }
             Ok(())
+        }
+        Fault::CutAfter(n) => {
+            w.write_all(&body[..n.min(body.len())]).await?;
+            // An error ends the connection: the client sees it close midway.
+            Err(std::io::ErrorKind::ConnectionAborted.into())
         }
         _ => w.write_all(&body).await,
     }
