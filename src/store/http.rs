@@ -129,8 +129,9 @@ pub enum ProxySource {
 }
 
 /// The proxies HTTP stores use: one for `http://` and one for `https://` stores (an HTTPS
-/// store is reached through a CONNECT tunnel), and the hosts that bypass them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// store is reached through a CONNECT tunnel), and the hosts that bypass them. The URLs keep
+/// any user info they were given (`Debug` hides it).
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProxyChoice {
     /// Where it came from.
     pub source: ProxySource,
@@ -140,6 +141,21 @@ pub struct ProxyChoice {
     pub https: Option<String>,
     /// Exclusions (`NO_PROXY` syntax: comma-separated hosts, domains, IPs or CIDRs, `*`).
     pub no_proxy: Option<String>,
+}
+
+impl fmt::Debug for ProxyChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |u: &Option<String>| {
+            u.as_deref()
+                .map(|u| Url::parse(u).map(|u| redacted(&u)).unwrap_or_default())
+        };
+        f.debug_struct("ProxyChoice")
+            .field("source", &self.source)
+            .field("http", &shown(&self.http))
+            .field("https", &shown(&self.https))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 /// Why no HTTP client could be built. Reported when an HTTP store is opened, so a bad proxy
@@ -339,9 +355,7 @@ impl HttpClient {
                 }
                 b = b.proxy(rp);
             }
-            tracing::debug!(source = ?p.source, http = ?p.http.as_deref().and_then(|u| Url::parse(u).ok()).map(|u| redacted(&u)),
-                https = ?p.https.as_deref().and_then(|u| Url::parse(u).ok()).map(|u| redacted(&u)),
-                auth = creds.is_some(), "HTTP proxy");
+            tracing::debug!(proxy = ?p, auth = creds.is_some(), "HTTP proxy");
         }
         Ok(HttpClient {
             client: b.build().map_err(build)?,
@@ -860,6 +874,16 @@ mod tests {
         let client = HttpClient::new(&cfg, env(&[("_NT_SYMBOL_PROXY", "127.0.0.1:1")])).unwrap();
         let shown = format!("{client:?} {cfg:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        let in_url = HttpClient::new(
+            &HttpConfig::default(),
+            env(&[("HTTP_PROXY", "http://bob:hunter2@proxy:3128")]),
+        )
+        .unwrap();
+        let shown = format!("{in_url:?}");
+        assert!(
+            shown.contains("proxy:3128") && !shown.contains("hunter2"),
+            "{shown}"
+        );
         assert_eq!(client.proxy().unwrap().source, ProxySource::NtSymbolProxy);
     }
 
