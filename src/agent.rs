@@ -209,6 +209,7 @@ pub async fn setup(config: &Config, default_downstream: &Location) -> Result<Set
     let client = SmbClient::new(config.smb_config(env));
     let opener = Arc::new(Transports {
         smb: client.clone(),
+        http: crate::store::http::transport_from_env(&config.http_config()),
         blackout: config.blackout(),
     });
     let cascade = Arc::new(

@@ -1,5 +1,5 @@
-//! Configuration file (TOML): symbol path, SMB aliases and credentials, timeouts, SymSrv
-//! blackout thresholds and SymProxy-style switches.
+//! Configuration file (TOML): symbol path, SMB aliases and credentials, the HTTP client
+//! (proxy, timeouts, retries), SymSrv blackout thresholds and SymProxy-style switches.
 //!
 //! Data flow: `--config FILE` (or `SYMCASCADE_CONFIG`) → [`Config::load`] → validated values
 //! that build the SMB client, the store opener and the cascade options. Unknown keys are
@@ -9,6 +9,7 @@
 use crate::cascade::CascadeOptions;
 use crate::smb::{Credentials, SmbConfig};
 use crate::store::blackout::BlackoutPolicy;
+use crate::store::http::{HttpConfig, ProxyCredentials};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,9 @@ pub struct Config {
     /// SMB settings.
     #[serde(default)]
     pub smb: SmbSection,
+    /// HTTP(S) upstream stores: proxy, timeouts, retries.
+    #[serde(default)]
+    pub http_client: HttpClientSection,
     /// SymSrv `[timeouts]`: blackout of stores that keep timing out.
     #[serde(default)]
     pub timeouts: TimeoutsSection,
@@ -197,6 +201,77 @@ impl Default for SmbSection {
     }
 }
 
+/// `[http_client]`: how HTTP(S) stores are reached (see `store::http` for the semantics).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpClientSection {
+    /// Proxy for every HTTP store, `host:port` or a URL, or `"direct"` for none; overrides
+    /// `_NT_SYMBOL_PROXY`, which overrides `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Hosts that bypass the proxy (`NO_PROXY` syntax); overrides `NO_PROXY`.
+    #[serde(default)]
+    pub no_proxy: Option<String>,
+    /// Proxy basic-auth user; default `SYMCASCADE_PROXY_USER`.
+    #[serde(default)]
+    pub proxy_user: Option<String>,
+    /// Proxy basic-auth password; default `SYMCASCADE_PROXY_PASSWORD`. Never printed.
+    #[serde(default)]
+    pub proxy_password: Option<String>,
+    /// Bound on connecting (TCP and TLS). Default `10s`.
+    #[serde(default = "d10s", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Idle bound: on the answer and on each chunk of a body (never on a whole transfer).
+    /// Default `30s`.
+    #[serde(default = "d30s", deserialize_with = "duration")]
+    pub read_timeout: Duration,
+    /// Retries after a 5xx answer, a timeout or a failed connection. Default 2.
+    #[serde(default = "d_retries")]
+    pub retries: u32,
+    /// First pause between retries, doubled each time (at most 10 s). Default `250ms`.
+    #[serde(default = "d250ms", deserialize_with = "duration")]
+    pub retry_backoff: Duration,
+    /// User-Agent. Default `Microsoft-Symbol-Server/10.0.0.0` (what SymSrv sends).
+    #[serde(default)]
+    pub user_agent: Option<String>,
+}
+
+impl Default for HttpClientSection {
+    fn default() -> Self {
+        HttpClientSection {
+            proxy: None,
+            no_proxy: None,
+            proxy_user: None,
+            proxy_password: None,
+            connect_timeout: d10s(),
+            read_timeout: d30s(),
+            retries: d_retries(),
+            retry_backoff: d250ms(),
+            user_agent: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpClientSection {
+    // Not derived: the password must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClientSection")
+            .field("proxy", &self.proxy)
+            .field("no_proxy", &self.no_proxy)
+            .field("proxy_user", &self.proxy_user)
+            .field(
+                "proxy_password",
+                &self.proxy_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("retries", &self.retries)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
+}
+
 /// `[timeouts]`, as in `symsrv.ini`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +366,15 @@ fn d25s() -> Duration {
 }
 fn d1h() -> Duration {
     Duration::from_secs(3600)
+}
+fn d10s() -> Duration {
+    Duration::from_secs(10)
+}
+fn d250ms() -> Duration {
+    Duration::from_millis(250)
+}
+fn d_retries() -> u32 {
+    2
 }
 fn d20s() -> Duration {
     Duration::from_secs(20)
@@ -489,6 +573,30 @@ impl Config {
                 "key `http.allow`: listening on {addr} (not loopback) needs an allow-list of client networks, e.g. allow = [\"10.0.0.0/8\"]"
             ));
         }
+        let h = &cfg.http_client;
+        if let Some(p) = &h.proxy
+            && !p.trim().eq_ignore_ascii_case(crate::store::http::DIRECT)
+        {
+            crate::store::http::parse_proxy_url(p).map_err(|e| {
+                format!(
+                    "key `http_client.proxy`: not host:port, an http(s):// URL or \"direct\": {e}"
+                )
+            })?;
+        }
+        if h.proxy_password.is_some() && h.proxy_user.is_none() {
+            return Err("key `http_client.proxy_password`: needs `proxy_user`".into());
+        }
+        if h.retries > 10 {
+            return Err("key `http_client.retries`: must be at most 10".into());
+        }
+        if h.connect_timeout.is_zero() || h.read_timeout.is_zero() {
+            return Err("key `http_client.connect_timeout`/`read_timeout`: must not be 0".into());
+        }
+        if let Some(ua) = &h.user_agent
+            && (ua.is_empty() || !ua.chars().all(|c| c == ' ' || c.is_ascii_graphic()))
+        {
+            return Err("key `http_client.user_agent`: must be non-empty printable ASCII".into());
+        }
         if cfg.timeouts.count == 0 {
             return Err("key `timeouts.count`: must be at least 1".into());
         }
@@ -513,6 +621,28 @@ impl Config {
                 .and_then(dialect)
                 .unwrap_or(smb::Dialect::Smb0311),
             ..SmbConfig::default()
+        }
+    }
+
+    /// HTTP client settings as written; the environment (`_NT_SYMBOL_PROXY`, `*_PROXY`,
+    /// `SYMCASCADE_PROXY_*`) fills the gaps when the client is built.
+    pub fn http_config(&self) -> HttpConfig {
+        let h = &self.http_client;
+        HttpConfig {
+            proxy: h.proxy.clone(),
+            no_proxy: h.no_proxy.clone(),
+            proxy_credentials: h.proxy_user.clone().map(|user| ProxyCredentials {
+                user,
+                password: h.proxy_password.clone().unwrap_or_default(),
+            }),
+            connect_timeout: h.connect_timeout,
+            read_timeout: h.read_timeout,
+            retries: h.retries,
+            retry_backoff: h.retry_backoff,
+            user_agent: h
+                .user_agent
+                .clone()
+                .unwrap_or_else(|| crate::store::http::DEFAULT_USER_AGENT.to_string()),
         }
     }
 
@@ -586,6 +716,35 @@ prefix = "/symbols"
     }
 
     #[test]
+    fn http_client_section() {
+        let d = Config::parse("").unwrap().http_config();
+        assert_eq!(d, HttpConfig::default());
+        let c = Config::parse(
+            r#"
+[http_client]
+proxy = "proxy.corp:8080"
+no_proxy = "symbols.corp"
+proxy_user = 'CORP\svc'
+proxy_password = "s3cret"
+connect_timeout = "3s"
+read_timeout = "1m"
+retries = 4
+retry_backoff = "100ms"
+user_agent = "symcascade/0.1"
+"#,
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let h = c.http_config();
+        assert_eq!(h.proxy.as_deref(), Some("proxy.corp:8080"));
+        assert_eq!(h.proxy_credentials.as_ref().unwrap().password, "s3cret");
+        assert_eq!(h.read_timeout, Duration::from_secs(60));
+        assert_eq!(h.retry_backoff, Duration::from_millis(100));
+        assert_eq!((h.retries, h.user_agent.as_str()), (4, "symcascade/0.1"));
+        assert!(Config::parse("[http_client]\nproxy = \"DIRECT\"").is_ok());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         for (text, key) in [
             ("[smb]\nconect_timeout = \"2s\"", "conect_timeout"),
@@ -601,6 +760,11 @@ prefix = "/symbols"
             ("[http]\nallow = [\"10.0.0.0/33\"]", "allow"),
             ("[cascade]\nUriTiers = 3", "UriTiers"),
             ("[cascade]\nMissTimeout = \"later\"", "later"),
+            ("[http_client]\nproxy = \"ftp://p:21\"", "http_client.proxy"),
+            ("[http_client]\nproxy_password = \"x\"", "proxy_password"),
+            ("[http_client]\nretries = 11", "http_client.retries"),
+            ("[http_client]\nread_timeout = \"0s\"", "read_timeout"),
+            ("[http_client]\nproxy_usr = \"x\"", "proxy_usr"),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(key), "{text}: {e}");

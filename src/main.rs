@@ -255,6 +255,7 @@ fn transports(config: &Config) -> Arc<dyn StoreOpener> {
     let env = symcascade::smb::Credentials::from_env_with(|k| std::env::var(k).ok());
     Arc::new(Transports {
         smb: symcascade::smb::SmbClient::new(config.smb_config(env)),
+        http: symcascade::store::http::transport_from_env(&config.http_config()),
         blackout: config.blackout(),
     })
 }

@@ -8,6 +8,7 @@
 //! metrics is added by wrapping a store, not by growing this trait.
 
 pub mod blackout;
+pub mod http;
 pub mod local;
 
 use crate::layout::RelPath;
@@ -329,13 +330,15 @@ pub fn is_drive_path(p: &str) -> bool {
     b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
 }
 
-/// The opener for every transport this build has: local folders ([`LocalStore`]) and SMB
-/// shares ([`crate::smb::SmbStore`]), each remote store wrapped in a SymSrv
-/// [`blackout::Blackout`]. HTTP stores are `Unsupported` until the HTTP transport lands.
+/// The opener for every transport this build has: local folders ([`LocalStore`]), SMB shares
+/// ([`crate::smb::SmbStore`]) and HTTP(S) servers ([`http::HttpStore`]), each remote store
+/// wrapped in a SymSrv [`blackout::Blackout`].
 #[derive(Debug, Clone)]
 pub struct Transports {
     /// The SMB client (connection pool, aliases, credentials).
     pub smb: Arc<crate::smb::SmbClient>,
+    /// The HTTP client (proxy, timeouts, retries), or why it could not be built.
+    pub http: http::HttpTransport,
     /// Blackout thresholds for remote stores.
     pub blackout: blackout::BlackoutPolicy,
 }
@@ -358,6 +361,22 @@ impl StoreOpener for Transports {
                     dirs,
                     &location.to_string(),
                 );
+                Ok(Arc::new(blackout::Blackout::new(
+                    Arc::new(s),
+                    self.blackout,
+                )))
+            }
+            Location::Http { url } => {
+                let client = self.http.as_ref().map_err(|e| {
+                    StoreError::new(
+                        url.as_str(),
+                        "connect",
+                        "",
+                        StoreErrorKind::Unsupported,
+                        e.to_string(),
+                    )
+                })?;
+                let s = http::HttpStore::new(client.clone(), url)?;
                 Ok(Arc::new(blackout::Blackout::new(
                     Arc::new(s),
                     self.blackout,

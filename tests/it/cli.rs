@@ -3,14 +3,14 @@
 use crate::harness::*;
 use std::process::Command;
 
-fn bin() -> Command {
+pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_symcascade"));
     c.env_remove("_NT_SYMBOL_PATH")
         .env_remove("_NT_ALT_SYMBOL_PATH");
     c
 }
 
-fn out(cmd: &mut Command) -> (i32, String, String) {
+pub fn out(cmd: &mut Command) -> (i32, String, String) {
     let o = cmd.output().unwrap();
     (
         o.status.code().unwrap_or(-1),

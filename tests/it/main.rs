@@ -6,6 +6,8 @@ mod cascade;
 mod cli;
 mod front;
 mod harness;
+mod http_upstream;
+mod httpd;
 mod keys;
 mod relay;
 mod samba;

@@ -25,6 +25,7 @@ fn transports(cfg: SmbConfig) -> (Arc<SmbClient>, Arc<Transports>) {
     let client = SmbClient::new(cfg);
     let t = Arc::new(Transports {
         smb: client.clone(),
+        http: symcascade::store::http::transport_from_env(&Default::default()),
         blackout: Default::default(),
     });
     (client, t)
