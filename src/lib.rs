@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod folder;
 pub mod key;
 pub mod layout;
+pub mod platform;
 pub mod publish;
 pub mod queue;
 pub mod smb;

@@ -16,6 +16,11 @@ use symcascade::layout::{Form, Tiering};
 use symcascade::store::{LocalStore, Store, StoreOpener, Transports};
 use symcascade::sympath::{self, Element, Location, StoreSpec, SymbolPath};
 
+// `symcascade service …`: the Windows service (platform code lives in service/, outside the
+// library, which forbids unsafe code).
+#[path = "../service/mod.rs"]
+mod service;
+
 // Transfer buffers are 1 MiB: a caching allocator avoids an mmap/munmap pair and a page-fault
 // storm per chunk (measured: see BENCHMARKS.md).
 #[global_allocator]
@@ -113,6 +118,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Install and control the agent as a Windows service (install, uninstall, start, stop,
+    /// status); on Linux use the systemd unit service/symcascade.service.
+    Service {
+        #[command(subcommand)]
+        cmd: service::ServiceCmd,
+    },
     /// Add PE/PDB files to a local store, as `symstore add` does.
     Add {
         /// The store's root folder.
@@ -201,6 +212,20 @@ fn init_logging(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Service { cmd } = cli.cmd {
+        // The service loads its own config: a bad one must reach the service manager as an
+        // exit code, not end the process before it has talked to it.
+        let (verbose, json) = (cli.verbose, cli.log_json);
+        return service::main(
+            cmd,
+            service::Host {
+                config: cli.config,
+                default_config: default_config_path(),
+                default_downstream: default_downstream(),
+                init_logging: &|log| init_logging(verbose, json, log, true),
+            },
+        );
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -401,6 +426,7 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Service { .. } => unreachable!("`service` is handled in main"),
         Cmd::Add {
             store,
             compress,

@@ -9,3 +9,4 @@ mod keys;
 mod relay;
 mod samba;
 mod smb;
+mod wine;
