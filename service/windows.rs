@@ -390,6 +390,7 @@ fn wait_until(
 fn describe_exit(code: ServiceExitCode) -> String {
     match code {
         ServiceExitCode::Win32(0) => "exit code 0".into(),
+        ServiceExitCode::Win32(1077) => "never started since install".into(),
         ServiceExitCode::Win32(n) => format!("Win32 exit code {n}"),
         ServiceExitCode::ServiceSpecific(EXIT_CONFIG) => {
             format!("service-specific exit code {EXIT_CONFIG} (bad config)")

@@ -1,8 +1,9 @@
 //! The Windows service, smoke-tested under Wine: the real `symcascade.exe` (cross-built by
 //! scripts/test, path in SYMCASCADE_WIN_EXE) is installed, started, queried, stopped and
 //! uninstalled through Wine's service manager in a fresh prefix, and while it runs it must do
-//! real work: replicate a real PDB from a "main" folder store into a "branch" folder and into
-//! `C:\Symbols` (the Windows default local store: the config's chain names none).
+//! real work: replicate a real PDB from a "main" folder store into a "branch" SMB share (a
+//! real Samba server on loopback) and into `C:\Symbols` (the Windows default local store: the
+//! config's chain names none).
 //!
 //! Wine gaps (shared/lab.md): Wine 8.0 lacks `bcryptprimitives.dll!ProcessPrng`, which Rust's
 //! std imports, so a test-only stub (tests/wine/bcryptprimitives.c, built here with mingw) goes
@@ -12,6 +13,7 @@
 //! `CI=true`, unless scripts/test could not add the Windows target (SYMCASCADE_WIN_SKIP).
 
 use crate::harness::*;
+use crate::samba::{PASSWORD, Samba, USER};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -144,6 +146,9 @@ fn windows_service_lifecycle_under_wine() {
     let Some(exe) = requirements() else {
         return;
     };
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
     let began = Instant::now();
     let lab = Lab::new();
     tokio::runtime::Runtime::new()
@@ -175,16 +180,28 @@ fn windows_service_lifecycle_under_wine() {
     std::fs::copy(&exe, install_dir.join("symcascade.exe")).unwrap();
     let exe = r"C:\Program Files\symcascade\symcascade.exe";
 
-    // The chain names no local store: the Windows default C:\Symbols is the local tier.
+    // The branch is a real SMB share (Samba on loopback, reached by the Windows build's own SMB
+    // client), so the chain names no local store: C:\Symbols, the Windows default, is the local
+    // tier. MainOffice is a plain folder here.
     let grace_secs = 3;
     let cfg = lab.path("symcascade.toml");
     std::fs::write(
         &cfg,
         format!(
-            "sympath = 'srv*{}*{}'\n[agent]\nid = \"WINESMOKE\"\nrescan_interval = \"1s\"\n\
-             backfill_interval = \"1s\"\nshutdown_grace = \"{grace_secs}s\"\n",
-            z(&lab.path("branch")),
-            z(&lab.path("main")),
+            r#"sympath = 'srv*\\BranchOfficeA\BranchOfficeA*{main}'
+[smb]
+aliases = {{ BranchOfficeA = "{branch}" }}
+[smb.credentials.BranchOfficeA]
+user = "{USER}"
+password = "{PASSWORD}"
+[agent]
+id = "WINESMOKE"
+rescan_interval = "1s"
+backfill_interval = "1s"
+shutdown_grace = "{grace_secs}s"
+"#,
+            main = z(&lab.path("main")),
+            branch = samba.host(),
         ),
     )
     .unwrap();
@@ -212,7 +229,7 @@ fn windows_service_lifecycle_under_wine() {
     let rel = symcascade::layout::path_for(&key, symcascade::layout::Tiering::OneTier, Form::Plain);
     let in_store = |root: PathBuf| rel.components().iter().fold(root, |p, c| p.join(c));
     let local = in_store(wine.drive_c().join("Symbols"));
-    let branch = in_store(lab.path("branch"));
+    let branch = in_store(samba.share_dir("BranchOfficeA"));
     let same = |p: &Path| std::fs::read(p).ok() == std::fs::read(fixture(PDB)).ok();
     let t = Instant::now();
     while !(same(&local) && same(&branch)) {
@@ -226,12 +243,31 @@ fn windows_service_lifecycle_under_wine() {
     }
     eprintln!("replicated by the service in {:?}", t.elapsed());
     // It logged where an admin looks: %ProgramData%\symcascade\logs, daily rotated.
-    let log_dir = wine.drive_c().join("ProgramData/symcascade/logs");
-    let logged = std::fs::read_dir(&log_dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", log_dir.display()))
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .collect::<String>();
-    assert!(logged.contains("service running"), "log: {logged}");
+    // Wine gives services %ProgramData% = C:\users\Public (Windows: C:\ProgramData).
+    let log_dir = ["ProgramData", "users/Public"]
+        .map(|pd| wine.drive_c().join(pd).join("symcascade/logs"))
+        .into_iter()
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| wine.drive_c().join("ProgramData/symcascade/logs"));
+    let prefix = wine.prefix.clone();
+    let logged = || {
+        std::fs::read_dir(&log_dir)
+            .unwrap_or_else(|e| {
+                let found = Command::new("find")
+                    .arg(&prefix)
+                    .args(["-name", "symcascade.log*"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+                panic!(
+                    "{}: {e}; log files in the prefix: {found:?}",
+                    log_dir.display()
+                )
+            })
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect::<String>()
+    };
+    let log = logged();
+    assert!(log.contains("service running"), "log: {log}");
 
     // Stop: reaches Stopped within the wait hint it announced (shutdown_grace + margin).
     let t = Instant::now();
@@ -251,11 +287,8 @@ fn windows_service_lifecycle_under_wine() {
     eprintln!("`service stop` took {took:?} (wait hint {hint} s)");
     let out = wine.symcascade(exe, &["service", "status"], 1);
     assert!(out.contains("stopped, exit code 0"), "{out}");
-    let logged = std::fs::read_dir(&log_dir)
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .collect::<String>();
-    assert!(logged.contains("service stopped"), "log: {logged}");
+    let log = logged();
+    assert!(log.contains("service stopped"), "log: {log}");
 
     // Uninstall: gone for the service manager too.
     let out = wine.symcascade(exe, &["service", "uninstall"], 0);
