@@ -331,11 +331,11 @@ fn stop() -> Result<()> {
 
 fn stop_and_wait(service: &Service) -> Result<()> {
     let began = Instant::now();
-    service
+    let first = service
         .stop()
         .map_err(|e| scm_error(e, "stopping the service"))?;
     // The largest wait hint the service announced while stopping is what we hold it to.
-    let mut hint = Duration::ZERO;
+    let mut hint = first.wait_hint;
     let st = wait_until(service, |st| {
         if st.current_state == ServiceState::StopPending {
             hint = hint.max(st.wait_hint);
@@ -548,11 +548,30 @@ impl Reporter {
     }
 }
 
+/// The status handle, for the control handler (registered before the handle exists).
+static REPORTER: std::sync::OnceLock<Reporter> = std::sync::OnceLock::new();
+
 fn serve(job: Job) -> Result<()> {
+    let stop_hint = job
+        .config
+        .as_ref()
+        .map(|c| c.agent.shutdown_grace)
+        .unwrap_or_default()
+        + STOP_MARGIN;
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let handle = service_control_handler::register(SERVICE_NAME, move |control| match control {
         // Stop from `sc stop`/Services, Shutdown when Windows shuts down: both stop gracefully.
         ServiceControl::Stop | ServiceControl::Shutdown => {
+            // StopPending and its wait hint right away, so that the status ControlService
+            // hands back to `service stop` already carries them.
+            if let Some(scm) = REPORTER.get() {
+                scm.report(
+                    ServiceState::StopPending,
+                    1,
+                    stop_hint,
+                    ServiceExitCode::NO_ERROR,
+                );
+            }
             tx.send_replace(true);
             ServiceControlHandlerResult::NoError
         }
@@ -560,7 +579,7 @@ fn serve(job: Job) -> Result<()> {
         _ => ServiceControlHandlerResult::NotImplemented,
     })
     .context("registering the service control handler")?;
-    let scm = Reporter(handle);
+    let scm = *REPORTER.get_or_init(|| Reporter(handle));
     scm.report(
         ServiceState::StartPending,
         1,
@@ -589,7 +608,6 @@ fn serve(job: Job) -> Result<()> {
             bail!("cannot start the async runtime: {e}");
         }
     };
-    let stop_hint = config.agent.shutdown_grace + STOP_MARGIN;
     let dd = job.default_downstream;
     let result = rt.block_on(async {
         // Running only once the agent can start: a bad symbol path fails `service start` with
@@ -603,7 +621,6 @@ fn serve(job: Job) -> Result<()> {
         let shutdown = async {
             let _ = rx.wait_for(|stop| *stop).await;
             tracing::info!(service = SERVICE_NAME, wait_hint = ?stop_hint, "service stop requested");
-            scm.report(ServiceState::StopPending, 1, stop_hint, ServiceExitCode::NO_ERROR);
             // A fresh checkpoint every second tells the SCM the stop is progressing.
             ticker = Some(tokio::spawn(async move {
                 for checkpoint in 2.. {

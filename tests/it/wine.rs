@@ -75,7 +75,8 @@ impl Wine {
     }
 
     /// Runs `program args` with output to files (never a pipe: a service started by it would
-    /// inherit the pipe and hold it open); returns the exit status and stdout.
+    /// inherit the pipe and hold it open); returns the exit status and the output (stdout, then
+    /// stderr).
     fn run(&mut self, program: &str, args: &[&str], timeout: Duration) -> (ExitStatus, String) {
         self.n += 1;
         let out = self.logs.join(format!("{:02}.out", self.n));
@@ -102,13 +103,11 @@ impl Wine {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let stdout = std::fs::read_to_string(&out).unwrap_or_default();
-        eprintln!(
-            "$ {program} {}\n{stdout}{}-> {status}",
-            args.join(" "),
-            std::fs::read_to_string(&err).unwrap_or_default()
-        );
-        (status, stdout)
+        // stdout, then stderr.
+        let text = std::fs::read_to_string(&out).unwrap_or_default()
+            + &std::fs::read_to_string(&err).unwrap_or_default();
+        eprintln!("$ {program} {}\n{text}-> {status}", args.join(" "));
+        (status, text)
     }
 
     /// `symcascade.exe ARGS` in the prefix; asserts the exit code.
@@ -289,6 +288,18 @@ shutdown_grace = "{grace_secs}s"
     assert!(out.contains("stopped, exit code 0"), "{out}");
     let log = logged();
     assert!(log.contains("service stopped"), "log: {log}");
+
+    // A config broken after install: the start fails with the service-specific exit code that
+    // Windows logs (event 7024) and acts on with the recovery actions.
+    std::fs::write(lab.path("symcascade.toml"), "sympath = 'srv*Z:\\nowhere'\n").unwrap();
+    let out = wine.symcascade(exe, &["service", "start"], 2);
+    assert!(
+        out.contains("service-specific exit code 1 (bad config)"),
+        "{out}"
+    );
+    // `service run` is for the service manager only.
+    let out = wine.symcascade(exe, &["service", "run", "--config", &cfg], 2);
+    assert!(out.contains("started by the service manager"), "{out}");
 
     // Uninstall: gone for the service manager too.
     let out = wine.symcascade(exe, &["service", "uninstall"], 0);
