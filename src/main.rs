@@ -234,10 +234,14 @@ fn main() -> ExitCode {
         }
     };
     let config_path = cli.config.clone().or_else(|| {
-        // `run` and the queue commands fall back to the platform's default config file.
+        // `run`, the queue commands and `doctor` fall back to the platform's default config.
         let needs = matches!(
             cli.cmd,
-            Cmd::Run | Cmd::Request { .. } | Cmd::Prefetch { .. } | Cmd::Status { .. }
+            Cmd::Run
+                | Cmd::Request { .. }
+                | Cmd::Prefetch { .. }
+                | Cmd::Status { .. }
+                | Cmd::Doctor { .. }
         );
         let p = default_config_path();
         (needs && p.exists()).then_some(p)
