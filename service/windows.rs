@@ -135,9 +135,9 @@ fn running_under_wine() -> bool {
 
 /// One optional configuration call at install. On Windows a failure is an error (the install
 /// is rolled back): an admin who asked for recovery actions must not silently get none. Wine's
-/// service manager lacks some of them (delayed start, failure actions), so under Wine a failure
-/// is a warning — the CI smoke test runs there, and what it checks (start, run, stop) does not
-/// depend on them.
+/// service manager lacks two of them (delayed start, recovery on non-crash failures: it answers
+/// ERROR_INVALID_LEVEL), so under Wine a failure is a warning — the CI smoke test runs there,
+/// and what it checks (start, run, stop) does not depend on them.
 fn best_effort(wine: bool, what: &str, r: windows_service::Result<()>) -> Result<()> {
     match r {
         Ok(()) => Ok(()),
@@ -147,20 +147,6 @@ fn best_effort(wine: bool, what: &str, r: windows_service::Result<()>) -> Result
         }
         Err(e) => Err(scm_error(e, what)),
     }
-}
-
-/// Built-in accounts have no password; anything else may take one from the environment.
-fn is_builtin_account(account: &str) -> bool {
-    let a = account.to_ascii_lowercase();
-    [
-        "localsystem",
-        ".\\localsystem",
-        "nt authority\\system",
-        "nt authority\\networkservice",
-        "nt authority\\localservice",
-    ]
-    .contains(&a.as_str())
-        || a.ends_with('$')
 }
 
 fn install(config: &Path, account: Option<String>) -> Result<()> {
@@ -173,7 +159,7 @@ fn install(config: &Path, account: Option<String>) -> Result<()> {
     let exe = std::env::current_exe().context("locating symcascade.exe")?;
     let password = account
         .as_deref()
-        .filter(|a| !is_builtin_account(a))
+        .filter(|a| !symcascade::platform::is_builtin_service_account(a))
         .and_then(|_| std::env::var_os(PASSWORD_ENV));
     let info = ServiceInfo {
         name: SERVICE_NAME.into(),
@@ -652,23 +638,5 @@ fn serve(job: Job) -> Result<()> {
             stopped(code);
             bail!("{e}")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builtin_accounts_take_no_password() {
-        for a in [
-            "LocalSystem",
-            r"NT AUTHORITY\NetworkService",
-            r"nt authority\LocalService",
-            r"CORP\svc-symbols$",
-        ] {
-            assert!(is_builtin_account(a), "{a}");
-        }
-        assert!(!is_builtin_account(r"CORP\svc-symbols"));
     }
 }

@@ -62,6 +62,22 @@ pub fn default_log_file(get: impl Fn(&str) -> Option<String>) -> PathBuf {
     ))
 }
 
+/// Whether a Windows service account is one that has no password: LocalSystem,
+/// NetworkService, LocalService, or a group managed service account (`DOMAIN\name$`). For any
+/// other account `symcascade service install` takes a password from the environment.
+pub fn is_builtin_service_account(account: &str) -> bool {
+    let a = account.to_ascii_lowercase();
+    [
+        "localsystem",
+        ".\\localsystem",
+        "nt authority\\system",
+        "nt authority\\networkservice",
+        "nt authority\\localservice",
+    ]
+    .contains(&a.as_str())
+        || a.ends_with('$')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +142,23 @@ mod tests {
         for (pd, want) in table {
             let got = default_log_file(|k| env(*pd)(k).map(str::to_string));
             assert_eq!(got, PathBuf::from(want), "{pd:?}");
+        }
+    }
+
+    #[test]
+    fn builtin_service_accounts_take_no_password() {
+        for a in [
+            "LocalSystem",
+            r".\LocalSystem",
+            r"NT AUTHORITY\SYSTEM",
+            r"NT AUTHORITY\NetworkService",
+            r"nt authority\LocalService",
+            r"CORP\svc-symbols$",
+        ] {
+            assert!(is_builtin_service_account(a), "{a}");
+        }
+        for a in [r"CORP\svc-symbols", "Administrator", r".\symbols"] {
+            assert!(!is_builtin_service_account(a), "{a}");
         }
     }
 }
