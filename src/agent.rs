@@ -205,6 +205,9 @@ pub async fn setup(config: &Config, default_downstream: &Location) -> Result<Set
     let path: SymbolPath = text
         .parse()
         .map_err(|e| cfg(format!("key `sympath`: {e}")))?;
+    // Windows: a chain of shares only gets `C:\Symbols` as its local store (see `platform`).
+    let path =
+        crate::platform::with_default_local_store(path, crate::platform::default_local_store());
     let env = Credentials::from_env_with(|k| std::env::var(k).ok());
     let client = SmbClient::new(config.smb_config(env));
     let opener = Arc::new(Transports {

@@ -19,6 +19,7 @@ pub mod front;
 pub mod key;
 pub mod layout;
 pub mod metrics;
+pub mod platform;
 pub mod publish;
 pub mod queue;
 pub mod smb;

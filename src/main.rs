@@ -16,6 +16,11 @@ use symcascade::layout::{Form, Tiering};
 use symcascade::store::{LocalStore, Store, StoreOpener, Transports};
 use symcascade::sympath::{self, Element, Location, StoreSpec, SymbolPath};
 
+// `symcascade service …`: the Windows service (platform code lives in service/, outside the
+// library, which forbids unsafe code).
+#[path = "../service/mod.rs"]
+mod service;
+
 // Transfer buffers are 1 MiB: a caching allocator avoids an mmap/munmap pair and a page-fault
 // storm per chunk (measured: see BENCHMARKS.md).
 #[global_allocator]
@@ -113,6 +118,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Install and control the agent as a Windows service (install, uninstall, start, stop,
+    /// status); on Linux use the systemd unit service/symcascade.service.
+    Service {
+        #[command(subcommand)]
+        cmd: service::ServiceCmd,
+    },
     /// Add PE/PDB files to a local store, as `symstore add` does.
     Add {
         /// The store's root folder.
@@ -201,6 +212,20 @@ fn init_logging(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Service { cmd } = cli.cmd {
+        // The service loads its own config: a bad one must reach the service manager as an
+        // exit code, not end the process before it has talked to it.
+        let (verbose, json) = (cli.verbose, cli.log_json);
+        return service::main(
+            cmd,
+            service::Host {
+                config: cli.config,
+                default_config: default_config_path(),
+                default_downstream: default_downstream(),
+                init_logging: &|log| init_logging(verbose, json, log, true),
+            },
+        );
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -209,10 +234,14 @@ fn main() -> ExitCode {
         }
     };
     let config_path = cli.config.clone().or_else(|| {
-        // `run` and the queue commands fall back to the platform's default config file.
+        // `run`, the queue commands and `doctor` fall back to the platform's default config.
         let needs = matches!(
             cli.cmd,
-            Cmd::Run | Cmd::Request { .. } | Cmd::Prefetch { .. } | Cmd::Status { .. }
+            Cmd::Run
+                | Cmd::Request { .. }
+                | Cmd::Prefetch { .. }
+                | Cmd::Status { .. }
+                | Cmd::Doctor { .. }
         );
         let p = default_config_path();
         (needs && p.exists()).then_some(p)
@@ -402,6 +431,7 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Service { .. } => unreachable!("`service` is handled in main"),
         Cmd::Add {
             store,
             compress,

@@ -377,21 +377,29 @@ async fn main_down_records_wait_and_resume() {
     eprintln!("resumed {took:?} after MainOffice came back");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_transfer_then_restart_completes() {
-    let Some(office) = Office::start() else {
-        return;
-    };
+/// Starts an agent whose MainOffice sits behind a slow link (20 ms each way, `bits_per_sec`),
+/// queues the 5.7 MB PDB, lets `interrupt` end the agent while the file is crossing the link,
+/// and checks what must hold whatever the way of ending: no store has a partial file under the
+/// final name and the record survives. Returns the office, config and key for a restart.
+async fn interrupt_mid_transfer(
+    bits_per_sec: u64,
+    extra: &str,
+    interrupt: impl FnOnce(&mut AgentProc),
+) -> Option<(Office, PathBuf, symcascade::key::Key)> {
+    let office = Office::start()?;
     publish_main(&office, &[BIG_PDB]).await;
-    // MainOffice behind a slow link (20 ms each way, 8 Mbit/s): the 5.7 MB PDB takes ~6 s.
-    let port = crate::relay::relay(office.main.addr(), Duration::from_millis(20), 8_000_000).await;
-    let cfg = office.config("desk1", &format!("127.0.0.1:{port}"), "");
+    let port =
+        crate::relay::relay(office.main.addr(), Duration::from_millis(20), bits_per_sec).await;
+    let cfg = office.config("desk1", &format!("127.0.0.1:{port}"), extra);
     let key = key_of(BIG_PDB);
     cli(&cfg, &["request", key.name(), key.index()]);
     let mut agent = AgentProc::start(&office, &cfg, "desk1");
-    // Kill it while the file is crossing the slow link.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    agent.kill9();
+    wait_for("the transfer to start", Duration::from_secs(20), || {
+        agent.status().is_some_and(|s| s.in_flight > 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    interrupt(&mut agent);
     let branch_root = office.branch.share_dir("BranchOfficeA");
     no_partial_file(&branch_root, &key, BIG_PDB);
     no_partial_file(&office.local("desk1"), &key, BIG_PDB);
@@ -401,6 +409,17 @@ async fn kill_9_mid_transfer_then_restart_completes() {
         1,
         "the record survives"
     );
+    Some((office, cfg, key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_transfer_then_restart_completes() {
+    // 8 Mbit/s: the 5.7 MB PDB takes ~6 s.
+    let Some((office, cfg, key)) =
+        interrupt_mid_transfer(8_000_000, "", |agent| agent.kill9()).await
+    else {
+        return;
+    };
     // Restart: the record completes, everything identical.
     let _agent = AgentProc::start(&office, &cfg, "desk1");
     let local = key_path(&office.local("desk1"), &key, Form::Plain);
@@ -408,10 +427,46 @@ async fn kill_9_mid_transfer_then_restart_completes() {
         same_bytes(&local, &fixture(BIG_PDB))
     })
     .await;
+    let branch_root = office.branch.share_dir("BranchOfficeA");
     assert!(same_bytes(
         &key_path(&branch_root, &key, Form::Plain),
         &fixture(BIG_PDB)
     ));
+}
+
+/// What `systemctl stop` and the Windows service's Stop do (both end in `agent::run`'s shutdown
+/// future): SIGTERM during a transfer longer than `shutdown_grace`. The copy is abandoned when
+/// the grace is over, the process exits soon after, and no final name holds a partial file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_mid_transfer_leaves_no_partial_file() {
+    let grace = Duration::from_secs(1);
+    let mut stopped_in = None;
+    // 4 Mbit/s: the PDB needs ~12 s, far longer than the grace.
+    let Some((office, _, key)) =
+        interrupt_mid_transfer(4_000_000, "shutdown_grace = \"1s\"", |agent| {
+            let t = Instant::now();
+            let status = agent.stop();
+            stopped_in = Some(t.elapsed());
+            assert!(status.success(), "a graceful stop exits 0: {status}");
+        })
+        .await
+    else {
+        return;
+    };
+    let took = stopped_in.unwrap();
+    eprintln!("SIGTERM to exit: {took:?} (grace {grace:?})");
+    assert!(
+        took < grace + Duration::from_secs(5),
+        "the agent took {took:?} to stop with a grace of {grace:?}"
+    );
+    let log = std::fs::read_to_string(office.dir.path().join("desk1.log")).unwrap();
+    assert!(
+        log.contains("grace period over"),
+        "the stop did not interrupt the transfer: {log}"
+    );
+    // The transfer was cut: nothing under the final names at all.
+    assert!(!key_path(&office.local("desk1"), &key, Form::Plain).exists());
+    assert!(!key_path(&office.branch.share_dir("BranchOfficeA"), &key, Form::Plain).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -246,3 +246,33 @@ fn systemd_unit_verifies() {
         }
     }
 }
+
+/// Outside Windows, `symcascade service …` exists (same help everywhere) but exits 2 and points
+/// to the systemd unit; the hidden `run` entry too.
+#[cfg(not(windows))]
+#[test]
+fn service_subcommand_points_to_systemd_off_windows() {
+    for args in [
+        &[
+            "service",
+            "install",
+            "--account",
+            r"NT AUTHORITY\NetworkService",
+        ][..],
+        &["service", "status"],
+        &["service", "run"],
+    ] {
+        let (code, stdout, stderr) = out(bin().args(args));
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains("service/symcascade.service"), "{stderr}");
+    }
+    let (code, stdout, _) = out(bin().args(["service", "--help"]));
+    assert_eq!(code, 0);
+    for sub in ["install", "uninstall", "start", "stop", "status"] {
+        assert!(stdout.contains(sub), "{sub} missing from: {stdout}");
+    }
+    assert!(
+        !stdout.contains("  run "),
+        "`service run` is hidden: {stdout}"
+    );
+}

@@ -12,3 +12,4 @@ mod keys;
 mod relay;
 mod samba;
 mod smb;
+mod wine;
