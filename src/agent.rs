@@ -82,6 +82,26 @@ pub struct Transfer {
     pub at: u64,
 }
 
+impl Transfer {
+    /// The transfer a lookup made, `None` for a miss. `at` is now.
+    pub fn of(lookup: &crate::cascade::Lookup) -> Option<Transfer> {
+        let f = lookup.fetched.as_ref()?;
+        Some(Transfer {
+            key: lookup.key.to_string(),
+            found_in: f.found_in.clone(),
+            written: f
+                .written
+                .iter()
+                .filter(|w| w.new)
+                .map(|w| w.store.clone())
+                .collect(),
+            bytes_read: f.bytes_read,
+            ms: lookup.elapsed_ms,
+            at: queue::now_secs(),
+        })
+    }
+}
+
 /// What `status.json` holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {
@@ -652,19 +672,7 @@ impl Agent {
             if let Some(f) = &lookup.fetched {
                 st.hits += 1;
                 *st.bytes_read.entry(f.found_in.clone()).or_default() += f.bytes_read;
-                st.recent.push_back(Transfer {
-                    key: key.to_string(),
-                    found_in: f.found_in.clone(),
-                    written: f
-                        .written
-                        .iter()
-                        .filter(|w| w.new)
-                        .map(|w| w.store.clone())
-                        .collect(),
-                    bytes_read: f.bytes_read,
-                    ms: lookup.elapsed_ms,
-                    at: now,
-                });
+                st.recent.extend(Transfer::of(&lookup));
                 while st.recent.len() > 20 {
                     st.recent.pop_front();
                 }

@@ -291,22 +291,10 @@ impl Front {
         self.metrics.record_lookup(l);
         let now = Instant::now();
         match &l.fetched {
-            Some(f) => {
+            Some(_) => {
                 self.misses.lock().expect("misses").clear(&l.key);
                 let mut r = self.recent.lock().expect("recent");
-                r.push_back(Transfer {
-                    key: l.key.to_string(),
-                    found_in: f.found_in.clone(),
-                    written: f
-                        .written
-                        .iter()
-                        .filter(|w| w.new)
-                        .map(|w| w.store.clone())
-                        .collect(),
-                    bytes_read: f.bytes_read,
-                    ms: l.elapsed_ms,
-                    at: crate::queue::now_secs(),
-                });
+                r.extend(Transfer::of(l));
                 while r.len() > RECENT {
                     r.pop_front();
                 }

@@ -143,25 +143,13 @@ impl Drop for LocalOffice {
     }
 }
 
-/// Every file under `root` with its length: a snapshot to prove nothing was touched.
-fn tree(root: &Path) -> Vec<(PathBuf, u64)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !p.extension().is_some_and(|x| x == "log" || x == "headers") {
-                out.push((p.clone(), e.metadata().map(|m| m.len()).unwrap_or(0)));
-            }
-        }
-    }
-    out.sort();
-    out
+/// Every file under `root` with its length (not logs or curl's header dumps): a snapshot to
+/// prove nothing was touched.
+fn tree(root: &Path) -> Vec<(String, u64)> {
+    files_with_len(root)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with(".log") && !p.ends_with(".headers"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,8 +121,8 @@ impl Lab {
     }
 }
 
-/// Every regular file under `dir` whose name is not a temp or lock file, relative paths.
-pub fn published_files(dir: &Path) -> Vec<String> {
+/// Every regular file under `dir` with its length, relative paths, sorted.
+pub fn files_with_len(dir: &Path) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -134,13 +134,22 @@ pub fn published_files(dir: &Path) -> Vec<String> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push((p.strip_prefix(dir).unwrap().display().to_string(), len));
             }
         }
     }
     out.sort();
-    out.retain(|p| !p.starts_with("000Cascade"));
     out
+}
+
+/// Every published file under `dir` (not the `000Cascade` admin folder), relative paths.
+pub fn published_files(dir: &Path) -> Vec<String> {
+    files_with_len(dir)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| !p.starts_with("000Cascade"))
+        .collect()
 }
 
 /// A real tmpfs of `size` bytes (a genuinely full disk); unmounted on drop.
