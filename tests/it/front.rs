@@ -98,6 +98,15 @@ impl LocalOffice {
                 .await
                 .unwrap();
         }
+        // One file only in compressed form (as `symstore add /compress` writes it).
+        symcascade::publish::publish_file(
+            &s,
+            &fixture(PDB_X86),
+            Tiering::OneTier,
+            Form::Compressed,
+        )
+        .await
+        .unwrap();
         std::fs::create_dir_all(dir.path().join("branch")).unwrap();
         let port = free_port();
         let cfg = dir.path().join("front.toml");
@@ -515,4 +524,35 @@ async fn clients_outside_the_allow_list_are_refused() {
             "a refused client causes no transfer"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_two_tier_and_file_ptr_requests() {
+    let o = LocalOffice::start("", "").await;
+    let k = key_of(PDB_X86);
+    // SymSrv asks for the plain name first: the compressed hit is copied down (kept compressed
+    // in the branch, expanded in the front's store) and served expanded.
+    let g = curl(&url(o.port, &k, Form::Plain), &[], &o.path("x86.pdb"));
+    assert_eq!(g.code, 200);
+    same(&g.body, &fixture(PDB_X86));
+    assert!(key_path(&o.path("branch"), &k, Form::Compressed).exists());
+    // The compressed name is served too (from the branch, where it stays a cabinet).
+    let c = curl(&url(o.port, &k, Form::Compressed), &[], &o.path("x86.pd_"));
+    assert_eq!(c.code, 200);
+    assert_eq!(&std::fs::read(&c.body).unwrap()[..4], b"MSCF");
+    // The two-tier form of the same request.
+    let d = key_of(DLL);
+    let two = symcascade::layout::path_for(&d, Tiering::TwoTier, Form::Plain);
+    let t = curl(
+        &format!("http://127.0.0.1:{}/{two}", o.port),
+        &[],
+        &o.path("two.dll"),
+    );
+    assert_eq!(t.code, 200);
+    same(&t.body, &fixture(DLL));
+    // No file.ptr anywhere: a fast 404, no lookup of its own.
+    let lookups = metric(o.port, "symcascade_lookups_total");
+    let p = curl(&url(o.port, &d, Form::FilePtr), &[], &o.path("ptr"));
+    assert_eq!(p.code, 404);
+    assert_eq!(metric(o.port, "symcascade_lookups_total"), lookups);
 }
