@@ -4,7 +4,7 @@
 //! `_NT_SYMBOL_PATH`) → `Cascade::resolve` → `Cascade::lookup` → text or JSON on stdout.
 //! Exit codes for scripts: 0 found/ok, 1 not found, 2 error.
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -365,6 +365,7 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
         }
         Cmd::Request { any, name, index } => {
             let key = Key::new(&name, &index)?;
+            no_queue_check(&config)?;
             let setup = symcascade::agent::setup(&config, &default_downstream()).await?;
             let who = if any {
                 symcascade::queue::ANY.to_string()
@@ -383,7 +384,10 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             manifest,
             mine,
             wait,
-        } => prefetch(&config, &manifest, mine, wait).await,
+        } => {
+            no_queue_check(&config)?;
+            prefetch(&config, &manifest, mine, wait).await
+        }
         Cmd::Status { json } => status(&config, json).await,
         Cmd::Doctor { json } => {
             let setup = symcascade::agent::setup(&config, &default_downstream()).await?;
@@ -398,12 +402,7 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&checks)?);
             } else {
-                println!(
-                    "running as: {}",
-                    std::env::var("USER")
-                        .or_else(|_| std::env::var("USERNAME"))
-                        .unwrap_or_default()
-                );
+                println!("running as: {}", identity());
                 for c in &checks {
                     let lat = c
                         .latency_ms
@@ -531,6 +530,46 @@ fn describe_loc(l: &Location) -> String {
         Location::Http { .. } => "http",
     };
     format!("[{kind}] {l}")
+}
+
+/// `request`/`prefetch` write to the branch queue: refuse when no agent watches it.
+fn no_queue_check(config: &Config) -> Result<()> {
+    if !config.agent.queue {
+        bail!(
+            "the branch queue is disabled in this config (agent.queue = false): nothing would process the request; fetch through the HTTP front instead"
+        );
+    }
+    Ok(())
+}
+
+/// Who this process runs as, for `doctor`: `USER`/`USERNAME`, else (a service or `sudo -E`
+/// without them) the name of the real uid from `/proc/self/status` and `/etc/passwd`.
+fn identity() -> String {
+    if let Some(u) = ["USER", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    {
+        return u;
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        });
+    let Some(uid) = uid else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 2 && f[2] == uid)
+                .map(|f| f[0].to_string())
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// The platform's default config file: `%ProgramData%\symcascade\symcascade.toml` on Windows,

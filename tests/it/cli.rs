@@ -276,3 +276,38 @@ fn service_subcommand_points_to_systemd_off_windows() {
         "`service run` is hidden: {stdout}"
     );
 }
+
+#[test]
+fn request_is_refused_when_no_agent_watches_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("sympath = 'srv*{d}/local*{d}/branch*{d}/main'\n[agent]\nqueue = false\n"),
+    )
+    .unwrap();
+    let (code, _, err) = out(bin().arg("--config").arg(&cfg).args([
+        "request",
+        "a.pdb",
+        "0123456789ABCDEF0123456789ABCDEF1",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("agent.queue = false"), "{err}");
+    assert!(
+        !dir.path().join("branch/000Cascade").exists(),
+        "nothing queued"
+    );
+    // doctor names the identity even without USER (a service's environment).
+    let (_, so, _) = out(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("doctor")
+        .env_remove("USER")
+        .env_remove("USERNAME"));
+    let who = so.lines().next().unwrap_or_default();
+    assert!(
+        who.starts_with("running as: ") && who.len() > "running as: ".len(),
+        "{so}"
+    );
+}
