@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 
 /// Engine switches; defaults match SymSrv/SymProxy defaults.
 #[derive(Debug, Clone)]
@@ -376,6 +376,29 @@ pub struct Cascade {
     logged: Mutex<HashSet<(String, SkipOp, StoreErrorKind)>>,
 }
 
+/// Progress of a hit being read into a spool file, for [`Cascade::lookup_tapped`]. A reader
+/// may read `path` up to `written` bytes; `generation` changes when a new spool starts (the
+/// previous source failed and the next store is tried); `failed` marks the current one dead.
+#[derive(Debug, Clone, Default)]
+pub struct Spooling {
+    /// Incremented for each spool file started.
+    pub generation: u64,
+    /// The spool file (removed when the lookup ends: open it while it runs).
+    pub path: Option<PathBuf>,
+    /// Bytes the source announced, when it did.
+    pub len: Option<u64>,
+    /// Bytes flushed into the file so far.
+    pub written: u64,
+    /// The source failed midway; this spool will not complete.
+    pub failed: bool,
+}
+
+fn tap_failed(tap: Option<&watch::Sender<Spooling>>) {
+    if let Some(t) = tap {
+        t.send_modify(|s| s.failed = true);
+    }
+}
+
 /// A probe hit in one store.
 struct Found {
     form: Form,
@@ -532,6 +555,22 @@ impl Cascade {
     /// # Errors
     /// As [`Cascade::fetch`].
     pub async fn lookup(&self, key: &Key) -> Result<Lookup, CascadeError> {
+        self.lookup_tapped(key, None).await
+    }
+
+    /// Like [`Cascade::lookup`], publishing the progress of a plain hit read from a store of a
+    /// `srv*` chain to `tap` while it is being read (the bytes go to a spool file whose path and
+    /// flushed length `tap` announces), so an HTTP client can be served while the copy-down
+    /// is still running. Compressed or flat-folder hits are not announced (they are expanded or
+    /// key-checked first).
+    ///
+    /// # Errors
+    /// As [`Cascade::fetch`].
+    pub async fn lookup_tapped(
+        &self,
+        key: &Key,
+        tap: Option<&watch::Sender<Spooling>>,
+    ) -> Result<Lookup, CascadeError> {
         let start = Instant::now();
         let mut skipped = Vec::new();
         let mut fetched = None;
@@ -583,7 +622,10 @@ impl Cascade {
                 }
                 // One destination that takes the source form as it is: stream straight into it
                 // (no spool file, so one local write instead of three passes).
+                let tapped =
+                    tap.filter(|_| chain.search == SearchKind::Store && found.form == Form::Plain);
                 if let [(dest, bottom)] = dests.as_slice()
+                    && tapped.is_none()
                     && chain.search == SearchKind::Store
                     && found.via_ptr.is_none()
                     && !(found.form == Form::Compressed && *bottom && self.options.uncompress)
@@ -601,16 +643,21 @@ impl Cascade {
                     }
                 }
                 let spooled = match self
-                    .spool(chain.search, found.form, found.opened, key)
+                    .spool(chain.search, found.form, found.opened, key, tapped)
                     .await
                 {
                     Ok(Some(s)) => s,
                     Ok(None) => continue, // flat-folder file with another key
-                    Err(SpoolError::Store(e)) => {
-                        self.skip(&mut skipped, SkipOp::Read, &e.with_store(&tier.name()));
-                        continue;
+                    Err(e) => {
+                        tap_failed(tapped);
+                        match e {
+                            SpoolError::Store(e) => {
+                                self.skip(&mut skipped, SkipOp::Read, &e.with_store(&tier.name()));
+                                continue;
+                            }
+                            SpoolError::Local(e) => return Err(e),
+                        }
                     }
-                    Err(SpoolError::Local(e)) => return Err(e),
                 };
                 let f = self
                     .deliver(
@@ -813,6 +860,7 @@ impl Cascade {
         form: Form,
         mut opened: Opened,
         key: &Key,
+        tap: Option<&watch::Sender<Spooling>>,
     ) -> Result<Option<Spooled>, SpoolError> {
         let dir = self
             .options
@@ -832,6 +880,15 @@ impl Cascade {
             .map_err(local)?;
         let f = raw.as_file().try_clone().map_err(local)?;
         let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(f));
+        if let Some(t) = tap {
+            t.send_modify(|s| {
+                s.generation += 1;
+                s.path = Some(raw.path().to_path_buf());
+                s.len = opened.len;
+                s.written = 0;
+                s.failed = false;
+            });
+        }
         // Read errors are the source's; write errors are ours (a full temp disk must not make
         // the cascade blame the store and fetch the file again elsewhere).
         let mut buf = vec![0u8; 256 * 1024];
@@ -847,6 +904,11 @@ impl Cascade {
             }
             out.write_all(&buf[..k]).await.map_err(local)?;
             n += k as u64;
+            if let Some(t) = tap {
+                // Announce only bytes that are in the file.
+                out.flush().await.map_err(local)?;
+                t.send_modify(|s| s.written = n);
+            }
         }
         out.flush().await.map_err(local)?;
         if let Some(want) = opened.len

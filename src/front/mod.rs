@@ -25,7 +25,7 @@ mod status;
 pub use misscache::MissCache;
 
 use crate::agent::{StoreHealth, Transfer};
-use crate::cascade::{Cascade, Chain, Lookup, SkipOp, Tier};
+use crate::cascade::{Cascade, Chain, Lookup, SkipOp, Spooling, Tier};
 use crate::config::Config;
 use crate::exclusions::ExclusionList;
 use crate::key::Key;
@@ -119,6 +119,14 @@ impl FrontOptions {
 /// What a finished lookup left for the clients waiting on it.
 type Done = Arc<Result<Lookup, String>>;
 
+/// A lookup in flight: its result when it ends, and the progress of a plain hit being read
+/// (clients are served from the spool file while the cascade copies it down).
+#[derive(Clone)]
+struct Inflight {
+    done: watch::Receiver<Option<Done>>,
+    spool: watch::Receiver<Spooling>,
+}
+
 /// The HTTP front: shared state of every request.
 pub struct Front {
     cascade: Arc<Cascade>,
@@ -130,7 +138,7 @@ pub struct Front {
     local_hit_requests: prometheus_client::metrics::counter::Counter,
     opts: FrontOptions,
     misses: Mutex<MissCache>,
-    inflight: Mutex<HashMap<Key, watch::Receiver<Option<Done>>>>,
+    inflight: Mutex<HashMap<Key, Inflight>>,
     exclusions: Option<ExclusionList>,
     metrics: Arc<Metrics>,
     recent: Mutex<VecDeque<Transfer>>,
@@ -262,20 +270,29 @@ impl Front {
         r
     }
 
-    /// Starts (or joins) the lookup of `key`; the returned receiver yields its result. The
-    /// lookup runs in its own task, so it completes when every client has gone.
-    fn lookup_shared(self: &Arc<Self>, key: &Key) -> watch::Receiver<Option<Done>> {
+    /// Starts (or joins) the lookup of `key`; the returned receivers yield its progress and
+    /// result. The lookup runs in its own task, so it completes when every client has gone.
+    fn lookup_shared(self: &Arc<Self>, key: &Key) -> Inflight {
         let mut map = self.inflight.lock().expect("inflight");
-        if let Some(rx) = map.get(key) {
-            return rx.clone();
+        if let Some(f) = map.get(key) {
+            return f.clone();
         }
         let (tx, rx) = watch::channel(None);
-        map.insert(key.clone(), rx.clone());
+        let (stx, srx) = watch::channel(Spooling::default());
+        let f = Inflight {
+            done: rx,
+            spool: srx,
+        };
+        map.insert(key.clone(), f.clone());
         drop(map);
         let me = self.clone();
         let key = key.clone();
         tokio::spawn(async move {
-            let result = me.cascade.lookup(&key).await.map_err(|e| e.to_string());
+            let result = me
+                .cascade
+                .lookup_tapped(&key, Some(&stx))
+                .await
+                .map_err(|e| e.to_string());
             if let Ok(l) = &result {
                 me.after_lookup(l);
             }
@@ -284,7 +301,7 @@ impl Front {
             let _ = tx.send(Some(Arc::new(result)));
             me.inflight.lock().expect("inflight").remove(&key);
         });
-        rx
+        f
     }
 
     fn after_lookup(&self, l: &Lookup) {
@@ -471,19 +488,20 @@ async fn symbol_file(State(front): State<Arc<Front>>, req: Request) -> Response 
         return stream_uncached(&front, &fr, &req).await;
     }
     let limit = client_limit(&req.headers, front.opts.client_timeout);
-    let mut rx = front.lookup_shared(&fr.key);
-    // `wait_for` hands out a read guard (not Send): clone the result out at once.
-    let waited = tokio::time::timeout(limit, rx.wait_for(Option::is_some))
-        .await
-        .map(|r| r.map(|v| v.clone().expect("wait_for saw Some")));
-    let done: Done = match waited {
-        Ok(Ok(v)) => v,
-        Ok(Err(_)) => {
+    let fl = front.lookup_shared(&fr.key);
+    let done: Done = match wait_or_stream(&front, &fr, fl, limit, req.method == Method::HEAD).await
+    {
+        Waited::Done(d) => d,
+        Waited::Streaming(resp) => {
+            front.metrics.request(Outcome::Fetched);
+            return resp;
+        }
+        Waited::Died => {
             // The lookup task ended without publishing (it panicked).
             front.metrics.request(Outcome::Error);
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n");
         }
-        Err(_) => {
+        Waited::TimedOut => {
             front.metrics.request(Outcome::StillWorking);
             tracing::info!(key = %fr.key, ?limit, "client limit reached; transfer continues in the background");
             let mut r = plain(
@@ -527,6 +545,134 @@ async fn symbol_file(State(front): State<Arc<Front>>, req: Request) -> Response 
             plain(StatusCode::NOT_FOUND, "not found in this form\n")
         }
     }
+}
+
+enum Waited {
+    Done(Done),
+    Streaming(Response),
+    Died,
+    TimedOut,
+}
+
+/// Waits for the lookup to end, or for a plain hit to start arriving in its spool file (then
+/// the client is served from the spool while it grows), at most `limit`.
+async fn wait_or_stream(
+    front: &Arc<Front>,
+    fr: &FileRequest,
+    mut fl: Inflight,
+    limit: Duration,
+    head: bool,
+) -> Waited {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(d) = fl.done.borrow().clone() {
+            return Waited::Done(d);
+        }
+        if fr.form == Form::Plain {
+            let sp = fl.spool.borrow().clone();
+            if let (Some(path), Some(len), false) = (&sp.path, sp.len, sp.failed)
+                && let Ok(file) = std::fs::File::open(path)
+            {
+                return Waited::Streaming(stream_growing(
+                    front,
+                    file,
+                    len,
+                    sp.generation,
+                    fl.spool.clone(),
+                    head,
+                ));
+            }
+        }
+        tokio::select! {
+            r = fl.done.changed() => {
+                if r.is_err() && fl.done.borrow().is_none() {
+                    return Waited::Died;
+                }
+            }
+            // Err: the lookup ended; its result is checked at the top of the loop.
+            r = fl.spool.changed() => {
+                if r.is_err()
+                    && fl.done.changed().await.is_err()
+                    && fl.done.borrow().is_none()
+                {
+                    return Waited::Died;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return Waited::TimedOut,
+        }
+    }
+}
+
+/// Serves a plain hit from the spool file the cascade is still filling: reads up to the
+/// announced flushed length, waits for more, ends at `len`. When the source fails midway (or
+/// the cascade moves on to another store), the body ends with an error, so the client sees a
+/// short transfer and retries; nothing partial is ever stored under a final name.
+fn stream_growing(
+    front: &Arc<Front>,
+    file: std::fs::File,
+    len: u64,
+    generation: u64,
+    mut progress: watch::Receiver<Spooling>,
+    head: bool,
+) -> Response {
+    let b = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len);
+    if head {
+        return b.body(Body::empty()).expect("valid response");
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(2);
+    let metrics = front.metrics.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut f = tokio::fs::File::from_std(file);
+        let mut buf = vec![0u8; WARM_CHUNK];
+        let mut sent = 0u64;
+        let mut ended = false;
+        while sent < len {
+            let (written, alive) = {
+                let s = progress.borrow_and_update();
+                (s.written, s.generation == generation && !s.failed)
+            };
+            let fail = |why: &str| std::io::Error::other(format!("source failed: {why}"));
+            if !alive {
+                let _ = tx.send(Err(fail("the upstream read broke off"))).await;
+                return;
+            }
+            if written > sent {
+                let want = ((written - sent) as usize).min(buf.len());
+                match f.read(&mut buf[..want]).await {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(Err(fail("spool unreadable"))).await;
+                        return;
+                    }
+                    Ok(k) => {
+                        sent += k as u64;
+                        metrics.served(k as u64);
+                        if tx
+                            .send(Ok(bytes::Bytes::copy_from_slice(&buf[..k])))
+                            .await
+                            .is_err()
+                        {
+                            return; // the client went away; the transfer goes on
+                        }
+                    }
+                }
+                continue;
+            }
+            if ended {
+                let _ = tx.send(Err(fail("ended short"))).await;
+                return;
+            }
+            if progress.changed().await.is_err() {
+                // The lookup is over: what was announced last is all there is.
+                ended = true;
+            }
+        }
+    });
+    b.body(Body::from_stream(tokio_stream_from(rx)))
+        .expect("valid response")
 }
 
 /// SymProxy `NoCache`: stream the first upstream hit to the client, storing nothing.
