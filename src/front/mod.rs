@@ -364,10 +364,6 @@ impl Front {
         }
         None
     }
-
-    fn store_health_roles(&self) -> (&Chain, usize) {
-        (&self.chain, self.branch)
-    }
 }
 
 async fn allow_list(
@@ -615,10 +611,7 @@ fn stream_growing(
     mut progress: watch::Receiver<Spooling>,
     head: bool,
 ) -> Response {
-    let b = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, len);
+    let b = file_response(Some(len));
     if head {
         return b.body(Body::empty()).expect("valid response");
     }
@@ -700,12 +693,7 @@ async fn stream_uncached(
 }
 
 fn stream(front: &Arc<Front>, o: crate::store::Opened, head: bool) -> Response {
-    let mut b = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/octet-stream");
-    if let Some(len) = o.len {
-        b = b.header(header::CONTENT_LENGTH, len);
-    }
+    let b = file_response(o.len);
     if head {
         return b.body(Body::empty()).expect("valid response");
     }
@@ -719,6 +707,17 @@ fn stream(front: &Arc<Front>, o: crate::store::Opened, head: bool) -> Response {
         },
     );
     b.body(Body::from_stream(counted)).expect("valid response")
+}
+
+/// The head of a 200 answer carrying a symbol file (`Content-Length` when known).
+fn file_response(len: Option<u64>) -> axum::http::response::Builder {
+    let b = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    match len {
+        Some(len) => b.header(header::CONTENT_LENGTH, len),
+        None => b,
+    }
 }
 
 /// Range or conditional headers: those requests go to `tower-http`'s `ServeFile`, which
@@ -760,11 +759,7 @@ impl Front {
             return None;
         }
         let len = m.len();
-        let b = Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::CONTENT_LENGTH, len)
-            .header(header::ACCEPT_RANGES, "bytes");
+        let b = file_response(Some(len)).header(header::ACCEPT_RANGES, "bytes");
         if head {
             return Some(b.body(Body::empty()).expect("valid response"));
         }
@@ -844,8 +839,7 @@ async fn serve_local(path: &std::path::Path, req: Request) -> Option<Response> {
 
 /// Store health for `/status` (bounded by 3 s per store).
 async fn health(front: &Front) -> Vec<StoreHealth> {
-    let (chain, branch) = front.store_health_roles();
-    crate::agent::store_health(chain, branch, Duration::from_secs(3)).await
+    crate::agent::store_health(&front.chain, front.branch, Duration::from_secs(3)).await
 }
 
 #[cfg(test)]
