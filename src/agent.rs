@@ -591,10 +591,7 @@ impl Agent {
                 continue;
             }
             // Cheap filter by name; the record's content is authoritative.
-            if let Some(req) = requester_of(&name)
-                && req != self.s.id
-                && req != queue::ANY
-            {
+            if !may_be_for(&name, &self.s.id) {
                 continue;
             }
             let tries = due.get(&name).map(|d| d.1).unwrap_or(0);
@@ -627,7 +624,7 @@ impl Agent {
                 return Outcome::Done;
             }
         };
-        if record.requester != self.s.id && record.requester != queue::ANY {
+        if !record.requester.eq_ignore_ascii_case(&self.s.id) && record.requester != queue::ANY {
             return Outcome::Retry(self.s.rescan * 10);
         }
         // Miss cache (SymProxy MissTimeout), shared by the branch.
@@ -907,14 +904,21 @@ impl Agent {
     }
 }
 
-/// The requester part of a record file name `<index>-<requester>-<name>.req`.
-fn requester_of(file: &str) -> Option<&str> {
-    let mut parts = file.splitn(3, '-');
-    let _index = parts.next()?;
-    let req = parts.next()?;
-    // Agent ids may contain '-': then the name-based filter cannot tell; let the content decide.
-    parts.next()?;
-    Some(req)
+/// Whether record file `<index>-<requester>-<name>.req` may be for agent `id` (or for
+/// [`queue::ANY`]): a cheap filter on the exact prefix, so a scan reads only records that may
+/// be ours. Both ids and names may contain `-` (`DESKTOP-4F2K9Q1`,
+/// `api-ms-win-core-file-l1-1-0.dll`), so the file name alone cannot say whose a record is;
+/// a record that passes is decided by its content (`Record::requester`). Indexes hold no `-`.
+fn may_be_for(file: &str, id: &str) -> bool {
+    let Some((_index, rest)) = file.split_once('-') else {
+        return false;
+    };
+    // Host names are case-insensitive on Windows: `desktop-4f2k9q1` is the same machine.
+    [id, queue::ANY].iter().any(|r| {
+        rest.get(..r.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(r))
+            && rest[r.len()..].starts_with('-')
+    })
 }
 
 enum Outcome {
@@ -988,5 +992,44 @@ pub fn admin_folder(location: &Location, client: &Arc<SmbClient>) -> Option<Fold
             dir: vec![queue::ADMIN_DIR.to_string()],
         }),
         Location::Http { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_be_for;
+
+    #[test]
+    fn record_names_match_hyphenated_and_underscore_ids_exactly() {
+        let i = "1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21";
+        let cases: &[(&str, &str, bool)] = &[
+            // Windows' default host names and the README's ids hold `-`.
+            ("DESKTOP-4F2K9Q1", "-DESKTOP-4F2K9Q1-ntdll.pdb.req", true),
+            ("DESK-0042", "-DESK-0042-ntdll.pdb.req", true),
+            (
+                "BRANCH-A-SRV",
+                "-BRANCH-A-SRV-api-ms-win-core-l1-1-0.dll.req",
+                true,
+            ),
+            ("desk_1", "-desk_1-ntdll.pdb.req", true),
+            ("desktop-4f2k9q1", "-DESKTOP-4F2K9Q1-ntdll.pdb.req", true),
+            // Branch-wide requests are for every agent.
+            ("DESK-0042", "-any-ntdll.pdb.req", true),
+            // Another agent's record.
+            ("DESK-0042", "-DESK-0043-ntdll.pdb.req", false),
+            ("DESK-0042", "-desk_1-ntdll.pdb.req", false),
+            // A prefix of another id passes the filter; the record's content decides.
+            ("DESK", "-DESK-0042-ntdll.pdb.req", true),
+            ("DESK-00", "-DESK-0042-ntdll.pdb.req", false),
+            ("DESK", "", false),
+        ];
+        for (id, tail, want) in cases {
+            let file = if tail.is_empty() {
+                "garbage".to_string()
+            } else {
+                format!("{i}{tail}")
+            };
+            assert_eq!(may_be_for(&file, id), *want, "{id} / {file}");
+        }
     }
 }

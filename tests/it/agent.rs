@@ -191,8 +191,8 @@ async fn request_replicates_main_to_branch_then_local() {
         return;
     };
     publish_main(&office, &[PDB]).await;
-    let cfg = office.config("desk1", &office.main.host(), "");
-    let mut agent = AgentProc::start(&office, &cfg, "desk1");
+    let cfg = office.config("DESKTOP-4F2K9Q1", &office.main.host(), "");
+    let mut agent = AgentProc::start(&office, &cfg, "DESKTOP-4F2K9Q1");
     wait_for("agent status", Duration::from_secs(20), || {
         agent.status().is_some()
     })
@@ -200,7 +200,7 @@ async fn request_replicates_main_to_branch_then_local() {
     let key = pdb_key();
     let out = cli(&cfg, &["request", key.name(), key.index()]);
     assert!(out.starts_with("queued"), "{out}");
-    let local = key_path(&office.local("desk1"), &key, Form::Plain);
+    let local = key_path(&office.local("DESKTOP-4F2K9Q1"), &key, Form::Plain);
     let took = wait_for("the local copy", Duration::from_secs(20), || {
         same_bytes(&local, &fixture(PDB))
     })
@@ -221,7 +221,7 @@ async fn request_replicates_main_to_branch_then_local() {
         st.recent[0].written,
         vec![
             "\\\\BranchOfficeA\\BranchOfficeA".to_string(),
-            office.local("desk1").display().to_string()
+            office.local("DESKTOP-4F2K9Q1").display().to_string()
         ]
     );
     // The record is gone; status (human and JSON) says so.
@@ -260,11 +260,11 @@ async fn two_agents_pull_one_pdb_over_the_wan_once() {
     let key = key_of(BIG_PDB);
     let size = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
     let (ca, cb) = (
-        office.config("deskA", &office.main.host(), ""),
-        office.config("deskB", &office.main.host(), ""),
+        office.config("DESK", &office.main.host(), ""),
+        office.config("DESK-0042", &office.main.host(), ""),
     );
-    let a = AgentProc::start(&office, &ca, "deskA");
-    let b = AgentProc::start(&office, &cb, "deskB");
+    let a = AgentProc::start(&office, &ca, "DESK");
+    let b = AgentProc::start(&office, &cb, "DESK-0042");
     wait_for("both agents", Duration::from_secs(20), || {
         a.status().is_some() && b.status().is_some()
     })
@@ -276,7 +276,7 @@ async fn two_agents_pull_one_pdb_over_the_wan_once() {
         (ra.join().unwrap(), rb.join().unwrap())
     });
     assert!(ra.starts_with("queued") && rb.starts_with("queued"));
-    for id in ["deskA", "deskB"] {
+    for id in ["DESK", "DESK-0042"] {
         let p = key_path(&office.local(id), &key, Form::Plain);
         wait_for(id, Duration::from_secs(30), || {
             same_bytes(&p, &fixture(BIG_PDB))
