@@ -941,7 +941,8 @@ fn load_backfills(dir: &Path) -> Vec<Backfill> {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    // Readable by other accounts: `symcascade status` run by a user reads the service's file.
+    let mut tmp = crate::store::local::shared_tempfile(dir, ".status.", ".symcascade-tmp")?;
     std::io::Write::write_all(&mut tmp, bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())

@@ -161,10 +161,11 @@ impl Folder {
                 let (p, name_s, content) = (p.clone(), name.to_string(), content.to_vec());
                 let r = tokio::task::spawn_blocking(move || -> io::Result<bool> {
                     std::fs::create_dir_all(&p)?;
-                    let mut tmp = tempfile::Builder::new()
-                        .prefix(&format!(".{name_s}."))
-                        .suffix(".symcascade-tmp")
-                        .tempfile_in(&p)?;
+                    let mut tmp = crate::store::local::shared_tempfile(
+                        &p,
+                        &format!(".{name_s}."),
+                        ".symcascade-tmp",
+                    )?;
                     io::Write::write_all(&mut tmp, &content)?;
                     tmp.as_file().sync_all()?;
                     match tmp.persist_noclobber(p.join(&name_s)) {

@@ -158,6 +158,29 @@ impl LocalStore {
     }
 }
 
+/// Creates a temp file in `dir` (`<prefix><random><suffix>`) that, once renamed into place, is
+/// readable like any file the user creates: mode `0666 & !umask` on Unix (tempfile's default,
+/// 0600, survives the rename and would hide the file from Samba's other users, nginx and other
+/// accounts reading a shared store), the folder's inherited ACL on Windows.
+///
+/// # Errors
+/// The I/O error creating the file.
+pub fn shared_tempfile(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> io::Result<tempfile::NamedTempFile> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix).suffix(suffix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Passed to open(2), so the process umask applies, as for any new file.
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b.tempfile_in(dir)
+}
+
 fn remove_dead_temps(dir: &Path, file_name: &str) {
     let prefix = format!(".{file_name}.");
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -311,10 +334,7 @@ impl Store for LocalStore {
                     ));
                 }
             }
-            let tmp = tempfile::Builder::new()
-                .prefix(&format!(".{file_name}."))
-                .suffix(TMP_SUFFIX)
-                .tempfile_in(&dir)?;
+            let tmp = shared_tempfile(&dir, &format!(".{file_name}."), TMP_SUFFIX)?;
             Ok((dir, tmp))
         })
         .await
@@ -371,9 +391,13 @@ impl Store for LocalStore {
         blocking(move || {
             let meta = std::fs::metadata(&root)?;
             let readable = meta.is_dir() && std::fs::read_dir(&root).is_ok();
+            // Mode bits say nothing about ACLs, read-only mounts, root or another account:
+            // only creating a file tells (as `doctor` does). The probe is removed on drop.
+            let writable =
+                readable && shared_tempfile(&root, ".symcascade-probe.", TMP_SUFFIX).is_ok();
             Ok(Capabilities {
                 readable,
-                writable: readable && !meta.permissions().readonly(),
+                writable,
                 free_bytes: fs4::available_space(&root).ok(),
             })
         })

@@ -169,6 +169,18 @@ pub(crate) async fn publish_main(office: &Office, names: &[&str]) {
     }
 }
 
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// This process's umask (inherited by the agents it starts).
+fn umask() -> u32 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let v = s.lines().find_map(|l| l.strip_prefix("Umask:")).unwrap();
+    u32::from_str_radix(v.trim(), 8).unwrap()
+}
+
 fn same_bytes(a: &Path, b: &Path) -> bool {
     matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
 }
@@ -197,6 +209,12 @@ async fn request_replicates_main_to_branch_then_local() {
         agent.status().is_some()
     })
     .await;
+    // `symcascade status` run by another account reads the agent's status file.
+    assert_eq!(
+        mode_of(&agent.state.join("status.json")),
+        0o666 & !umask(),
+        "status.json as any new file"
+    );
     let key = pdb_key();
     let out = cli(&cfg, &["request", key.name(), key.index()]);
     assert!(out.starts_with("queued"), "{out}");

@@ -516,3 +516,37 @@ async fn file_ptr_targets_outside_the_symbol_path_are_refused() {
         assert!(s.detail.contains(why), "{target}: {}", s.detail);
     }
 }
+
+/// Writability is what a write does, not what mode bits say: a folder with mode 0755 on a
+/// read-only mount is not writable; a 0555 folder is writable for root (who may write anyway).
+#[tokio::test]
+async fn local_writability_is_probed_not_read_from_mode_bits() {
+    use std::os::unix::fs::PermissionsExt;
+    use symcascade::store::{LocalStore, Store};
+    let lab = Lab::new();
+    let _ro = ReadOnlyMount::mount(&lab.path("branch"), &lab.path("branch_ro"));
+    let mode = std::fs::metadata(lab.path("branch_ro"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_ne!(mode & 0o200, 0, "mode bits say writable: {mode:o}");
+    let c = LocalStore::new(lab.path("branch_ro"))
+        .capabilities()
+        .await
+        .unwrap();
+    assert!(c.readable && !c.writable, "{c:?}");
+    std::fs::set_permissions(lab.path("local"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let c = LocalStore::new(lab.path("local"))
+        .capabilities()
+        .await
+        .unwrap();
+    let root = std::fs::File::create(lab.path("local").join("probe")).is_ok();
+    assert_eq!(c.writable, root, "{c:?}");
+    // The probe leaves nothing behind.
+    let left: Vec<_> = std::fs::read_dir(lab.path("local"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.iter().all(|n| n == "probe"), "{left:?}");
+}

@@ -311,3 +311,70 @@ fn request_is_refused_when_no_agent_watches_the_queue() {
         "{so}"
     );
 }
+
+/// Modes of every file and folder under `dir` (not `000Cascade`), relative paths.
+fn modes(dir: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            if rel.starts_with("000Cascade") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push((rel, e.metadata().unwrap().permissions().mode() & 0o7777));
+        }
+    }
+    out
+}
+
+/// Under umask 022, what `add` and `get` write is readable by every account (a store exported by
+/// Samba or nginx, or read by another user's debugger): files 0644, folders 0755, as any file the
+/// user creates — not tempfile's 0600. Checked by mode and by reading as `nobody`.
+#[test]
+fn written_files_follow_the_umask_and_other_users_read_them() {
+    let lab = Lab::new();
+    let with_umask = |args: &[&str]| {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("umask 022; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_symcascade"))
+            .args(args)
+            .env_remove("_NT_SYMBOL_PATH")
+            .env_remove("_NT_ALT_SYMBOL_PATH");
+        c
+    };
+    let main = lab.s("main");
+    let (code, _, err) = out(with_umask(&["add", "--store", &main, "--compress"])
+        .arg(fixture(PDB))
+        .arg(fixture(DLL)));
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, err) =
+        out(with_umask(&["get", "--sympath", &lab.three_tier()]).arg(fixture(DLL)));
+    assert_eq!(code, 0, "{err}");
+    for store in ["main", "branch", "local"] {
+        let m = modes(&lab.path(store));
+        assert!(!m.is_empty(), "{store} holds files");
+        for (p, mode) in m {
+            let want = if lab.path(store).join(&p).is_dir() {
+                0o755
+            } else {
+                0o644
+            };
+            assert_eq!(mode, want, "{store}/{p}: {mode:o}");
+        }
+    }
+    run(Command::new("chmod").arg("755").arg(lab.dir.path()));
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(stdout.trim())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "nobody reads {}", stdout.trim());
+    assert_eq!(o.stdout, std::fs::read(fixture(PDB)).unwrap());
+}
