@@ -153,10 +153,17 @@ impl SmbStore {
         tree: &Tree,
         rel: &RelPath,
     ) -> Result<(), StoreError> {
-        // The store root itself must exist; create the key's folders one level at a time.
-        let parent = rel.parent();
-        for i in 1..=parent.len() {
-            let p = self.share_path(&parent[..i]);
+        // The store's own folders too: per SymStore, a downstream store that does not exist
+        // yet is created ("If DownstreamStore specifies a directory that does not exist,
+        // SymStore will attempt to create it"). One level at a time; existing ones are opened.
+        let all: Vec<&str> = self
+            .dirs
+            .iter()
+            .chain(rel.parent())
+            .map(String::as_str)
+            .collect();
+        for i in 1..=all.len() {
+            let p = all[..i].join("\\");
             let r = self
                 .call(
                     server,

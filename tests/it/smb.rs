@@ -492,3 +492,36 @@ async fn full_branch_share_is_skipped_and_left_clean() {
         &fixture(PDB),
     );
 }
+
+/// A branch store below a folder of the share that does not exist yet (`\\host\share\new\sub`)
+/// is created and filled, as SymSrv creates a missing downstream store, instead of being
+/// skipped with "Object Path Not Found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_store_folder_on_a_share_is_created_and_filled() {
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
+    publish_on_server(&samba, "MainOffice", &[PDB], Form::Plain).await;
+    let lab = Lab::new();
+    let (_c, t) = transports(smb_config(Some(samba.credentials())));
+    let branch = format!("{}\\newsub\\Symbols", samba.unc("BranchOfficeA"));
+    assert!(!samba.share_dir("BranchOfficeA").join("newsub").exists());
+    let path = format!(
+        "srv*{}*{branch}*{}",
+        lab.s("local"),
+        samba.unc("MainOffice")
+    );
+    let c = lab.cascade_with(&path, CascadeOptions::default(), t).await;
+    let key = pdb_key();
+    let l = c.lookup(&key).await.unwrap();
+    assert!(l.skipped.is_empty(), "{:?}", l.skipped);
+    let f = l.fetched.expect("hit on MainOffice");
+    let stores: Vec<_> = f.written.iter().map(|w| w.store.clone()).collect();
+    assert_eq!(stores, vec![branch, lab.s("local")]);
+    let rel = symcascade::layout::path_for(&key, symcascade::layout::Tiering::OneTier, Form::Plain);
+    let on_disk = rel.components().iter().fold(
+        samba.share_dir("BranchOfficeA").join("newsub/Symbols"),
+        |p, c| p.join(c),
+    );
+    same(&on_disk, &fixture(PDB));
+}
