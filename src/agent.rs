@@ -156,7 +156,7 @@ struct Agent {
     s: Settings,
     cascade: Arc<Cascade>,
     chain: Chain,
-    branch: usize,
+    branch: Option<usize>,
     queue: Queue,
     state_dir: PathBuf,
     status: Mutex<Status>,
@@ -173,8 +173,9 @@ pub struct Setup {
     pub cascade: Arc<Cascade>,
     /// The chain the agent replicates (the first `srv*` element).
     pub chain: Chain,
-    /// Index of the branch store in `chain.tiers`.
-    pub branch: usize,
+    /// Index of the branch store (the queue holder) in `chain.tiers`; `None` when the queue is
+    /// off and the chain has no store between local and upstream.
+    pub branch: Option<usize>,
     /// `<branch>/000Cascade`.
     pub admin: Folder,
     /// The agent's state folder (back-fills, status).
@@ -249,15 +250,17 @@ pub async fn setup(config: &Config, default_downstream: &Location) -> Result<Set
         })?;
     let locations = chain_locations(&path, ci, default_downstream);
     let branch = match &config.agent.branch {
-        Some(b) => locations
-            .iter()
-            .position(|l| l.to_string().eq_ignore_ascii_case(b))
-            .ok_or_else(|| {
-                cfg(format!(
-                    "key `agent.branch`: {b:?} is not a store of the chain"
-                ))
-            })?,
-        None => 1,
+        Some(b) => Some(
+            locations
+                .iter()
+                .position(|l| l.to_string().eq_ignore_ascii_case(b))
+                .ok_or_else(|| {
+                    cfg(format!(
+                        "key `agent.branch`: {b:?} is not a store of the chain"
+                    ))
+                })?,
+        ),
+        None => default_branch(locations.len(), config.agent.queue).map_err(cfg)?,
     };
     let local = match &locations[0] {
         Location::Local { path } => PathBuf::from(path),
@@ -267,7 +270,7 @@ pub async fn setup(config: &Config, default_downstream: &Location) -> Result<Set
             )));
         }
     };
-    let admin = match admin_folder(&locations[branch], &client) {
+    let admin = match branch.and_then(|b| admin_folder(&locations[b], &client)) {
         Some(a) => a,
         // A SymProxy-style server (`queue = false`) may have only HTTP upstreams; its queue
         // folder is never watched, so the local store's admin folder stands in.
@@ -299,6 +302,34 @@ pub async fn setup(config: &Config, default_downstream: &Location) -> Result<Set
         locations,
         client,
     })
+}
+
+/// The branch store (the one holding the queue) of an `n`-store chain when `[agent] branch` is
+/// not set: the second store, but never the chain's last store — that is the upstream (the
+/// main office), which the agent must not write its queue into. With `queue` off no branch is
+/// needed (`Ok(None)`).
+///
+/// # Errors
+/// What to add to the config, when the chain has no store between local and upstream.
+fn default_branch(n: usize, queue: bool) -> Result<Option<usize>, String> {
+    match n {
+        3.. => Ok(Some(1)),
+        _ if !queue => Ok(None),
+        _ => Err(format!(
+            "key `sympath`: the chain has {n} stores, so its second store is the upstream (main office) store, and the agent will not put its queue there; add a branch store between the local and the upstream store (srv*C:\\Symbols*\\\\BranchOfficeA\\Symbols*\\\\MainOffice\\Symbols), or name the store that holds the queue with `[agent] branch = \"…\"`, or set `[agent] queue = false` to run only the HTTP front"
+        )),
+    }
+}
+
+/// The role of tier `i` of an `n`-store chain whose branch store (queue holder) is `branch`:
+/// `local`, `branch`, `upstream` or `intermediate`, for status and `doctor`.
+pub fn tier_role(i: usize, n: usize, branch: Option<usize>) -> &'static str {
+    match i {
+        0 => "local",
+        i if Some(i) == branch => "branch",
+        i if i + 1 == n => "upstream",
+        _ => "intermediate",
+    }
 }
 
 /// The locations of chain `ci`'s stores in tier order (HTTP stores last, as the cascade
@@ -336,15 +367,14 @@ impl Setup {
 
 /// Checks every store of the chain (reachable, writable, free space), concurrently, each
 /// bounded by `timeout`.
-pub async fn store_health(chain: &Chain, branch: usize, timeout: Duration) -> Vec<StoreHealth> {
+pub async fn store_health(
+    chain: &Chain,
+    branch: Option<usize>,
+    timeout: Duration,
+) -> Vec<StoreHealth> {
     let n = chain.tiers.len();
     let checks = chain.tiers.iter().enumerate().map(|(i, t)| async move {
-        let role = match i {
-            0 => "local",
-            i if i == branch => "branch",
-            i if i + 1 == n => "upstream",
-            _ => "intermediate",
-        };
+        let role = tier_role(i, n, branch);
         let store = t.store().describe().location;
         match tokio::time::timeout(timeout, t.store().capabilities()).await {
             Ok(Ok(c)) => StoreHealth {
@@ -998,7 +1028,27 @@ pub fn admin_folder(location: &Location, client: &Arc<SmbClient>) -> Option<Fold
 
 #[cfg(test)]
 mod tests {
-    use super::may_be_for;
+    use super::{default_branch, may_be_for, tier_role};
+
+    #[test]
+    fn the_queue_never_defaults_to_the_upstream_store() {
+        assert_eq!(default_branch(3, true), Ok(Some(1)));
+        assert_eq!(default_branch(4, false), Ok(Some(1)));
+        assert_eq!(default_branch(2, false), Ok(None));
+        let e = default_branch(2, true).unwrap_err();
+        assert!(
+            e.contains("agent] branch") && e.contains("queue = false"),
+            "{e}"
+        );
+        let roles = |n, b| (0..n).map(|i| tier_role(i, n, b)).collect::<Vec<_>>();
+        assert_eq!(roles(3, Some(1)), ["local", "branch", "upstream"]);
+        assert_eq!(roles(2, None), ["local", "upstream"]);
+        assert_eq!(roles(2, Some(1)), ["local", "branch"]);
+        assert_eq!(
+            roles(4, Some(2)),
+            ["local", "intermediate", "branch", "upstream"]
+        );
+    }
 
     #[test]
     fn record_names_match_hyphenated_and_underscore_ids_exactly() {

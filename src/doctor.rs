@@ -41,12 +41,7 @@ pub async fn check(setup: &Setup, timeout: Duration) -> Vec<TierCheck> {
     let mut out = Vec::new();
     for (i, tier) in setup.chain.tiers.iter().enumerate() {
         let store = tier.store();
-        let role = match i {
-            0 => "local",
-            i if i == setup.branch => "branch",
-            i if i + 1 == n => "upstream",
-            _ => "intermediate",
-        };
+        let role = crate::agent::tier_role(i, n, setup.branch);
         let must_write = i + 1 < n && !setup.locations[i].is_http();
         let location = store.describe().location;
         let start = Instant::now();

@@ -131,7 +131,7 @@ struct Inflight {
 pub struct Front {
     cascade: Arc<Cascade>,
     chain: Chain,
-    branch: usize,
+    branch: Option<usize>,
     serving: Arc<Tier>,
     serving_root: PathBuf,
     local_hits: prometheus_client::metrics::counter::Counter,
@@ -167,7 +167,7 @@ impl Front {
     pub fn new(
         cascade: Arc<Cascade>,
         chain: Chain,
-        branch: usize,
+        branch: Option<usize>,
         opts: FrontOptions,
         metrics: Arc<Metrics>,
         agent_status: Option<PathBuf>,

@@ -378,3 +378,40 @@ fn written_files_follow_the_umask_and_other_users_read_them() {
     assert!(o.status.success(), "nobody reads {}", stdout.trim());
     assert_eq!(o.stdout, std::fs::read(fixture(PDB)).unwrap());
 }
+
+/// With a two-store chain (`srv*local*main`), the second store is the upstream: the agent
+/// refuses to start (exit 2, saying what to add) instead of writing its queue into the main
+/// store; naming the store with `[agent] branch` is the deliberate opt-in.
+#[test]
+fn two_store_chain_never_queues_in_the_upstream_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::create_dir_all(dir.path().join("main")).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("sympath = 'srv*{d}/local*{d}/main'\n")).unwrap();
+    for cmd in [
+        &["run"][..],
+        &["request", "a.pdb", "0123456789ABCDEF0123456789ABCDEF1"],
+        &["doctor"],
+    ] {
+        let (code, _, err) = out(bin().arg("--config").arg(&cfg).args(cmd));
+        assert_eq!(code, 2, "{cmd:?}: {err}");
+        assert!(
+            err.contains("[agent] branch") && err.contains("upstream"),
+            "{cmd:?}: {err}"
+        );
+    }
+    assert!(
+        !dir.path().join("main/000Cascade").exists(),
+        "nothing written into the main store"
+    );
+    // Opting in: the queue goes where the admin said.
+    std::fs::write(
+        &cfg,
+        format!("sympath = 'srv*{d}/local*{d}/main'\n[agent]\nbranch = '{d}/main'\n"),
+    )
+    .unwrap();
+    let (code, so, err) = out(bin().arg("--config").arg(&cfg).args(["doctor", "--json"]));
+    assert!(code == 0 || code == 1, "{so} {err}");
+    assert!(so.contains("\"branch\""), "{so}");
+}
