@@ -60,13 +60,16 @@ async fn main() -> anyhow::Result<()> {
 
     // The embedded default configuration: three local tiers, a quick rescan.
     let config = Config::parse(&format!(
-        "sympath = '{}'\n[agent]\nid = \"demo\"\nrescan_interval = \"2s\"\n",
+        // The build drop is outside the stores: a `file.ptr` may point into it only because
+        // it is listed in `file_ptr_roots`.
+        "sympath = '{}'\n[cascade]\nfile_ptr_roots = ['{}']\n[agent]\nid = \"demo\"\nrescan_interval = \"2s\"\n",
         format_args!(
             "srv*{}*{}*{}",
             local.display(),
             branch.display(),
             main.display()
-        )
+        ),
+        drop.display()
     ))
     .map_err(anyhow::Error::msg)?;
     println!("symbol path: {}", config.sympath.as_deref().unwrap_or(""));

@@ -52,6 +52,9 @@ pub struct CascadeOptions {
     /// Extra SMB hosts a `file.ptr` may point to (build drops), besides the hosts of the
     /// symbol path. Default: none.
     pub file_ptr_hosts: Vec<String>,
+    /// Extra local folders a `file.ptr` may point into (a build output folder), besides the
+    /// local stores of the symbol path. Default: none.
+    pub file_ptr_roots: Vec<PathBuf>,
     /// SymProxy/SymSrv `UriFilter` (SSRVOPT_URI_FILTER): bitmask of the forms asked of remote
     /// stores: HTTP 0x1 plain, 0x2 compressed, 0x4 `file.ptr`; UNC 0x10/0x20/0x40. `0` (the
     /// default) asks for every form. Fewer forms = fewer round trips per miss on slow links.
@@ -87,6 +90,7 @@ impl Default for CascadeOptions {
             max_expanded: compress::DEFAULT_MAX_EXPANDED,
             spool_dir: None,
             file_ptr_hosts: Vec::new(),
+            file_ptr_roots: Vec::new(),
             uri_filter: 0,
             uri_tiers: None,
         }
@@ -372,6 +376,9 @@ pub struct Cascade {
     /// SMB hosts named by the symbol path (lower-case): the only hosts a `file.ptr` may send us
     /// to, besides [`CascadeOptions::file_ptr_hosts`].
     known_hosts: HashSet<String>,
+    /// Local folders a `file.ptr` may point into: the local stores of the symbol path and
+    /// [`CascadeOptions::file_ptr_roots`].
+    local_roots: Vec<PathBuf>,
     opener: Arc<dyn StoreOpener>,
     logged: Mutex<HashSet<(String, SkipOp, StoreErrorKind)>>,
 }
@@ -501,6 +508,10 @@ impl Cascade {
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect();
+        let mut local_roots = options.file_ptr_roots.clone();
+        if let Location::Local { path } = default_downstream {
+            local_roots.push(PathBuf::from(path));
+        }
         for el in &path.elements {
             let locs: Vec<&Location> = match el {
                 Element::Server { stores, .. } => stores
@@ -517,8 +528,12 @@ impl Cascade {
                 _ => vec![],
             };
             for l in locs {
-                if let Location::Smb { host, .. } = l {
-                    known_hosts.insert(host.to_ascii_lowercase());
+                match l {
+                    Location::Smb { host, .. } => {
+                        known_hosts.insert(host.to_ascii_lowercase());
+                    }
+                    Location::Local { path } => local_roots.push(PathBuf::from(path)),
+                    Location::Http { .. } => {}
                 }
             }
         }
@@ -526,6 +541,7 @@ impl Cascade {
             chains,
             options,
             known_hosts,
+            local_roots,
             opener,
             logged: Mutex::new(HashSet::new()),
         }
@@ -811,6 +827,22 @@ impl Cascade {
                 return Err(refused(format!(
                     "file.ptr target {target:?}: a pointer in a remote store may not point to a local path"
                 )));
+            }
+            Location::Local { path } => {
+                let (roots, dir, n) = (self.local_roots.clone(), PathBuf::from(path), name.clone());
+                let inside =
+                    tokio::task::spawn_blocking(move || local_target_inside(&roots, &dir, &n))
+                        .await
+                        .unwrap_or(Some(false));
+                match inside {
+                    None => return Ok(None), // nothing there
+                    Some(true) => {}
+                    Some(false) => {
+                        return Err(refused(format!(
+                            "file.ptr target {target:?}: outside the symbol path's local stores (add its folder to file_ptr_roots to allow it)"
+                        )));
+                    }
+                }
             }
             Location::Smb { host, share, .. } => {
                 let admin = share.eq_ignore_ascii_case("ADMIN$")
@@ -1222,6 +1254,32 @@ impl StoreError {
         }
         self
     }
+}
+
+/// Whether a local `file.ptr` target `dir\name` (or its compressed form) lies inside one of
+/// `roots` once `..` and symbolic links are resolved: a pointer is text anyone who can write a
+/// store can write, and must not make us copy `/etc/shadow` or the agent's own config into
+/// the stores and serve it. `None` when `dir` does not exist (the target is simply absent).
+fn local_target_inside(roots: &[PathBuf], dir: &std::path::Path, name: &str) -> Option<bool> {
+    let dir = match std::fs::canonicalize(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(_) => return Some(false),
+    };
+    let roots: Vec<PathBuf> = roots
+        .iter()
+        .filter_map(|r| std::fs::canonicalize(r).ok())
+        .collect();
+    let within = |p: &std::path::Path| roots.iter().any(|r| p.starts_with(r));
+    if !within(&dir) {
+        return Some(false);
+    }
+    // The file itself may be a link out of the root.
+    let ok = [name.to_string(), layout::compressed_name(name)]
+        .iter()
+        .filter_map(|n| std::fs::canonicalize(dir.join(n)).ok())
+        .all(|p| within(&p));
+    Some(ok)
 }
 
 /// Verifies that a flat-folder file has the requested key; `Ok(true)` when it has.

@@ -339,6 +339,10 @@ pub struct CascadeSection {
     /// of the symbol path.
     #[serde(default, rename = "file_ptr_hosts")]
     pub file_ptr_hosts: Vec<String>,
+    /// Extra local folders `file.ptr` targets may point into (build output folders). Default:
+    /// only the local stores of the symbol path.
+    #[serde(default, rename = "file_ptr_roots")]
+    pub file_ptr_roots: Vec<PathBuf>,
 }
 
 impl Default for CascadeSection {
@@ -354,6 +358,7 @@ impl Default for CascadeSection {
             no_uncompress: false,
             spool_dir: None,
             file_ptr_hosts: Vec::new(),
+            file_ptr_roots: Vec::new(),
         }
     }
 }
@@ -662,6 +667,7 @@ impl Config {
             uncompress: !self.cascade.no_uncompress,
             spool_dir: self.cascade.spool_dir.clone(),
             file_ptr_hosts: self.cascade.file_ptr_hosts.clone(),
+            file_ptr_roots: self.cascade.file_ptr_roots.clone(),
             uri_filter: self.cascade.uri_filter,
             uri_tiers: match self.cascade.uri_tiers {
                 1 => Some(crate::layout::Tiering::OneTier),

@@ -181,7 +181,22 @@ async fn file_ptr_is_followed_msg_goes_on_and_no_file_pointers_turns_it_off() {
         .await;
     assert!(off.fetch(&key).await.unwrap().is_none());
 
+    // The drop is outside the symbol path's stores: followed only once configured.
     let c = lab.cascade(&lab.three_tier()).await;
+    let l = c.lookup(&key).await.unwrap();
+    assert!(l.fetched.is_none(), "{l:?}");
+    assert_eq!(l.skipped[0].kind, StoreErrorKind::PermissionDenied, "{l:?}");
+    let opts = CascadeOptions {
+        file_ptr_roots: vec![drop.clone()],
+        ..Default::default()
+    };
+    let c = lab
+        .cascade_with(
+            &lab.three_tier(),
+            opts,
+            Arc::new(symcascade::store::LocalOnly),
+        )
+        .await;
     let f = c.fetch(&key).await.unwrap().unwrap();
     assert_eq!((f.tier, f.form), (2, Form::FilePtr));
     assert_eq!(
@@ -205,7 +220,17 @@ async fn wantsptr_downstream_gets_the_pointer() {
     let text = format!("PATH:{}", fixture(PDB).display());
     std::fs::write(&ptr, &text).unwrap();
     std::fs::write(lab.path("branch").join("wantsptr.txt"), b"").unwrap();
-    let c = lab.cascade(&lab.three_tier()).await;
+    let opts = CascadeOptions {
+        file_ptr_roots: vec![fixture(PDB).parent().unwrap().to_path_buf()],
+        ..Default::default()
+    };
+    let c = lab
+        .cascade_with(
+            &lab.three_tier(),
+            opts,
+            Arc::new(symcascade::store::LocalOnly),
+        )
+        .await;
     c.fetch(&key).await.unwrap().unwrap();
     assert_eq!(
         std::fs::read_to_string(lab.file_in("branch", &key, Form::FilePtr)).unwrap(),
@@ -549,4 +574,73 @@ async fn local_writability_is_probed_not_read_from_mode_bits() {
         .map(|e| e.file_name())
         .collect();
     assert!(left.iter().all(|n| n == "probe"), "{left:?}");
+}
+
+/// A `file.ptr` in a local store is followed only into the symbol path's local stores and the
+/// configured `file_ptr_roots`: `/etc/passwd`, a `..` escape and a symbolic link out of the
+/// store are refused (a `permission_denied` skip), and nothing is copied anywhere.
+#[tokio::test]
+async fn local_file_ptr_targets_are_contained() {
+    let lab = Lab::new();
+    let key = pdb_key();
+    let ptr = lab.file_in("main", &key, Form::FilePtr);
+    std::fs::create_dir_all(ptr.parent().unwrap()).unwrap();
+    let secret = lab.path("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::copy(fixture(PDB), secret.join(PDB)).unwrap();
+    // Inside the main store's folder, but a link to the secret folder.
+    std::os::unix::fs::symlink(&secret, lab.path("main").join("linked")).unwrap();
+    let escapes = [
+        "/etc/passwd".to_string(),
+        secret.join(PDB).display().to_string(),
+        lab.path("main")
+            .join("..")
+            .join("secret")
+            .join(PDB)
+            .display()
+            .to_string(),
+        lab.path("main")
+            .join("linked")
+            .join(PDB)
+            .display()
+            .to_string(),
+    ];
+    for target in &escapes {
+        std::fs::write(&ptr, format!("PATH:{target}")).unwrap();
+        let c = lab.cascade(&lab.three_tier()).await;
+        let l = c.lookup(&key).await.unwrap();
+        assert!(l.fetched.is_none(), "{target}: {l:?}");
+        assert_eq!(l.skipped.len(), 1, "{target}: {l:?}");
+        assert_eq!(
+            l.skipped[0].kind,
+            StoreErrorKind::PermissionDenied,
+            "{target}"
+        );
+        assert!(l.skipped[0].detail.contains("file_ptr_roots"), "{target}");
+        for store in ["local", "branch"] {
+            assert!(
+                published_files(&lab.path(store)).is_empty(),
+                "{target}: {store}"
+            );
+        }
+    }
+    // A target inside one of the chain's own stores is followed.
+    std::fs::create_dir_all(lab.path("main").join("drops")).unwrap();
+    std::fs::copy(fixture(PDB), lab.path("main").join("drops").join(PDB)).unwrap();
+    std::fs::write(
+        &ptr,
+        format!(
+            "PATH:{}",
+            lab.path("main").join("drops").join(PDB).display()
+        ),
+    )
+    .unwrap();
+    let c = lab.cascade(&lab.three_tier()).await;
+    let f = c
+        .fetch(&key)
+        .await
+        .unwrap()
+        .expect("followed inside the store");
+    assert_eq!(f.form, Form::FilePtr);
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
 }
