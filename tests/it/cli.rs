@@ -306,9 +306,12 @@ fn request_is_refused_when_no_agent_watches_the_queue() {
         .env_remove("USER")
         .env_remove("USERNAME"));
     let who = so.lines().next().unwrap_or_default();
+    let me = Command::new("id").arg("-un").output().unwrap();
+    let me = String::from_utf8_lossy(&me.stdout).trim().to_string();
+    assert!(!me.is_empty());
     assert!(
-        who.starts_with("running as: ") && who.len() > "running as: ".len(),
-        "{so}"
+        who.starts_with("running as: ") && who.contains(&me),
+        "{so} (expected the user {me})"
     );
 }
 
