@@ -133,6 +133,24 @@ pub fn path_for(key: &Key, tiering: Tiering, form: Form) -> RelPath {
     RelPath::from_safe(v)
 }
 
+/// Suffix of every temp file a transport writes before renaming it into place; the sweepers
+/// remove files with it that are older than a safe age.
+pub const TEMP_SUFFIX: &str = ".symcascade-tmp";
+
+/// The start of a temp file name for `name` (`.<name>.`), shortened so that the whole temp
+/// name — this prefix, `unique_len` bytes of randomness, [`TEMP_SUFFIX`] — fits in
+/// [`crate::key::MAX_NAME_LEN`] bytes: every name a key accepts (up to 255 bytes) can be
+/// stored. Cut at a character boundary. Files of one key live in their own folder, so a cut
+/// name still tells that key's temp files from others (the lock covers the whole folder).
+pub fn temp_prefix(name: &str, unique_len: usize) -> String {
+    let budget = crate::key::MAX_NAME_LEN.saturating_sub(2 + unique_len + TEMP_SUFFIX.len());
+    let mut cut = name.len().min(budget);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(".{}.", &name[..cut])
+}
+
 /// SymSrv's probe order for one store: plain, then compressed, then `file.ptr`.
 pub fn probe_order(key: &Key, tiering: Tiering) -> [(Form, RelPath); 3] {
     [Form::Plain, Form::Compressed, Form::FilePtr].map(|f| (f, path_for(key, tiering, f)))
@@ -351,6 +369,22 @@ pub fn parse_request_path(raw: &str) -> Result<FileRequest, RequestPathError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn temp_names_always_fit_a_name_component() {
+        for (len, unique) in [(1, 6), (200, 6), (232, 6), (233, 6), (255, 6), (255, 16)] {
+            for ch in ["a", "é", "語"] {
+                let name: String = ch.repeat(len / ch.len()).chars().collect();
+                let p = super::temp_prefix(&name, unique);
+                assert!(
+                    p.len() + unique + super::TEMP_SUFFIX.len() <= 255,
+                    "{len} {ch}"
+                );
+                assert!(p.starts_with('.') && p.ends_with('.'));
+                assert!(name.starts_with(&p[1..p.len() - 1]));
+            }
+        }
+        assert_eq!(super::temp_prefix("ntdll.pdb", 6), ".ntdll.pdb.");
+    }
     use super::*;
     use proptest::prelude::*;
 

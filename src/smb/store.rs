@@ -206,7 +206,12 @@ fn temp_name(name: &str) -> String {
             .as_nanos(),
     );
     h.write_u32(std::process::id());
-    format!(".{name}.{:016x}.symcascade-tmp", h.finish())
+    format!(
+        "{}{:016x}{}",
+        crate::layout::temp_prefix(name, 16),
+        h.finish(),
+        crate::layout::TEMP_SUFFIX
+    )
 }
 
 /// An open file that follows connection retirement: when the connection it lives on is retired

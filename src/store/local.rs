@@ -14,7 +14,7 @@
 use super::{
     Capabilities, FileMeta, Opened, PutOutcome, Store, StoreDescription, StoreError, StoreErrorKind,
 };
-use crate::layout::RelPath;
+use crate::layout::{self, RelPath};
 use async_trait::async_trait;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,9 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 /// Directory (in the store root) for symcascade's own state; SymStore ignores it as it
 /// ignores `000Admin`.
 pub const ADMIN_DIR: &str = "000Cascade";
-const TMP_SUFFIX: &str = ".symcascade-tmp";
+use crate::layout::TEMP_SUFFIX as TMP_SUFFIX;
+/// Random characters in a local temp name (tempfile's default).
+const TMP_RANDOM: usize = 6;
 const COPY_BUF: usize = 256 * 1024;
 
 /// A symbol store rooted at a local directory.
@@ -111,17 +113,10 @@ impl LocalStore {
     }
 
     fn lock_path(&self, rel: &RelPath) -> PathBuf {
-        // FNV-1a of the lower-cased path: stable across builds and platforms, and short enough
-        // for any file system whatever the key's length.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in rel.to_string().to_ascii_lowercase().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
         self.root
             .join(ADMIN_DIR)
             .join("locks")
-            .join(format!("{h:016x}.lock"))
+            .join(format!("{:02x}.lock", lock_stripe(rel)))
     }
 
     /// Removes temp files older than `max_age` anywhere under the root: leftovers of writers
@@ -171,7 +166,7 @@ pub fn shared_tempfile(
     suffix: &str,
 ) -> io::Result<tempfile::NamedTempFile> {
     let mut b = tempfile::Builder::new();
-    b.prefix(prefix).suffix(suffix);
+    b.prefix(prefix).suffix(suffix).rand_bytes(TMP_RANDOM);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -181,8 +176,24 @@ pub fn shared_tempfile(
     b.tempfile_in(dir)
 }
 
+/// Lock files per store: keys share [`LOCK_STRIPES`] lock files, so `000Cascade/locks` stays
+/// this small however many keys the store holds (one file per key grew without bound).
+pub const LOCK_STRIPES: u64 = 256;
+
+/// The lock stripe of `rel`'s key folder: FNV-1a of the lower-cased folder path, stable across
+/// builds and platforms. One lock covers every form of a key (plain, compressed, `file.ptr`),
+/// since their temp files share the folder. Two keys on one stripe only wait for each other.
+fn lock_stripe(rel: &RelPath) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in rel.parent().join("/").to_ascii_lowercase().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h % LOCK_STRIPES
+}
+
 fn remove_dead_temps(dir: &Path, file_name: &str) {
-    let prefix = format!(".{file_name}.");
+    let prefix = layout::temp_prefix(file_name, TMP_RANDOM);
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.filter_map(Result::ok) {
             let n = e.file_name();
@@ -334,7 +345,11 @@ impl Store for LocalStore {
                     ));
                 }
             }
-            let tmp = shared_tempfile(&dir, &format!(".{file_name}."), TMP_SUFFIX)?;
+            let tmp = shared_tempfile(
+                &dir,
+                &layout::temp_prefix(&file_name, TMP_RANDOM),
+                TMP_SUFFIX,
+            )?;
             Ok((dir, tmp))
         })
         .await
@@ -494,6 +509,39 @@ mod tests {
         assert_eq!(written, 1);
         let body = std::fs::read(dir.path().join("c.pdb/FF1/c.pdb")).unwrap();
         assert!(body.len() == 100_000 && body.iter().all(|b| *b == body[0]));
+    }
+
+    #[test]
+    fn lock_files_stay_bounded_and_cover_every_form_of_a_key() {
+        let s = LocalStore::new("/store");
+        let mut files = std::collections::HashSet::new();
+        for i in 0..10_000u32 {
+            let idx = format!("{i:08X}1");
+            files.insert(s.lock_path(&rel(&["a.pdb", &idx, "a.pdb"])));
+            assert_eq!(
+                s.lock_path(&rel(&["a.pdb", &idx, "a.pdb"])),
+                s.lock_path(&rel(&["A.PDB", &idx, "a.pd_"]))
+            );
+        }
+        assert_eq!(
+            files.len() as u64,
+            LOCK_STRIPES,
+            "10,000 keys, {} lock files",
+            files.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_longest_name_a_key_accepts_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path());
+        for len in [232, 233, 255] {
+            let name = format!("{}.pdb", "n".repeat(len - 4));
+            let p = rel(&[&name, "ABC1", &name]);
+            let mut data: &[u8] = b"hello";
+            let out = s.put(&p, &mut data, Some(5)).await.unwrap();
+            assert!(matches!(out, PutOutcome::Written { bytes: 5, .. }), "{len}");
+        }
     }
 
     #[tokio::test]

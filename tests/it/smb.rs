@@ -525,3 +525,32 @@ async fn missing_store_folder_on_a_share_is_created_and_filled() {
     );
     same(&on_disk, &fixture(PDB));
 }
+
+/// Every name a key accepts (up to 255 bytes) can be stored on a share: the temp name is cut to
+/// fit the 255-byte component limit (it did not from 223 bytes on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_name_a_key_accepts_is_stored_on_a_share() {
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
+    let client = SmbClient::new(smb_config(Some(samba.credentials())));
+    let s = SmbStore::new(
+        client,
+        "127.0.0.1",
+        Some(samba.port),
+        "BranchOfficeA",
+        &[],
+        "\\\\lab\\BranchOfficeA",
+    );
+    for len in [222, 223, 233, 255] {
+        let name = format!("{}.pdb", "n".repeat(len - 4));
+        let key = symcascade::key::Key::new(&name, "ABC1").unwrap();
+        let p =
+            symcascade::layout::path_for(&key, symcascade::layout::Tiering::OneTier, Form::Plain);
+        let mut data: &[u8] = b"hello";
+        s.put(&p, &mut data, Some(5))
+            .await
+            .unwrap_or_else(|e| panic!("{len}: {e}"));
+        assert_eq!(s.stat(&p).await.unwrap().map(|m| m.len), Some(5), "{len}");
+    }
+}
