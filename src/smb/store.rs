@@ -186,6 +186,18 @@ impl SmbStore {
         Ok(())
     }
 
+    /// Sets or clears "delete on close" on an open file (FileDispositionInformation).
+    async fn set_delete_pending(&self, f: &File, on: bool) -> Result<(), String> {
+        let info = FileDispositionInformation {
+            delete_pending: on.into(),
+        };
+        match tokio::time::timeout(self.timeout(), f.set_info(info)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout())),
+        }
+    }
+
     async fn discard(&self, f: &File) {
         let _ = tokio::time::timeout(
             self.timeout(),
@@ -224,6 +236,8 @@ struct Handle {
     disposition: CreateDisposition,
     access: FileAccessMask,
     cur: tokio::sync::Mutex<(Arc<Server>, Arc<super::Live>, Arc<File>)>,
+    /// A temp file being written: kept delete-pending until it is renamed into place.
+    temp: bool,
 }
 
 impl Handle {
@@ -233,6 +247,11 @@ impl Handle {
             .1
             .usable(self.store.client.config().retire_after_lost_credits)
         {
+            // A delete-pending temp file cannot be opened again: lift it on the old handle
+            // first (if that connection is gone, so is the file, and the reopen fails cleanly).
+            if self.temp {
+                let _ = self.store.set_delete_pending(&g.2, false).await;
+            }
             let (server, live, tree) = self.store.tree().await?;
             let args = FileCreateArgs {
                 disposition: self.disposition,
@@ -260,6 +279,9 @@ impl Handle {
                     "reopened name is not a file",
                 ));
             };
+            if self.temp {
+                let _ = self.store.set_delete_pending(&f, true).await;
+            }
             tracing::debug!(store = %self.store.shown, path = %self.path, "reopened on a fresh SMB connection");
             *g = (server, live, Arc::new(f));
         }
@@ -318,6 +340,7 @@ impl Store for SmbStore {
             disposition: CreateDisposition::Open,
             access,
             cur: tokio::sync::Mutex::new((server, live, Arc::new(f))),
+            temp: false,
         });
         let timeout = self.timeout();
         let shown = format!("{} {}", self.shown, path);
@@ -436,12 +459,18 @@ impl Store for SmbStore {
             }
             Err(e) => return Err(map_error(&self.shown, "put", path, &e)),
         };
+        // Delete-pending until renamed: a dropped connection, a killed process or a cancelled
+        // transfer makes the server delete the temp file when its handle closes, so nothing
+        // is left behind on the share. Best effort: a server refusing it still gets the
+        // explicit discard on every error path.
+        let _ = self.set_delete_pending(&file, true).await;
         let handle = Arc::new(Handle {
             store: self.clone(),
             path: tmp_path.clone(),
             disposition: CreateDisposition::Open,
             access: args.desired_access,
             cur: tokio::sync::Mutex::new((server.clone(), live.clone(), Arc::new(file))),
+            temp: true,
         });
         let written = self.write_all(&handle, src, path).await;
         let (server, live, file) = match handle.get().await {
@@ -483,6 +512,16 @@ impl Store for SmbStore {
                 path,
                 StoreErrorKind::Io,
                 e.to_string(),
+            ));
+        }
+        if let Err(e) = self.set_delete_pending(&file, false).await {
+            self.discard(&file).await;
+            return Err(StoreError::new(
+                &self.shown,
+                "put",
+                path,
+                StoreErrorKind::Io,
+                e,
             ));
         }
         let rename = FileRenameInformation {
