@@ -87,12 +87,21 @@ pub(crate) struct AgentProc {
 
 impl AgentProc {
     pub(crate) fn start(office: &Office, cfg: &Path, id: &str) -> AgentProc {
-        let log = std::fs::File::create(office.dir.path().join(format!("{id}.log"))).unwrap();
+        AgentProc::start_with_tmp(office, cfg, id, office.dir.path())
+    }
+
+    /// Like `start`, with `tmp` as TMPDIR (where spool files go).
+    pub(crate) fn start_with_tmp(office: &Office, cfg: &Path, id: &str, tmp: &Path) -> AgentProc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(office.dir.path().join(format!("{id}.log")))
+            .unwrap();
         let child = bin()
             .arg("--config")
             .arg(cfg)
             .arg("run")
-            .env("TMPDIR", office.dir.path())
+            .env("TMPDIR", tmp)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -109,11 +118,11 @@ impl AgentProc {
     fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-    fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();

@@ -12,4 +12,5 @@ mod keys;
 mod relay;
 mod samba;
 mod smb;
+mod soak;
 mod wine;
