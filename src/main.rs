@@ -141,14 +141,44 @@ enum Cmd {
     },
 }
 
+/// Opens `[log] file` (daily rotated) before anything is logged, so that an unwritable path is
+/// a clean error naming the key instead of a panic inside the appender.
+fn open_log_file(path: &std::path::Path) -> Result<tracing_appender::rolling::RollingFileAppender> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "symcascade.log".into());
+    std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix(name)
+                .build(dir)
+                .map_err(std::io::Error::other)
+        })
+        .with_context(|| {
+            format!(
+                "key `log.file`: cannot write the log file {}",
+                path.display()
+            )
+        })
+}
+
 /// Console logging (stderr), plus a daily-rotated file when `[log] file` is set. The returned
 /// guard flushes the file on drop.
+///
+/// # Errors
+/// The log file cannot be created (nothing is installed then).
 fn init_logging(
     verbose: u8,
     json: bool,
     log: &symcascade::config::LogSection,
     agent: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
@@ -182,17 +212,7 @@ fn init_logging(
     };
     let (file, guard) = match &log.file {
         Some(path) => {
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "symcascade.log".into());
-            let _ = std::fs::create_dir_all(dir);
-            let (w, g) =
-                tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, name));
+            let (w, g) = tracing_appender::non_blocking(open_log_file(path)?);
             let l = tracing_subscriber::fmt::layer()
                 .json()
                 .with_ansi(false)
@@ -207,7 +227,28 @@ fn init_logging(
         .with(console)
         .with(file)
         .init();
-    guard
+    Ok(guard)
+}
+
+/// Logging for the Windows service: a log file that cannot be written must not keep the
+/// service from reporting to its manager, so it logs to the console only and says why.
+fn init_service_logging(
+    verbose: u8,
+    json: bool,
+    log: &symcascade::config::LogSection,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    match init_logging(verbose, json, log, true) {
+        Ok(g) => g,
+        Err(e) => {
+            let console = symcascade::config::LogSection {
+                file: None,
+                ..log.clone()
+            };
+            let g = init_logging(verbose, json, &console, true).ok().flatten();
+            tracing::error!("{e:#}");
+            g
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -222,7 +263,7 @@ fn main() -> ExitCode {
                 config: cli.config,
                 default_config: default_config_path(),
                 default_downstream: default_downstream(),
-                init_logging: &|log| init_logging(verbose, json, log, true),
+                init_logging: &|log| init_service_logging(verbose, json, log),
             },
         );
     }
@@ -256,12 +297,18 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    let _log_guard = init_logging(
+    let _log_guard = match init_logging(
         cli.verbose,
         cli.log_json,
         &config.log,
         matches!(cli.cmd, Cmd::Run),
-    );
+    ) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     match rt.block_on(dispatch(cli.cmd, config)) {
         Ok(code) => code,
         Err(e) => {

@@ -859,7 +859,11 @@ mod tests {
             (r"srv*C:\Symbols*s3://symbols/main", 0, unknown("s3")),
             ("ftp://host/symbols", 0, unknown("ftp")),
             ("file:///var/symbols", 0, unknown("file")),
-            (r"c:\x;srv*c:\y*https//msdl.microsoft.com/download/symbols", 5, typo("https://")),
+            (
+                r"c:\x;srv*c:\y*https//msdl.microsoft.com/download/symbols",
+                5,
+                typo("https://"),
+            ),
             ("srv*/tmp/a*http//symbols.corp/s", 0, typo("http://")),
             ("srv*/tmp/a*htps://msdl.microsoft.com", 0, typo("https://")),
             ("srv*/tmp/a*htp://symbols.corp", 0, typo("http://")),

@@ -311,3 +311,198 @@ fn request_is_refused_when_no_agent_watches_the_queue() {
         "{so}"
     );
 }
+
+/// Runs `cmd` in `cwd` and waits up to 20 s for it to exit: `None` when it was still running
+/// (it is killed then), e.g. an agent that accepted a configuration it should have refused.
+fn exit_within(cmd: &mut Command, cwd: &std::path::Path) -> Option<(i32, String)> {
+    let mut child = cmd
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(20) {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return Some((status.code().unwrap_or(-1), err));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Everything under `dir`, relative paths (files and folders), sorted.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            if e.path().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Configuration values that passed validation but broke the agent: a Windows path on Linux
+/// (files with backslashes in their names in the working directory), zero intervals (a tokio
+/// panic), a huge timeout (an `Instant` overflow), an unwritable log file (a panic, exit 101).
+/// `symcascade run` now exits 2 naming the key, and creates nothing in its working directory.
+#[test]
+fn run_refuses_config_values_that_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::write(dir.path().join("afile"), b"").unwrap();
+    let good = format!("sympath = 'srv*{d}/local*{d}/branch*{d}/main'\n");
+    let cases = [
+        (
+            format!("{good}[log]\nfile = 'C:\\x\\y.log'\n"),
+            "log.file",
+            "POSIX path",
+        ),
+        (
+            format!("{good}[log]\nfile = '{d}/afile/y.log'\n"),
+            "log.file",
+            "afile",
+        ),
+        (
+            format!("{good}[log]\nfile = 'logs/y.log'\n"),
+            "log.file",
+            "absolute",
+        ),
+        (
+            format!("{good}[agent]\nstate_dir = 'C:\\ProgramData\\s'\n"),
+            "agent.state_dir",
+            "POSIX",
+        ),
+        (
+            format!("{good}[cascade]\nspool_dir = 'D:\\spool'\n"),
+            "cascade.spool_dir",
+            "POSIX",
+        ),
+        (
+            format!("{good}[agent]\nrescan_interval = \"0s\"\n"),
+            "agent.rescan_interval",
+            "more than 0",
+        ),
+        (
+            format!("{good}[agent]\nbackfill_interval = \"0s\"\n"),
+            "agent.backfill_interval",
+            "more than 0",
+        ),
+        (
+            format!("{good}[http]\nlisten = \"127.0.0.1:0\"\nclient_timeout = \"500000000y\"\n"),
+            "http.client_timeout",
+            "too long",
+        ),
+        (
+            format!("sympath = 'srv*C:\\Symbols*{d}/branch*{d}/main'\n"),
+            "sympath",
+            "POSIX path",
+        ),
+        (
+            format!("sympath = 'srv*sym*{d}/branch*{d}/main'\n"),
+            "sympath",
+            "absolute",
+        ),
+        (
+            format!("sympath = 'srv*{d}/local*s3://symbols/main'\n"),
+            "sympath",
+            "s3://",
+        ),
+    ];
+    for (i, (text, key, says)) in cases.iter().enumerate() {
+        let cfg = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let got = exit_within(bin().arg("--config").arg(&cfg).arg("run"), &cwd);
+        let (code, err) =
+            got.unwrap_or_else(|| panic!("{text}: `run` accepted it and kept running"));
+        assert_eq!(code, 2, "{text}: {err}");
+        assert!(err.contains(key) && err.contains(says), "{text}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(
+            tree(&cwd),
+            Vec::<String>::new(),
+            "{text}: created in the working directory"
+        );
+    }
+    assert!(!dir.path().join("local").exists(), "no store was created");
+}
+
+/// The shipped examples are written for Windows: on Linux they are refused with the path to
+/// edit, instead of creating `C:\Symbols` folders in the working directory.
+#[cfg(not(windows))]
+#[test]
+fn examples_name_the_windows_path_to_edit_on_linux() {
+    let cwd = tempfile::tempdir().unwrap();
+    for ex in ["desktop.toml", "branch-server.toml", "symcascade.toml"] {
+        let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(ex);
+        let (code, err) = exit_within(bin().arg("--config").arg(&cfg).arg("run"), cwd.path())
+            .unwrap_or_else(|| panic!("{ex}: `run` kept running"));
+        assert_eq!(code, 2, "{ex}: {err}");
+        assert!(
+            err.contains("key `sympath`") && err.contains("POSIX path"),
+            "{ex}: {err}"
+        );
+        assert_eq!(tree(cwd.path()), Vec::<String>::new(), "{ex}");
+    }
+}
+
+/// `get` with a typo'd or unknown URL scheme is an error naming the element: no `s3:` or
+/// `https` folder appears in the working directory, even when a hit would be copied there.
+#[test]
+fn get_refuses_unknown_schemes_instead_of_creating_folders() {
+    let lab = Lab::new();
+    let cwd = lab.path("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let (code, _, _) = out(bin()
+        .args(["add", "--store"])
+        .arg(lab.path("main"))
+        .arg(fixture(PDB)));
+    assert_eq!(code, 0);
+    let main = lab.s("main");
+    for (sympath, says) in [
+        (
+            format!("srv*s3://symbols/main*{main}"),
+            "unknown scheme `s3://`",
+        ),
+        (
+            format!("srv*https//symbols.corp/s*{main}"),
+            "mistyped `https://`",
+        ),
+        (
+            format!("srv*htps://symbols.corp/s*{main}"),
+            "mistyped `https://`",
+        ),
+    ] {
+        let (code, err) = exit_within(
+            bin().args(["get", "--sympath", &sympath]).arg(fixture(PDB)),
+            &cwd,
+        )
+        .unwrap();
+        assert_eq!(code, 2, "{sympath}: {err}");
+        assert!(
+            err.contains(says) && err.contains(&sympath),
+            "{sympath}: {err}"
+        );
+        assert_eq!(tree(&cwd), Vec::<String>::new(), "{sympath}");
+    }
+}
