@@ -2,7 +2,8 @@
 //!
 //! Data flow: arguments (clap) → symbol path (`--sympath`, else `_NT_ALT_SYMBOL_PATH` /
 //! `_NT_SYMBOL_PATH`) → `Cascade::resolve` → `Cascade::lookup` → text or JSON on stdout.
-//! Exit codes for scripts: 0 found/ok, 1 not found, 2 error.
+//! Exit codes for scripts: 0 found/ok, 1 not found, 2 error; `get` also 3: not found, but
+//! some store could not be searched.
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
@@ -49,7 +50,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Find a symbol file through the symbol path, copying it down the cascade; prints its
-    /// local path (exit 0), `not found` (exit 1) or an error (exit 2).
+    /// local path (exit 0), or `not found`: exit 1 when every store was searched, exit 3 when
+    /// some store could not be searched (wrong credentials, unreachable share, access denied:
+    /// stderr says which and why); exit 2 for an error.
     Get {
         /// Symbol path; default: _NT_ALT_SYMBOL_PATH;_NT_SYMBOL_PATH.
         #[arg(long)]
@@ -367,21 +370,30 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             let cascade =
                 Cascade::resolve(&path, transports(&config), &default_downstream(), options).await;
             let lookup = cascade.lookup(&key).await?;
+            let search = Search::of(&cascade, &lookup);
             if json {
-                println!("{}", serde_json::to_string_pretty(&lookup)?);
+                let mut v = serde_json::to_value(&lookup)?;
+                v["stores"] = search.stores.into();
+                v["searched"] = search.searched().into();
+                v["not_searched"] = serde_json::to_value(&search.reasons)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                for s in &lookup.skipped {
-                    eprintln!("skipped {:?} {}: {}", s.op, s.store, s.detail);
+                if lookup.fetched.is_some() {
+                    for s in &lookup.skipped {
+                        eprintln!("skipped {:?} {}: {}", s.op, s.store, s.detail);
+                    }
+                } else {
+                    search.explain();
                 }
                 match &lookup.fetched {
                     Some(f) => println!("{}", f.location),
                     None => println!("not found"),
                 }
             }
-            Ok(if lookup.fetched.is_some() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            Ok(match (&lookup.fetched, search.reasons.is_empty()) {
+                (Some(_), _) => ExitCode::SUCCESS,
+                (None, true) => ExitCode::from(1),
+                (None, false) => ExitCode::from(3),
             })
         }
         Cmd::Run => {
@@ -513,6 +525,104 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// How complete a lookup's search was: the stores of the symbol path, and those that could not
+/// be searched grouped by reason (each reason once), so that `get` can tell "absent" (exit 1)
+/// from "could not look everywhere" (exit 3).
+struct Search {
+    /// Stores of the symbol path (distinct locations).
+    stores: usize,
+    /// Stores that could not be searched, by reason.
+    reasons: Vec<NotSearched>,
+}
+
+/// Stores that could not be searched for one reason.
+#[derive(serde::Serialize)]
+struct NotSearched {
+    kind: symcascade::store::StoreErrorKind,
+    stores: Vec<String>,
+    /// The first store's full message.
+    detail: String,
+    hint: &'static str,
+}
+
+impl Search {
+    fn of(cascade: &Cascade, lookup: &symcascade::cascade::Lookup) -> Search {
+        let mut all: Vec<String> = cascade
+            .chains()
+            .iter()
+            .flat_map(|c| c.tiers.iter().map(|t| t.store().describe().location))
+            .collect();
+        all.sort();
+        all.dedup();
+        let mut reasons: Vec<NotSearched> = Vec::new();
+        let read = lookup
+            .skipped
+            .iter()
+            .filter(|s| s.op == symcascade::cascade::SkipOp::Read);
+        for s in read {
+            if reasons.iter().any(|r| r.stores.contains(&s.store)) {
+                continue;
+            }
+            match reasons.iter_mut().find(|r| r.kind == s.kind) {
+                Some(r) => r.stores.push(s.store.clone()),
+                None => reasons.push(NotSearched {
+                    kind: s.kind,
+                    stores: vec![s.store.clone()],
+                    detail: s.detail.clone(),
+                    hint: hint(s.kind),
+                }),
+            }
+        }
+        Search {
+            stores: all.len(),
+            reasons,
+        }
+    }
+
+    fn searched(&self) -> usize {
+        let failed: usize = self.reasons.iter().map(|r| r.stores.len()).sum();
+        self.stores.saturating_sub(failed)
+    }
+
+    /// On stderr: how many stores were searched, and why the others were not.
+    fn explain(&self) {
+        if self.reasons.is_empty() {
+            return;
+        }
+        let failed = self.stores.saturating_sub(self.searched());
+        eprintln!(
+            "searched {} of {} stores; {failed} could not be searched, so the file may exist there:",
+            self.searched(),
+            self.stores
+        );
+        for r in &self.reasons {
+            eprintln!("  {}: {} ({})", r.kind, r.stores.join(", "), r.detail);
+            eprintln!("    hint: {}", r.hint);
+        }
+    }
+}
+
+/// What to check for a store that could not be searched.
+fn hint(kind: symcascade::store::StoreErrorKind) -> &'static str {
+    use symcascade::store::StoreErrorKind as K;
+    match kind {
+        K::AuthFailed => {
+            "check the credentials: [smb.credentials.<host>] in the config, or SYMCASCADE_SMB_USER / SYMCASCADE_SMB_PASSWORD / SYMCASCADE_SMB_DOMAIN"
+        }
+        K::Unreachable => {
+            "check the host and share names; a host name that does not resolve can be mapped to an address in the config's [smb] aliases"
+        }
+        K::PermissionDenied => {
+            "the account running symcascade needs read access to the store (`symcascade doctor` checks every store as this account)"
+        }
+        K::Timeout => {
+            "the store did not answer in time: check the link, [smb] connect_timeout / request_timeout, [http_client] read_timeout; a store that keeps timing out is blacked out ([timeouts])"
+        }
+        K::Unsupported => "this build cannot reach this kind of location on this system",
+        _ => "see the message; `-v` logs more",
     }
 }
 

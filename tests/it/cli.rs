@@ -191,19 +191,138 @@ fn get_over_smb_with_config_aliases_and_env_credentials() {
         "the skip is reported: {stderr}"
     );
     assert!(!stdout.contains(crate::samba::PASSWORD) && !stderr.contains(crate::samba::PASSWORD));
-    // Wrong password: a clear error naming the store, exit 1 (not found), no secret.
+    // Wrong password: a clear error naming the store, exit 3 (not found, but not every store
+    // could be searched), no secret.
     let (code, stdout, stderr) = out(bin()
         .args(["get", "--config"])
         .arg(&cfg)
         .args(["x.pdb", "0123456789ABCDEF0123456789ABCDEF1"])
         .env("SYMCASCADE_SMB_USER", crate::samba::USER)
         .env("SYMCASCADE_SMB_PASSWORD", "Wrong-Secret-1"));
-    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
     assert!(
         stderr.contains("\\\\MainOffice\\MainOffice") && stderr.contains("authentication failed"),
         "{stderr}"
     );
     assert!(!stderr.contains("Wrong-Secret-1"));
+}
+
+const MISSING: [&str; 2] = ["x.pdb", "0123456789ABCDEF0123456789ABCDEF1"];
+
+/// `get` of a key no store has: exit 1 only when every store was searched. A wrong password,
+/// a share typo, a host that does not resolve or a local store this account may not read is
+/// exit 3, with how many stores were searched and, once per reason, which stores and a hint.
+#[test]
+fn get_tells_absent_from_could_not_search() {
+    let Some(samba) = crate::samba::Samba::try_start() else {
+        return;
+    };
+    let lab = Lab::new();
+    let cfg = |name: &str, sympath: String| {
+        let p = lab.path(name);
+        std::fs::write(
+            &p,
+            format!(
+                "sympath = '{sympath}'\n[smb]\naliases = {{ MainOffice = \"{h}\", BranchOfficeA = \"{h}\" }}\nconnect_timeout = \"5s\"\n",
+                h = samba.host()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let local = lab.s("local");
+    let get = |cfg: &std::path::Path, password: &str, json: bool| {
+        let mut c = bin();
+        c.args(["get", "--config"]).arg(cfg);
+        if json {
+            c.arg("--json");
+        }
+        out(c
+            .args(MISSING)
+            .env("SYMCASCADE_SMB_USER", crate::samba::USER)
+            .env("SYMCASCADE_SMB_PASSWORD", password))
+    };
+    // Everything searched: a plain miss, exit 1.
+    let good = cfg(
+        "good.toml",
+        format!("srv*{local}*\\\\BranchOfficeA\\BranchOfficeA*\\\\MainOffice\\MainOffice"),
+    );
+    let (code, stdout, stderr) = get(&good, crate::samba::PASSWORD, false);
+    assert_eq!((code, stdout.trim()), (1, "not found"), "{stderr}");
+    assert!(!stderr.contains("could not be searched"), "{stderr}");
+    // Wrong password: both shares fail for one reason, said once.
+    let (code, stdout, stderr) = get(&good, "Wrong-Secret-1", false);
+    assert_eq!((code, stdout.trim()), (3, "not found"), "{stderr}");
+    assert!(
+        stderr.contains("searched 1 of 3 stores; 2 could not be searched"),
+        "{stderr}"
+    );
+    let reason_lines = stderr
+        .lines()
+        .filter(|l| l.starts_with("  authentication failed: "));
+    assert_eq!(reason_lines.count(), 1, "{stderr}");
+    assert!(stderr.contains("[smb.credentials.<host>]"), "{stderr}");
+    // The same in JSON, for scripts.
+    let (code, json, _) = get(&good, "Wrong-Secret-1", true);
+    assert_eq!(code, 3);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (v["stores"].as_u64(), v["searched"].as_u64()),
+        (Some(3), Some(1)),
+        "{json}"
+    );
+    assert_eq!(v["not_searched"][0]["kind"], "auth_failed", "{json}");
+    assert_eq!(
+        v["not_searched"][0]["stores"].as_array().unwrap().len(),
+        2,
+        "{json}"
+    );
+    // A share typo, and a host name that resolves nowhere (no alias): two reasons.
+    let typo = cfg(
+        "typo.toml",
+        format!("srv*{local}*\\\\BranchOfficeA\\BranchOfficeAA*\\\\NoSuchHost.invalid\\Symbols"),
+    );
+    let (code, _, stderr) = get(&typo, crate::samba::PASSWORD, false);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("searched 1 of 3 stores"), "{stderr}");
+    assert!(
+        stderr.contains("BranchOfficeAA") && stderr.contains("NoSuchHost.invalid"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[smb] aliases"), "{stderr}");
+}
+
+/// A local store this account may not read (a real EACCES, as `nobody`): exit 3, not 1.
+#[test]
+fn get_with_an_unreadable_local_store_is_exit_3() {
+    let lab = Lab::new();
+    run(Command::new("chmod").arg("755").arg(lab.dir.path()));
+    run(Command::new("chmod").arg("777").arg(lab.path("local")));
+    run(Command::new("chmod").arg("700").arg(lab.path("branch")));
+    let spool = lab.path("spool-nobody");
+    std::fs::create_dir_all(&spool).unwrap();
+    run(Command::new("chmod").arg("777").arg(&spool));
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_symcascade"))
+        .args([
+            "get",
+            "--sympath",
+            &format!("srv*{}*{}", lab.s("local"), lab.s("branch")),
+        ])
+        .args(MISSING)
+        .env("TMPDIR", &spool)
+        .env("HOME", &spool)
+        .env_remove("_NT_SYMBOL_PATH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("searched 1 of 2 stores") && stderr.contains("permission denied"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("symcascade doctor"), "{stderr}");
 }
 
 /// The shipped systemd unit passes `systemd-analyze verify` (with ExecStart pointing at the
