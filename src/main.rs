@@ -103,9 +103,14 @@ enum Cmd {
         /// Request for this agent's local store instead of the branch as a whole.
         #[arg(long)]
         mine: bool,
-        /// Wait until the agents have processed every request (progress on a terminal).
+        /// Wait until every key is copied or known missing (progress on a terminal), then print
+        /// each key's result and a SymChk-style summary; exit 1 when any key failed.
         #[arg(long)]
         wait: bool,
+        /// With --wait: give up after this long (e.g. `10m`), naming the keys still pending;
+        /// exit 1 then.
+        #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Show queue depth, pending back-fills, each store's health and recent transfers.
     Status {
@@ -443,9 +448,10 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             manifest,
             mine,
             wait,
+            timeout,
         } => {
             no_queue_check(&config)?;
-            prefetch(&config, &manifest, mine, wait).await
+            prefetch(&config, &manifest, mine, wait.then_some(timeout)).await
         }
         Cmd::Status { json } => status(&config, json).await,
         Cmd::Doctor { json } => {
@@ -747,7 +753,8 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
     }
     let pb = indicatif::ProgressBar::new(total);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({eta})")
+        // Elapsed, not an ETA: a key that stays pending makes any estimate absurd ("35w").
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({elapsed})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
@@ -755,16 +762,21 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
+/// Queues every key of a manifest; with `wait = Some(timeout)`, waits for the results and
+/// prints them (see [`wait_for_keys`]).
 async fn prefetch(
     config: &Config,
     manifest: &std::path::Path,
     mine: bool,
-    wait: bool,
+    wait: Option<Option<std::time::Duration>>,
 ) -> Result<ExitCode> {
     let text = std::fs::read_to_string(manifest)
         .with_context(|| format!("reading {}", manifest.display()))?;
-    let keys = symcascade::queue::parse_manifest(&text)
+    let mut keys = symcascade::queue::parse_manifest(&text)
         .map_err(|e| anyhow!("{}: {e}", manifest.display()))?;
+    // A manifest may name a key twice; it is one request and one result.
+    let mut seen = std::collections::HashSet::new();
+    keys.retain(|k| seen.insert(k.to_string().to_ascii_lowercase()));
     let setup = symcascade::agent::setup(config, &default_downstream()).await?;
     let who = if mine {
         setup.id.clone()
@@ -772,40 +784,156 @@ async fn prefetch(
         symcascade::queue::ANY.to_string()
     };
     let pb = progress(keys.len() as u64, "queueing");
-    let mut queued = Vec::new();
-    let mut already = 0;
+    let mut queued = 0;
     for k in &keys {
         if symcascade::agent::request(&setup, k, &who).await? {
-            queued.push(symcascade::queue::Record::new(k, &who)?.file_name());
-        } else {
-            already += 1;
+            queued += 1;
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
     println!(
-        "queued {} requests ({already} already queued) in {}",
-        queued.len(),
+        "queued {queued} requests ({} already queued) in {}",
+        keys.len() - queued,
         setup.requests().describe()
     );
-    if wait {
-        let pb = progress(keys.len() as u64, "replicated");
-        loop {
-            let names = setup.requests().list().await?;
-            let left = queued
-                .iter()
-                .filter(|q| names.binary_search(q).is_ok())
-                .count();
-            pb.set_position((keys.len() - left) as u64);
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-        pb.finish_and_clear();
-        println!("all requests processed");
+    let Some(timeout) = wait else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let target = if mine { 0 } else { setup.branch };
+    let results = wait_for_keys(&setup, &keys, &who, target, timeout).await;
+    let count = |want: fn(&KeyResult) -> bool| results.iter().filter(|r| want(r)).count();
+    let passed = count(|r| matches!(r, KeyResult::Copied));
+    let failed = count(|r| matches!(r, KeyResult::Missing(_) | KeyResult::Dropped));
+    let pending = count(|r| matches!(r, KeyResult::Pending));
+    for (k, r) in keys.iter().zip(&results) {
+        println!("{}", r.line(k));
     }
-    Ok(ExitCode::SUCCESS)
+    if pending > 0 {
+        println!(
+            "SYMCHK: PASSED files = {passed}, FAILED files = {failed}, PENDING files = {pending}"
+        );
+        println!(
+            "timed out after {}: {pending} key(s) still pending (listed above)",
+            humantime::format_duration(timeout.unwrap_or_default())
+        );
+    } else {
+        println!("SYMCHK: PASSED files = {passed}, FAILED files = {failed}");
+    }
+    Ok(if failed + pending == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Where one key of a `prefetch --wait` ended.
+enum KeyResult {
+    /// In the target store.
+    Copied,
+    /// No store has it: the agents wrote a miss-cache entry (expiry, seconds since the epoch).
+    Missing(u64),
+    /// No longer queued but not in the target store (dropped after `MissAgeTimeout`).
+    Dropped,
+    /// Still queued when the timeout expired.
+    Pending,
+}
+
+impl KeyResult {
+    /// SymChk's word for the result, and why for the others.
+    fn line(&self, key: &Key) -> String {
+        match self {
+            KeyResult::Copied => format!("PASSED  {key}"),
+            KeyResult::Missing(until) => {
+                let left = until.saturating_sub(symcascade::queue::now_secs());
+                format!(
+                    "FAILED  {key}: no store has it (miss cached; the agents ask again in {})",
+                    humantime::format_duration(std::time::Duration::from_secs(left))
+                )
+            }
+            KeyResult::Dropped => {
+                format!("FAILED  {key}: dropped from the queue and not in the store")
+            }
+            KeyResult::Pending => format!("PENDING {key}: still queued"),
+        }
+    }
+}
+
+/// Polls the queue until every key is copied into tier `target` of the chain or is a known miss
+/// (a current entry in `000Cascade/misses`), or `timeout` expires. Results in `keys` order.
+async fn wait_for_keys(
+    setup: &symcascade::agent::Setup,
+    keys: &[Key],
+    who: &str,
+    target: usize,
+    timeout: Option<std::time::Duration>,
+) -> Vec<KeyResult> {
+    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    let pb = progress(keys.len() as u64, "replicated");
+    let mut results: Vec<KeyResult> = keys.iter().map(|_| KeyResult::Pending).collect();
+    loop {
+        // A share that does not answer for a moment leaves the keys pending, not the wait failed.
+        match setup.requests().list().await {
+            Ok(names) => {
+                for (k, r) in keys.iter().zip(results.iter_mut()) {
+                    if matches!(r, KeyResult::Pending) {
+                        *r = key_result(setup, k, who, target, &names)
+                            .await
+                            .unwrap_or_else(|e| {
+                                tracing::warn!(key = %k, "cannot check: {e}");
+                                KeyResult::Pending
+                            });
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot list the queue: {e}"),
+        }
+        let done = results
+            .iter()
+            .filter(|r| !matches!(r, KeyResult::Pending))
+            .count();
+        pb.set_position(done as u64);
+        if done == keys.len() || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    pb.finish_and_clear();
+    results
+}
+
+/// One key's state: its record still queued (pending, or missing when the agents wrote a current
+/// miss entry), or gone (copied when the target store has it in any form).
+async fn key_result(
+    setup: &symcascade::agent::Setup,
+    key: &Key,
+    who: &str,
+    target: usize,
+    queued: &[String],
+) -> Result<KeyResult> {
+    use symcascade::queue;
+    let record = queue::Record::new(key, who)?.file_name();
+    if queued.binary_search(&record).is_ok() {
+        let misses = setup.admin.join(queue::MISSES);
+        let miss = misses
+            .read(&queue::key_file(key, "miss"))
+            .await
+            .ok()
+            .flatten();
+        let entry = miss.and_then(|b| serde_json::from_slice::<queue::Miss>(&b).ok());
+        return Ok(match entry {
+            Some(m) if m.expires > queue::now_secs() => KeyResult::Missing(m.expires),
+            _ => KeyResult::Pending,
+        });
+    }
+    let tier = &setup.chain.tiers[target];
+    let tiering = tier.tiering().await?;
+    for (_, path) in symcascade::layout::probe_order(key, tiering) {
+        if tier.store().stat(&path).await?.is_some() {
+            return Ok(KeyResult::Copied);
+        }
+    }
+    Ok(KeyResult::Dropped)
 }
 
 async fn status(config: &Config, json: bool) -> Result<ExitCode> {

@@ -625,3 +625,81 @@ fn get_refuses_unknown_schemes_instead_of_creating_folders() {
         assert_eq!(tree(&cwd), Vec::<String>::new(), "{sympath}");
     }
 }
+
+/// `prefetch --wait --timeout` with no agent to serve the queue: it gives up when the timeout
+/// expires, names every key still pending and exits 1 (it used to wait forever).
+#[test]
+fn prefetch_wait_timeout_names_the_pending_keys() {
+    let lab = Lab::new();
+    let cfg = lab.path("c.toml");
+    std::fs::write(&cfg, format!("sympath = '{}'\n", lab.three_tier())).unwrap();
+    let manifest = lab.path("manifest.txt");
+    std::fs::write(
+        &manifest,
+        "a.pdb,0123456789ABCDEF0123456789ABCDEF1,1\nb.pdb,0123456789ABCDEF0123456789ABCDEF2,1\n",
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let (code, stdout, stderr) = out(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["prefetch", "--wait", "--timeout", "1s", "--manifest"])
+        .arg(&manifest));
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(15));
+    for k in [
+        "a.pdb/0123456789ABCDEF0123456789ABCDEF1",
+        "b.pdb/0123456789ABCDEF0123456789ABCDEF2",
+    ] {
+        assert!(
+            stdout.contains(&format!("PENDING {k}: still queued")),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("SYMCHK: PASSED files = 0, FAILED files = 0, PENDING files = 2")
+            && stdout.contains("timed out after 1s"),
+        "{stdout}"
+    );
+    // --timeout without --wait is a usage error.
+    let (code, _, err) = out(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["prefetch", "--timeout", "1s", "--manifest"])
+        .arg(&manifest));
+    assert_eq!(code, 2, "{err}");
+}
+
+/// On a terminal (a real pty, through `script`), the wait shows the time elapsed, not an ETA
+/// (a key that stays pending made it read "(35w)").
+#[test]
+fn prefetch_wait_progress_shows_elapsed_time() {
+    let lab = Lab::new();
+    let cfg = lab.path("c.toml");
+    std::fs::write(&cfg, format!("sympath = '{}'\n", lab.three_tier())).unwrap();
+    let manifest = lab.path("manifest.txt");
+    std::fs::write(&manifest, "a.pdb,0123456789ABCDEF0123456789ABCDEF1,1\n").unwrap();
+    let line = format!(
+        "{} --config {} prefetch --wait --timeout 3s --manifest {}",
+        env!("CARGO_BIN_EXE_symcascade"),
+        cfg.display(),
+        manifest.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("_NT_SYMBOL_PATH")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let o = match o {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(!is_ci(), "CI must have `script` (util-linux): {e}");
+            eprintln!("skipping: no `script`: {e}");
+            return;
+        }
+    };
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.contains("replicated ["), "{shown}");
+    assert!(shown.contains("0/1 (2s)"), "elapsed time shown: {shown}");
+    assert!(shown.contains("timed out after 3s"), "{shown}");
+}
