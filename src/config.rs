@@ -572,12 +572,11 @@ impl Platform {
                 // `\x` and `/x` are relative to the current drive; `//` is not UNC here.
                 Some(PathProblem::PosixPathOnWindows)
             }
-            Platform::Windows
-                if !path.starts_with("\\\\")
-                    && !(crate::store::is_drive_path(path)
-                        && path[2..].starts_with(['\\', '/'])) =>
-            {
-                Some(PathProblem::Relative)
+            Platform::Windows => {
+                // `C:\x` or `\\host\share`; `C:x` is relative to drive C's current folder.
+                let drive_rooted =
+                    crate::store::is_drive_path(path) && path[2..].starts_with(['\\', '/']);
+                (!drive_rooted && !path.starts_with("\\\\")).then_some(PathProblem::Relative)
             }
             _ => None,
         }
