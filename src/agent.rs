@@ -34,6 +34,9 @@ pub enum AgentError {
     /// The configuration is unusable for an agent.
     #[error("config: {0}")]
     Config(String),
+    /// A config value that cannot work for an agent (names the key).
+    #[error("config: {0}")]
+    Invalid(#[from] crate::config::InvalidConfig),
     /// The HTTP front cannot start (bad `[http]` settings, or the address is taken).
     #[error("HTTP front: {0}")]
     Front(#[from] crate::front::FrontError),
@@ -422,6 +425,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     let setup = setup(&config, &default_downstream).await?;
+    // `get` may use relative stores; a service's working directory means nothing.
+    crate::config::check_agent_stores(&setup.locations, crate::config::Platform::current())?;
     let a = &config.agent;
     let s = Settings {
         id: setup.id.clone(),

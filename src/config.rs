@@ -10,6 +10,7 @@ use crate::cascade::CascadeOptions;
 use crate::smb::{Credentials, SmbConfig};
 use crate::store::blackout::BlackoutPolicy;
 use crate::store::http::{HttpConfig, ProxyCredentials};
+use crate::sympath::{Element, Location, StoreSpec, SymbolPath};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -451,6 +452,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 /// A configuration that could not be used: names the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("config {path}: {source}")]
@@ -461,14 +463,230 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// TOML syntax, an unknown key or a bad value (the message names the key and line).
-    #[error("config {path}: {message}")]
+    /// TOML syntax, an unknown key or a bad value (the error names the key).
+    #[error("config {path}: {error}")]
     Invalid {
         /// The file.
         path: String,
         /// What is wrong, with the key.
-        message: String,
+        #[source]
+        error: InvalidConfig,
     },
+}
+
+/// What is wrong with a configuration's content; every variant names the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidConfig {
+    /// TOML syntax, an unknown key or a value of the wrong type (the TOML parser's message,
+    /// which names the key and the line).
+    #[error("{0}")]
+    Syntax(String),
+    /// A value outside what the key accepts.
+    #[error("key `{key}`: {reason}")]
+    Value {
+        /// The key, e.g. `smb.in_flight`.
+        key: &'static str,
+        /// Why, with what is accepted.
+        reason: String,
+    },
+    /// A path that cannot work on the platform symcascade runs on.
+    #[error("key `{key}`: `{path}` {problem}")]
+    Path {
+        /// The key, e.g. `log.file`.
+        key: &'static str,
+        /// The path as written.
+        path: String,
+        /// Why it cannot work, with a hint.
+        problem: PathProblem,
+    },
+    /// A duration a timer cannot use.
+    #[error("key `{key}`: {value:?} {problem}")]
+    Duration {
+        /// The key, e.g. `agent.rescan_interval`.
+        key: &'static str,
+        /// The value, as humantime.
+        value: String,
+        /// Why.
+        problem: DurationProblem,
+    },
+    /// A malformed symbol path.
+    #[error("key `sympath`: {0}")]
+    SymbolPath(#[from] crate::sympath::SymbolPathError),
+    /// A local store of the symbol path that cannot work on this platform.
+    #[error("key `sympath`: local store `{path}` {problem}")]
+    SympathStore {
+        /// The store's path as written.
+        path: String,
+        /// Why it cannot work, with a hint.
+        problem: PathProblem,
+    },
+}
+
+impl InvalidConfig {
+    /// The key the error is about (`None` for TOML syntax errors, whose message names it).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            InvalidConfig::Syntax(_) => None,
+            InvalidConfig::Value { key, .. }
+            | InvalidConfig::Path { key, .. }
+            | InvalidConfig::Duration { key, .. } => Some(key),
+            InvalidConfig::SymbolPath(_) | InvalidConfig::SympathStore { .. } => Some("sympath"),
+        }
+    }
+}
+
+/// The operating system a configuration is checked for: paths are interpreted by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Platform {
+    /// Drive (`C:\…`) and UNC (`\\host\share\…`) paths.
+    Windows,
+    /// POSIX paths (`/var/…`); a backslash is an ordinary character in a file name.
+    Posix,
+}
+
+impl Platform {
+    /// The platform this build runs on.
+    pub fn current() -> Platform {
+        if cfg!(windows) {
+            Platform::Windows
+        } else {
+            Platform::Posix
+        }
+    }
+
+    /// Why `path` cannot be used as an absolute local path on this platform, if it cannot.
+    ///
+    /// Config files are read by services, whose working directory means nothing, so relative
+    /// paths are refused too. On POSIX a Windows path (`C:\x`, `\\host\share`, any `\`) would
+    /// be a relative file name with backslashes in it, created in the working directory.
+    pub fn path_problem(self, path: &str) -> Option<PathProblem> {
+        if path.is_empty() {
+            return Some(PathProblem::Empty);
+        }
+        if path.chars().any(char::is_control) {
+            return Some(PathProblem::ControlCharacter);
+        }
+        match self {
+            Platform::Posix if crate::store::is_drive_path(path) || path.contains('\\') => {
+                Some(PathProblem::WindowsPathOnPosix)
+            }
+            Platform::Posix if !path.starts_with('/') => Some(PathProblem::Relative),
+            Platform::Windows if path.starts_with(['/', '\\']) && !path.starts_with("\\\\") => {
+                // `\x` and `/x` are relative to the current drive; `//` is not UNC here.
+                Some(PathProblem::PosixPathOnWindows)
+            }
+            Platform::Windows => {
+                // `C:\x` or `\\host\share`; `C:x` is relative to drive C's current folder.
+                let drive_rooted =
+                    crate::store::is_drive_path(path) && path[2..].starts_with(['\\', '/']);
+                (!drive_rooted && !path.starts_with("\\\\")).then_some(PathProblem::Relative)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why a path in a configuration cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathProblem {
+    /// Empty.
+    #[error("is empty")]
+    Empty,
+    /// NUL or another control character.
+    #[error("has control characters")]
+    ControlCharacter,
+    /// A Windows path on a POSIX system.
+    #[error(
+        "is a Windows path: use a POSIX path on this system (e.g. /var/lib/symcascade/…); the examples are written for Windows"
+    )]
+    WindowsPathOnPosix,
+    /// A rooted path without a drive on Windows.
+    #[error("has no drive: use a drive path (C:\\…) or a UNC path (\\\\host\\share\\…) on Windows")]
+    PosixPathOnWindows,
+    /// A relative path.
+    #[error(
+        "is relative: use an absolute path (a service's working directory is not a place to keep files)"
+    )]
+    Relative,
+}
+
+/// Why a duration was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationProblem {
+    /// Zero where a period or a bound is needed.
+    #[error("must be more than 0")]
+    Zero,
+    /// Longer than [`MAX_DURATION`]: timers would overflow.
+    #[error("is too long (at most 365 days)")]
+    TooLong,
+}
+
+/// The longest duration any key accepts: deadlines computed from it must not overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
+
+/// The local folders a symbol path names, as written.
+fn local_stores(path: &SymbolPath) -> impl Iterator<Item = &str> {
+    path.elements.iter().flat_map(|e| {
+        let specs: Vec<&StoreSpec> = match e {
+            Element::Server { stores, .. } => stores.iter().collect(),
+            Element::Cache { store } => vec![store],
+            Element::Plain { .. } => Vec::new(),
+        };
+        let plain = match e {
+            Element::Plain {
+                location: Location::Local { path },
+            } => Some(path.as_str()),
+            _ => None,
+        };
+        specs
+            .into_iter()
+            .filter_map(|s| match s {
+                StoreSpec::At(Location::Local { path }) => Some(path.as_str()),
+                _ => None,
+            })
+            .chain(plain)
+    })
+}
+
+/// A Windows local store on POSIX (`srv*C:\Symbols*…`) would be a folder with a backslash in
+/// its name, in the working directory. Relative stores pass here: `get` resolves them against
+/// its working directory (see [`check_agent_stores`] for the agent).
+fn check_sympath_stores(path: &SymbolPath, platform: Platform) -> Result<(), InvalidConfig> {
+    for store in local_stores(path) {
+        if let Some(problem @ PathProblem::WindowsPathOnPosix) = platform.path_problem(store) {
+            return Err(InvalidConfig::SympathStore {
+                path: store.to_string(),
+                problem,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// For the agent (`symcascade run`, the service): every local store of its chain must be an
+/// absolute path for `platform`, since a service's working directory means nothing.
+///
+/// # Errors
+/// [`InvalidConfig::SympathStore`] naming the first store that is not.
+pub fn check_agent_stores<'a>(
+    stores: impl IntoIterator<Item = &'a Location>,
+    platform: Platform,
+) -> Result<(), InvalidConfig> {
+    for store in stores {
+        if let Location::Local { path } = store
+            && let Some(problem) = platform.path_problem(path)
+        {
+            return Err(InvalidConfig::SympathStore {
+                path: path.clone(),
+                problem,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -476,6 +694,13 @@ pub enum ConfigError {
 struct CredentialsFile {
     #[serde(default)]
     credentials: BTreeMap<String, Credentials>,
+}
+
+fn bad(key: &'static str, reason: impl Into<String>) -> InvalidConfig {
+    InvalidConfig::Value {
+        key,
+        reason: reason.into(),
+    }
 }
 
 impl Config {
@@ -489,9 +714,9 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut cfg = Config::parse(&text).map_err(|error| ConfigError::Invalid {
             path: shown.clone(),
-            message,
+            error,
         })?;
         if let Some(f) = cfg.smb.credentials_file.clone() {
             let f = path.parent().unwrap_or(Path::new(".")).join(f);
@@ -503,7 +728,7 @@ impl Config {
             let creds: CredentialsFile =
                 toml::from_str(&text).map_err(|e| ConfigError::Invalid {
                     path: fshown,
-                    message: e.to_string(),
+                    error: InvalidConfig::Syntax(e.to_string()),
                 })?;
             for (k, v) in creds.credentials {
                 cfg.smb.credentials.entry(k).or_insert(v);
@@ -512,100 +737,222 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text for the platform this build runs on.
     ///
     /// # Errors
-    /// The message names the key (and line) that is wrong.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+    /// [`InvalidConfig`] naming the key that is wrong.
+    pub fn parse(text: &str) -> Result<Config, InvalidConfig> {
+        Config::parse_for(text, Platform::current())
+    }
+
+    /// Parses and validates TOML text, interpreting paths as `platform` does.
+    ///
+    /// # Errors
+    /// [`InvalidConfig`] naming the key that is wrong.
+    pub fn parse_for(text: &str, platform: Platform) -> Result<Config, InvalidConfig> {
+        let cfg: Config = toml::from_str(text).map_err(|e| InvalidConfig::Syntax(e.to_string()))?;
         if let Some(p) = &cfg.sympath {
-            p.parse::<crate::sympath::SymbolPath>()
-                .map_err(|e| format!("key `sympath`: {e}"))?;
+            let path: SymbolPath = p.parse()?;
+            check_sympath_stores(&path, platform)?;
         }
-        if cfg.smb.chunk_size < 4096 || cfg.smb.chunk_size > 8 << 20 {
-            return Err("key `smb.chunk_size`: must be between 4096 and 8388608 bytes".into());
+        cfg.check_paths(platform)?;
+        cfg.check_durations()?;
+        cfg.check_smb_and_agent()?;
+        cfg.check_cascade_and_http()?;
+        cfg.check_http_client()?;
+        Ok(cfg)
+    }
+
+    /// Every file or folder key: absolute, and written for `platform`.
+    fn check_paths(&self, platform: Platform) -> Result<(), InvalidConfig> {
+        let keys: [(&'static str, Option<&PathBuf>); 4] = [
+            ("log.file", self.log.file.as_ref()),
+            ("agent.state_dir", self.agent.state_dir.as_ref()),
+            ("http.exclusions", self.http.exclusions.as_ref()),
+            ("cascade.spool_dir", self.cascade.spool_dir.as_ref()),
+        ];
+        for (key, path) in keys {
+            let Some(path) = path else { continue };
+            let text = path.to_string_lossy();
+            if let Some(problem) = platform.path_problem(&text) {
+                return Err(InvalidConfig::Path {
+                    key,
+                    path: text.into_owned(),
+                    problem,
+                });
+            }
         }
-        if cfg.smb.in_flight == 0 || cfg.smb.in_flight > 64 {
-            return Err("key `smb.in_flight`: must be between 1 and 64".into());
+        // Relative to the config file by design; only a Windows path on POSIX is wrong.
+        if let Some(f) = &self.smb.credentials_file {
+            let text = f.to_string_lossy();
+            if let Some(problem @ (PathProblem::WindowsPathOnPosix | PathProblem::Empty)) =
+                platform.path_problem(&text)
+            {
+                return Err(InvalidConfig::Path {
+                    key: "smb.credentials_file",
+                    path: text.into_owned(),
+                    problem,
+                });
+            }
         }
-        if let Some(f) = &cfg.log.format
+        Ok(())
+    }
+
+    /// Periods must be above zero (a zero tokio interval panics) and every duration bounded
+    /// (an `Instant` plus a huge duration overflows).
+    fn check_durations(&self) -> Result<(), InvalidConfig> {
+        let (a, s, h, t, c) = (
+            &self.agent,
+            &self.smb,
+            &self.http_client,
+            &self.timeouts,
+            &self.cascade,
+        );
+        let nonzero = [
+            ("smb.connect_timeout", s.connect_timeout),
+            ("smb.request_timeout", s.request_timeout),
+            ("http_client.connect_timeout", h.connect_timeout),
+            ("http_client.read_timeout", h.read_timeout),
+            ("agent.rescan_interval", a.rescan_interval),
+            ("agent.backfill_interval", a.backfill_interval),
+            ("agent.lease_timeout", a.lease_timeout),
+        ];
+        let poll = a.poll_interval.map(|p| ("agent.poll_interval", p));
+        let other = [
+            ("agent.shutdown_grace", a.shutdown_grace),
+            ("http.client_timeout", self.http.client_timeout),
+            ("http_client.retry_backoff", h.retry_backoff),
+            ("timeouts.trigger", t.trigger),
+            ("timeouts.blackout", t.blackout),
+            ("cascade.MissTimeout", c.miss_timeout),
+            ("cascade.MissAgeCheck", c.miss_age_check),
+            ("cascade.MissAgeTimeout", c.miss_age_timeout),
+        ];
+        for (key, d, zero_ok) in nonzero
+            .into_iter()
+            .chain(poll)
+            .map(|(k, d)| (k, d, false))
+            .chain(other.into_iter().map(|(k, d)| (k, d, true)))
+        {
+            let problem = if d.is_zero() && !zero_ok {
+                DurationProblem::Zero
+            } else if d > MAX_DURATION {
+                DurationProblem::TooLong
+            } else {
+                continue;
+            };
+            return Err(InvalidConfig::Duration {
+                key,
+                value: humantime::format_duration(d).to_string(),
+                problem,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_smb_and_agent(&self) -> Result<(), InvalidConfig> {
+        if self.smb.chunk_size < 4096 || self.smb.chunk_size > 8 << 20 {
+            return Err(bad(
+                "smb.chunk_size",
+                "must be between 4096 and 8388608 bytes",
+            ));
+        }
+        if self.smb.in_flight == 0 || self.smb.in_flight > 64 {
+            return Err(bad("smb.in_flight", "must be between 1 and 64"));
+        }
+        if let Some(d) = &self.smb.max_dialect
+            && dialect(d).is_none()
+        {
+            return Err(bad(
+                "smb.max_dialect",
+                format!("{d:?} is not one of \"2.1\", \"3.0\", \"3.0.2\", \"3.1.1\""),
+            ));
+        }
+        if let Some(f) = &self.log.format
             && f != "human"
             && f != "json"
         {
-            return Err(format!("key `log.format`: {f:?} is not `human` or `json`"));
+            return Err(bad("log.format", format!("{f:?} is not `human` or `json`")));
         }
-        if cfg.agent.max_parallel == 0 || cfg.agent.max_parallel > 64 {
-            return Err("key `agent.max_parallel`: must be between 1 and 64".into());
+        if self.agent.max_parallel == 0 || self.agent.max_parallel > 64 {
+            return Err(bad("agent.max_parallel", "must be between 1 and 64"));
         }
-        if let Some(id) = &cfg.agent.id
+        if let Some(id) = &self.agent.id
             && !crate::queue::valid_agent_id(id)
         {
-            return Err(format!(
-                "key `agent.id`: {id:?} must be 1-64 of [A-Za-z0-9_-]"
+            return Err(bad(
+                "agent.id",
+                format!("{id:?} must be 1-64 of [A-Za-z0-9_-]"),
             ));
         }
-        if let Some(d) = &cfg.smb.max_dialect
-            && dialect(d).is_none()
-        {
-            return Err(format!(
-                "key `smb.max_dialect`: {d:?} is not one of \"2.1\", \"3.0\", \"3.0.2\", \"3.1.1\""
+        if self.timeouts.count == 0 {
+            return Err(bad("timeouts.count", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn check_cascade_and_http(&self) -> Result<(), InvalidConfig> {
+        if !matches!(self.cascade.uri_tiers, 0..=2) {
+            return Err(bad(
+                "cascade.UriTiers",
+                format!("{} is not 0 (detect), 1 or 2", self.cascade.uri_tiers),
             ));
         }
-        if !matches!(cfg.cascade.uri_tiers, 0..=2) {
-            return Err(format!(
-                "key `cascade.UriTiers`: {} is not 0 (detect), 1 or 2",
-                cfg.cascade.uri_tiers
+        if self.cascade.uri_filter & !0xFF != 0 {
+            return Err(bad(
+                "cascade.UriFilter",
+                format!("{:#x} has bits outside 0xFF", self.cascade.uri_filter),
             ));
         }
-        if cfg.cascade.uri_filter & !0xFF != 0 {
-            return Err(format!(
-                "key `cascade.UriFilter`: {:#x} has bits outside 0xFF",
-                cfg.cascade.uri_filter
-            ));
-        }
-        if let Some(p) = &cfg.http.prefix
+        if let Some(p) = &self.http.prefix
             && (!p.starts_with('/') || p.contains(['\\', '%', '?', '#']) || p.contains("//"))
         {
-            return Err(format!(
-                "key `http.prefix`: {p:?} must be a plain absolute URL path like \"/symbols\""
+            return Err(bad(
+                "http.prefix",
+                format!("{p:?} must be a plain absolute URL path like \"/symbols\""),
             ));
         }
-        if let Some(addr) = cfg.http.listen
+        if let Some(addr) = self.http.listen
             && !addr.ip().is_loopback()
-            && cfg.http.allow.is_empty()
+            && self.http.allow.is_empty()
         {
-            return Err(format!(
-                "key `http.allow`: listening on {addr} (not loopback) needs an allow-list of client networks, e.g. allow = [\"10.0.0.0/8\"]"
+            return Err(bad(
+                "http.allow",
+                format!(
+                    "listening on {addr} (not loopback) needs an allow-list of client networks, e.g. allow = [\"10.0.0.0/8\"]"
+                ),
             ));
         }
-        let h = &cfg.http_client;
+        Ok(())
+    }
+
+    fn check_http_client(&self) -> Result<(), InvalidConfig> {
+        let h = &self.http_client;
         if let Some(p) = &h.proxy
             && !p.trim().eq_ignore_ascii_case(crate::store::http::DIRECT)
         {
             crate::store::http::parse_proxy_url(p).map_err(|e| {
-                format!(
-                    "key `http_client.proxy`: not host:port, an http(s):// URL or \"direct\": {e}"
+                bad(
+                    "http_client.proxy",
+                    format!("not host:port, an http(s):// URL or \"direct\": {e}"),
                 )
             })?;
         }
         if h.proxy_password.is_some() && h.proxy_user.is_none() {
-            return Err("key `http_client.proxy_password`: needs `proxy_user`".into());
+            return Err(bad("http_client.proxy_password", "needs `proxy_user`"));
         }
         if h.retries > 10 {
-            return Err("key `http_client.retries`: must be at most 10".into());
-        }
-        if h.connect_timeout.is_zero() || h.read_timeout.is_zero() {
-            return Err("key `http_client.connect_timeout`/`read_timeout`: must not be 0".into());
+            return Err(bad("http_client.retries", "must be at most 10"));
         }
         if let Some(ua) = &h.user_agent
             && (ua.is_empty() || !ua.chars().all(|c| c == ' ' || c.is_ascii_graphic()))
         {
-            return Err("key `http_client.user_agent`: must be non-empty printable ASCII".into());
+            return Err(bad(
+                "http_client.user_agent",
+                "must be non-empty printable ASCII",
+            ));
         }
-        if cfg.timeouts.count == 0 {
-            return Err("key `timeouts.count`: must be at least 1".into());
-        }
-        Ok(cfg)
+        Ok(())
     }
 
     /// SMB client settings; hosts without credentials fall back to `env_credentials`
@@ -685,7 +1032,7 @@ mod tests {
 
     #[test]
     fn full_config_parses() {
-        let c = Config::parse(
+        let c = Config::parse_for(
             r#"
 sympath = 'srv*C:\Symbols*\\BranchOfficeA\Symbols*\\MainOffice\Symbols'
 [smb]
@@ -710,6 +1057,7 @@ listen = "0.0.0.0:8775"
 allow = ["10.0.0.0/8", "fd00::/8"]
 prefix = "/symbols"
 "#,
+            Platform::Windows,
         )
         .unwrap();
         assert_eq!(c.smb.request_timeout, Duration::from_secs(60));
@@ -772,9 +1120,201 @@ user_agent = "symcascade/0.1"
             ("[http_client]\nread_timeout = \"0s\"", "read_timeout"),
             ("[http_client]\nproxy_usr = \"x\"", "proxy_usr"),
         ] {
-            let e = Config::parse(text).unwrap_err();
+            let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    /// Paths are checked for the platform: a Windows path on POSIX (which would become a file
+    /// named `C:\x\y.log` in the working directory) or a relative path names its key.
+    #[test]
+    fn paths_are_checked_for_the_platform() {
+        let (win, posix) = (Platform::Windows, Platform::Posix);
+        for (text, platform, key, problem) in [
+            (
+                r"[log]
+file = 'C:\x\y.log'",
+                posix,
+                "log.file",
+                PathProblem::WindowsPathOnPosix,
+            ),
+            (
+                r"[log]
+file = 'logs/y.log'",
+                posix,
+                "log.file",
+                PathProblem::Relative,
+            ),
+            (
+                r"[log]
+file = ''",
+                posix,
+                "log.file",
+                PathProblem::Empty,
+            ),
+            (
+                r"[agent]
+state_dir = 'C:\ProgramData\s'",
+                posix,
+                "agent.state_dir",
+                PathProblem::WindowsPathOnPosix,
+            ),
+            (
+                r"[http]
+exclusions = '\\srv\share\x.txt'",
+                posix,
+                "http.exclusions",
+                PathProblem::WindowsPathOnPosix,
+            ),
+            (
+                r"[cascade]
+spool_dir = 'spool'",
+                win,
+                "cascade.spool_dir",
+                PathProblem::Relative,
+            ),
+            (
+                r"[cascade]
+spool_dir = '/var/spool'",
+                win,
+                "cascade.spool_dir",
+                PathProblem::PosixPathOnWindows,
+            ),
+            (
+                r"[smb]
+credentials_file = 'C:\c.toml'",
+                posix,
+                "smb.credentials_file",
+                PathProblem::WindowsPathOnPosix,
+            ),
+        ] {
+            match Config::parse_for(text, platform) {
+                Err(InvalidConfig::Path {
+                    key: k, problem: p, ..
+                }) => {
+                    assert_eq!((k, p), (key, problem), "{text}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for (text, platform) in [
+            (
+                r"[log]
+file = 'C:\ProgramData\symcascade\logs\symcascade.log'",
+                win,
+            ),
+            (
+                r"[log]
+file = '\\srv\logs\a.log'",
+                win,
+            ),
+            ("[log]\nfile = '/var/log/symcascade/a.log'", posix),
+            ("[smb]\ncredentials_file = 'credentials.toml'", posix),
+        ] {
+            Config::parse_for(text, platform).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+        // The message names the key and says what to do.
+        let e = Config::parse_for("[log]\nfile = 'C:\\x\\y.log'", posix).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.contains("log.file") && shown.contains("POSIX path"),
+            "{shown}"
+        );
+        assert_eq!(e.key(), Some("log.file"));
+    }
+
+    /// A Windows local store in `sympath` on POSIX is an error naming `sympath`; relative
+    /// stores are fine for `get` but refused for the agent.
+    #[test]
+    fn sympath_local_stores() {
+        let text = r"sympath = 'srv*C:\Symbols*\\BranchOfficeA\Symbols*\\MainOffice\Symbols'";
+        let e = Config::parse_for(text, Platform::Posix).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                InvalidConfig::SympathStore {
+                    problem: PathProblem::WindowsPathOnPosix,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.key(), Some("sympath"));
+        assert!(e.to_string().contains(r"C:\Symbols"), "{e}");
+        Config::parse_for(text, Platform::Windows).unwrap();
+        let local = |p: &str| Location::Local { path: p.into() };
+        check_agent_stores(&[local(r"C:\Symbols")], Platform::Windows).unwrap();
+        check_agent_stores(&[local("/var/sym")], Platform::Posix).unwrap();
+        assert!(Config::parse_for("sympath = 'srv*sym*/srv/branch'", Platform::Posix).is_ok());
+        let e =
+            check_agent_stores(&[local("sym"), local("/srv/branch")], Platform::Posix).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                InvalidConfig::SympathStore {
+                    problem: PathProblem::Relative,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = Config::parse_for("sympath = 'srv*/tmp/a*s3://b/k'", Platform::Posix).unwrap_err();
+        assert!(
+            e.to_string().contains("sympath") && e.to_string().contains("s3"),
+            "{e}"
+        );
+    }
+
+    /// Zero periods (a zero tokio interval panics) and huge durations (an `Instant` overflow)
+    /// are refused at load, naming the key.
+    #[test]
+    fn durations_are_bounded() {
+        for (text, key, problem) in [
+            (
+                "[agent]\nrescan_interval = \"0s\"",
+                "agent.rescan_interval",
+                DurationProblem::Zero,
+            ),
+            (
+                "[agent]\nbackfill_interval = \"0s\"",
+                "agent.backfill_interval",
+                DurationProblem::Zero,
+            ),
+            (
+                "[agent]\npoll_interval = \"0ms\"",
+                "agent.poll_interval",
+                DurationProblem::Zero,
+            ),
+            (
+                "[smb]\nrequest_timeout = \"0s\"",
+                "smb.request_timeout",
+                DurationProblem::Zero,
+            ),
+            (
+                "[http]\nclient_timeout = \"500000000y\"",
+                "http.client_timeout",
+                DurationProblem::TooLong,
+            ),
+            (
+                "[cascade]\nMissTimeout = 18446744073709551615",
+                "cascade.MissTimeout",
+                DurationProblem::TooLong,
+            ),
+        ] {
+            match Config::parse(text) {
+                Err(InvalidConfig::Duration {
+                    key: k, problem: p, ..
+                }) => {
+                    assert_eq!((k, p), (key, problem), "{text}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(
+            Config::parse("[http]\nclient_timeout = \"0s\"\n[agent]\nshutdown_grace = \"0s\"")
+                .is_ok()
+        );
+        assert!(Config::parse("[http]\nclient_timeout = \"365d\"").is_ok());
     }
 }
 
@@ -783,16 +1323,32 @@ mod example_tests {
     /// The example shipped in `examples/` (and shown in README) is a valid configuration.
     #[test]
     fn shipped_examples_parse() {
-        let c = super::Config::parse(include_str!("../examples/symcascade.toml")).unwrap();
+        use super::{Config, Platform};
+        let win = Platform::Windows;
+        let c = Config::parse_for(include_str!("../examples/symcascade.toml"), win).unwrap();
         assert_eq!(c.smb.aliases.len(), 2);
         assert_eq!(c.timeouts.count, 5);
-        let d = super::Config::parse(include_str!("../examples/desktop.toml")).unwrap();
+        let d = Config::parse_for(include_str!("../examples/desktop.toml"), win).unwrap();
         assert_eq!(d.agent.max_parallel, 4);
-        let b = super::Config::parse(include_str!("../examples/branch-server.toml")).unwrap();
+        let b = Config::parse_for(include_str!("../examples/branch-server.toml"), win).unwrap();
         assert_eq!(
             b.agent.branch.as_deref(),
             Some("\\\\BranchOfficeA\\Symbols")
         );
         assert_eq!(b.log.format.as_deref(), Some("json"));
+        // On Linux they name the Windows path to edit instead of creating `C:\Symbols` folders.
+        for text in [
+            include_str!("../examples/symcascade.toml"),
+            include_str!("../examples/desktop.toml"),
+            include_str!("../examples/branch-server.toml"),
+        ] {
+            let e = Config::parse_for(text, Platform::Posix)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("key `sympath`") && e.contains("POSIX path"),
+                "{e}"
+            );
+        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Data flow: arguments (clap) → symbol path (`--sympath`, else `_NT_ALT_SYMBOL_PATH` /
 //! `_NT_SYMBOL_PATH`) → `Cascade::resolve` → `Cascade::lookup` → text or JSON on stdout.
-//! Exit codes for scripts: 0 found/ok, 1 not found, 2 error.
+//! Exit codes for scripts: 0 found/ok, 1 not found, 2 error; `get` also 3: not found, but
+//! some store could not be searched.
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
@@ -49,7 +50,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Find a symbol file through the symbol path, copying it down the cascade; prints its
-    /// local path (exit 0), `not found` (exit 1) or an error (exit 2).
+    /// local path (exit 0), or `not found`: exit 1 when every store was searched, exit 3 when
+    /// some store could not be searched (wrong credentials, unreachable share, access denied:
+    /// stderr says which and why); exit 2 for an error.
     Get {
         /// Symbol path; default: _NT_ALT_SYMBOL_PATH;_NT_SYMBOL_PATH.
         #[arg(long)]
@@ -100,9 +103,14 @@ enum Cmd {
         /// Request for this agent's local store instead of the branch as a whole.
         #[arg(long)]
         mine: bool,
-        /// Wait until the agents have processed every request (progress on a terminal).
+        /// Wait until every key is copied or known missing (progress on a terminal), then print
+        /// each key's result and a SymChk-style summary; exit 1 when any key failed.
         #[arg(long)]
         wait: bool,
+        /// With --wait: give up after this long (e.g. `10m`), naming the keys still pending;
+        /// exit 1 then.
+        #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Show queue depth, pending back-fills, each store's health and recent transfers.
     Status {
@@ -141,14 +149,44 @@ enum Cmd {
     },
 }
 
+/// Opens `[log] file` (daily rotated) before anything is logged, so that an unwritable path is
+/// a clean error naming the key instead of a panic inside the appender.
+fn open_log_file(path: &std::path::Path) -> Result<tracing_appender::rolling::RollingFileAppender> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "symcascade.log".into());
+    std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix(name)
+                .build(dir)
+                .map_err(std::io::Error::other)
+        })
+        .with_context(|| {
+            format!(
+                "key `log.file`: cannot write the log file {}",
+                path.display()
+            )
+        })
+}
+
 /// Console logging (stderr), plus a daily-rotated file when `[log] file` is set. The returned
 /// guard flushes the file on drop.
+///
+/// # Errors
+/// The log file cannot be created (nothing is installed then).
 fn init_logging(
     verbose: u8,
     json: bool,
     log: &symcascade::config::LogSection,
     agent: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
@@ -182,17 +220,7 @@ fn init_logging(
     };
     let (file, guard) = match &log.file {
         Some(path) => {
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "symcascade.log".into());
-            let _ = std::fs::create_dir_all(dir);
-            let (w, g) =
-                tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, name));
+            let (w, g) = tracing_appender::non_blocking(open_log_file(path)?);
             let l = tracing_subscriber::fmt::layer()
                 .json()
                 .with_ansi(false)
@@ -207,7 +235,28 @@ fn init_logging(
         .with(console)
         .with(file)
         .init();
-    guard
+    Ok(guard)
+}
+
+/// Logging for the Windows service: a log file that cannot be written must not keep the
+/// service from reporting to its manager, so it logs to the console only and says why.
+fn init_service_logging(
+    verbose: u8,
+    json: bool,
+    log: &symcascade::config::LogSection,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    match init_logging(verbose, json, log, true) {
+        Ok(g) => g,
+        Err(e) => {
+            let console = symcascade::config::LogSection {
+                file: None,
+                ..log.clone()
+            };
+            let g = init_logging(verbose, json, &console, true).ok().flatten();
+            tracing::error!("{e:#}");
+            g
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -222,7 +271,7 @@ fn main() -> ExitCode {
                 config: cli.config,
                 default_config: default_config_path(),
                 default_downstream: default_downstream(),
-                init_logging: &|log| init_logging(verbose, json, log, true),
+                init_logging: &|log| init_service_logging(verbose, json, log),
             },
         );
     }
@@ -256,12 +305,18 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    let _log_guard = init_logging(
+    let _log_guard = match init_logging(
         cli.verbose,
         cli.log_json,
         &config.log,
         matches!(cli.cmd, Cmd::Run),
-    );
+    ) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     match rt.block_on(dispatch(cli.cmd, config)) {
         Ok(code) => code,
         Err(e) => {
@@ -320,21 +375,30 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             let cascade =
                 Cascade::resolve(&path, transports(&config), &default_downstream(), options).await;
             let lookup = cascade.lookup(&key).await?;
+            let search = Search::of(&cascade, &lookup);
             if json {
-                println!("{}", serde_json::to_string_pretty(&lookup)?);
+                let mut v = serde_json::to_value(&lookup)?;
+                v["stores"] = search.stores.into();
+                v["searched"] = search.searched().into();
+                v["not_searched"] = serde_json::to_value(&search.reasons)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                for s in &lookup.skipped {
-                    eprintln!("skipped {:?} {}: {}", s.op, s.store, s.detail);
+                if lookup.fetched.is_some() {
+                    for s in &lookup.skipped {
+                        eprintln!("skipped {:?} {}: {}", s.op, s.store, s.detail);
+                    }
+                } else {
+                    search.explain();
                 }
                 match &lookup.fetched {
                     Some(f) => println!("{}", f.location),
                     None => println!("not found"),
                 }
             }
-            Ok(if lookup.fetched.is_some() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            Ok(match (&lookup.fetched, search.reasons.is_empty()) {
+                (Some(_), _) => ExitCode::SUCCESS,
+                (None, true) => ExitCode::from(1),
+                (None, false) => ExitCode::from(3),
             })
         }
         Cmd::Run => {
@@ -384,9 +448,10 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             manifest,
             mine,
             wait,
+            timeout,
         } => {
             no_queue_check(&config)?;
-            prefetch(&config, &manifest, mine, wait).await
+            prefetch(&config, &manifest, mine, wait.then_some(timeout)).await
         }
         Cmd::Status { json } => status(&config, json).await,
         Cmd::Doctor { json } => {
@@ -466,6 +531,104 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// How complete a lookup's search was: the stores of the symbol path, and those that could not
+/// be searched grouped by reason (each reason once), so that `get` can tell "absent" (exit 1)
+/// from "could not look everywhere" (exit 3).
+struct Search {
+    /// Stores of the symbol path (distinct locations).
+    stores: usize,
+    /// Stores that could not be searched, by reason.
+    reasons: Vec<NotSearched>,
+}
+
+/// Stores that could not be searched for one reason.
+#[derive(serde::Serialize)]
+struct NotSearched {
+    kind: symcascade::store::StoreErrorKind,
+    stores: Vec<String>,
+    /// The first store's full message.
+    detail: String,
+    hint: &'static str,
+}
+
+impl Search {
+    fn of(cascade: &Cascade, lookup: &symcascade::cascade::Lookup) -> Search {
+        let mut all: Vec<String> = cascade
+            .chains()
+            .iter()
+            .flat_map(|c| c.tiers.iter().map(|t| t.store().describe().location))
+            .collect();
+        all.sort();
+        all.dedup();
+        let mut reasons: Vec<NotSearched> = Vec::new();
+        let read = lookup
+            .skipped
+            .iter()
+            .filter(|s| s.op == symcascade::cascade::SkipOp::Read);
+        for s in read {
+            if reasons.iter().any(|r| r.stores.contains(&s.store)) {
+                continue;
+            }
+            match reasons.iter_mut().find(|r| r.kind == s.kind) {
+                Some(r) => r.stores.push(s.store.clone()),
+                None => reasons.push(NotSearched {
+                    kind: s.kind,
+                    stores: vec![s.store.clone()],
+                    detail: s.detail.clone(),
+                    hint: hint(s.kind),
+                }),
+            }
+        }
+        Search {
+            stores: all.len(),
+            reasons,
+        }
+    }
+
+    fn searched(&self) -> usize {
+        let failed: usize = self.reasons.iter().map(|r| r.stores.len()).sum();
+        self.stores.saturating_sub(failed)
+    }
+
+    /// On stderr: how many stores were searched, and why the others were not.
+    fn explain(&self) {
+        if self.reasons.is_empty() {
+            return;
+        }
+        let failed = self.stores.saturating_sub(self.searched());
+        eprintln!(
+            "searched {} of {} stores; {failed} could not be searched, so the file may exist there:",
+            self.searched(),
+            self.stores
+        );
+        for r in &self.reasons {
+            eprintln!("  {}: {} ({})", r.kind, r.stores.join(", "), r.detail);
+            eprintln!("    hint: {}", r.hint);
+        }
+    }
+}
+
+/// What to check for a store that could not be searched.
+fn hint(kind: symcascade::store::StoreErrorKind) -> &'static str {
+    use symcascade::store::StoreErrorKind as K;
+    match kind {
+        K::AuthFailed => {
+            "check the credentials: [smb.credentials.<host>] in the config, or SYMCASCADE_SMB_USER / SYMCASCADE_SMB_PASSWORD / SYMCASCADE_SMB_DOMAIN"
+        }
+        K::Unreachable => {
+            "check the host and share names; a host name that does not resolve can be mapped to an address in the config's [smb] aliases"
+        }
+        K::PermissionDenied => {
+            "the account running symcascade needs read access to the store (`symcascade doctor` checks every store as this account)"
+        }
+        K::Timeout => {
+            "the store did not answer in time: check the link, [smb] connect_timeout / request_timeout, [http_client] read_timeout; a store that keeps timing out is blacked out ([timeouts])"
+        }
+        K::Unsupported => "this build cannot reach this kind of location on this system",
+        _ => "see the message; `-v` logs more",
     }
 }
 
@@ -590,7 +753,8 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
     }
     let pb = indicatif::ProgressBar::new(total);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({eta})")
+        // Elapsed, not an ETA: a key that stays pending makes any estimate absurd ("35w").
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({elapsed})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
@@ -598,16 +762,21 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
+/// Queues every key of a manifest; with `wait = Some(timeout)`, waits for the results and
+/// prints them (see [`wait_for_keys`]).
 async fn prefetch(
     config: &Config,
     manifest: &std::path::Path,
     mine: bool,
-    wait: bool,
+    wait: Option<Option<std::time::Duration>>,
 ) -> Result<ExitCode> {
     let text = std::fs::read_to_string(manifest)
         .with_context(|| format!("reading {}", manifest.display()))?;
-    let keys = symcascade::queue::parse_manifest(&text)
+    let mut keys = symcascade::queue::parse_manifest(&text)
         .map_err(|e| anyhow!("{}: {e}", manifest.display()))?;
+    // A manifest may name a key twice; it is one request and one result.
+    let mut seen = std::collections::HashSet::new();
+    keys.retain(|k| seen.insert(k.to_string().to_ascii_lowercase()));
     let setup = symcascade::agent::setup(config, &default_downstream()).await?;
     let who = if mine {
         setup.id.clone()
@@ -615,40 +784,157 @@ async fn prefetch(
         symcascade::queue::ANY.to_string()
     };
     let pb = progress(keys.len() as u64, "queueing");
-    let mut queued = Vec::new();
-    let mut already = 0;
+    let mut queued = 0;
     for k in &keys {
         if symcascade::agent::request(&setup, k, &who).await? {
-            queued.push(symcascade::queue::Record::new(k, &who)?.file_name());
-        } else {
-            already += 1;
+            queued += 1;
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
     println!(
-        "queued {} requests ({already} already queued) in {}",
-        queued.len(),
+        "queued {queued} requests ({} already queued) in {}",
+        keys.len() - queued,
         setup.requests().describe()
     );
-    if wait {
-        let pb = progress(keys.len() as u64, "replicated");
-        loop {
-            let names = setup.requests().list().await?;
-            let left = queued
-                .iter()
-                .filter(|q| names.binary_search(q).is_ok())
-                .count();
-            pb.set_position((keys.len() - left) as u64);
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-        pb.finish_and_clear();
-        println!("all requests processed");
+    let Some(timeout) = wait else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    // With the queue on (checked above), `setup` always names a branch store.
+    let target = if mine { 0 } else { setup.branch.unwrap_or(0) };
+    let results = wait_for_keys(&setup, &keys, &who, target, timeout).await;
+    let count = |want: fn(&KeyResult) -> bool| results.iter().filter(|r| want(r)).count();
+    let passed = count(|r| matches!(r, KeyResult::Copied));
+    let failed = count(|r| matches!(r, KeyResult::Missing(_) | KeyResult::Dropped));
+    let pending = count(|r| matches!(r, KeyResult::Pending));
+    for (k, r) in keys.iter().zip(&results) {
+        println!("{}", r.line(k));
     }
-    Ok(ExitCode::SUCCESS)
+    if pending > 0 {
+        println!(
+            "SYMCHK: PASSED files = {passed}, FAILED files = {failed}, PENDING files = {pending}"
+        );
+        println!(
+            "timed out after {}: {pending} key(s) still pending (listed above)",
+            humantime::format_duration(timeout.unwrap_or_default())
+        );
+    } else {
+        println!("SYMCHK: PASSED files = {passed}, FAILED files = {failed}");
+    }
+    Ok(if failed + pending == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Where one key of a `prefetch --wait` ended.
+enum KeyResult {
+    /// In the target store.
+    Copied,
+    /// No store has it: the agents wrote a miss-cache entry (expiry, seconds since the epoch).
+    Missing(u64),
+    /// No longer queued but not in the target store (dropped after `MissAgeTimeout`).
+    Dropped,
+    /// Still queued when the timeout expired.
+    Pending,
+}
+
+impl KeyResult {
+    /// SymChk's word for the result, and why for the others.
+    fn line(&self, key: &Key) -> String {
+        match self {
+            KeyResult::Copied => format!("PASSED  {key}"),
+            KeyResult::Missing(until) => {
+                let left = until.saturating_sub(symcascade::queue::now_secs());
+                format!(
+                    "FAILED  {key}: no store has it (miss cached; the agents ask again in {})",
+                    humantime::format_duration(std::time::Duration::from_secs(left))
+                )
+            }
+            KeyResult::Dropped => {
+                format!("FAILED  {key}: dropped from the queue and not in the store")
+            }
+            KeyResult::Pending => format!("PENDING {key}: still queued"),
+        }
+    }
+}
+
+/// Polls the queue until every key is copied into tier `target` of the chain or is a known miss
+/// (a current entry in `000Cascade/misses`), or `timeout` expires. Results in `keys` order.
+async fn wait_for_keys(
+    setup: &symcascade::agent::Setup,
+    keys: &[Key],
+    who: &str,
+    target: usize,
+    timeout: Option<std::time::Duration>,
+) -> Vec<KeyResult> {
+    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    let pb = progress(keys.len() as u64, "replicated");
+    let mut results: Vec<KeyResult> = keys.iter().map(|_| KeyResult::Pending).collect();
+    loop {
+        // A share that does not answer for a moment leaves the keys pending, not the wait failed.
+        match setup.requests().list().await {
+            Ok(names) => {
+                for (k, r) in keys.iter().zip(results.iter_mut()) {
+                    if matches!(r, KeyResult::Pending) {
+                        *r = key_result(setup, k, who, target, &names)
+                            .await
+                            .unwrap_or_else(|e| {
+                                tracing::warn!(key = %k, "cannot check: {e}");
+                                KeyResult::Pending
+                            });
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot list the queue: {e}"),
+        }
+        let done = results
+            .iter()
+            .filter(|r| !matches!(r, KeyResult::Pending))
+            .count();
+        pb.set_position(done as u64);
+        if done == keys.len() || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    pb.finish_and_clear();
+    results
+}
+
+/// One key's state: its record still queued (pending, or missing when the agents wrote a current
+/// miss entry), or gone (copied when the target store has it in any form).
+async fn key_result(
+    setup: &symcascade::agent::Setup,
+    key: &Key,
+    who: &str,
+    target: usize,
+    queued: &[String],
+) -> Result<KeyResult> {
+    use symcascade::queue;
+    let record = queue::Record::new(key, who)?.file_name();
+    if queued.binary_search(&record).is_ok() {
+        let misses = setup.admin.join(queue::MISSES);
+        let miss = misses
+            .read(&queue::key_file(key, "miss"))
+            .await
+            .ok()
+            .flatten();
+        let entry = miss.and_then(|b| serde_json::from_slice::<queue::Miss>(&b).ok());
+        return Ok(match entry {
+            Some(m) if m.expires > queue::now_secs() => KeyResult::Missing(m.expires),
+            _ => KeyResult::Pending,
+        });
+    }
+    let tier = &setup.chain.tiers[target];
+    let tiering = tier.tiering().await?;
+    for (_, path) in symcascade::layout::probe_order(key, tiering) {
+        if tier.store().stat(&path).await?.is_some() {
+            return Ok(KeyResult::Copied);
+        }
+    }
+    Ok(KeyResult::Dropped)
 }
 
 async fn status(config: &Config, json: bool) -> Result<ExitCode> {

@@ -68,6 +68,11 @@ pub enum StoreSpec {
 pub enum Location {
     /// A local path as written: a Windows drive path (`C:\Symbols`), a relative path or a POSIX
     /// path (`/var/symbols`). Kept verbatim; the local transport interprets it.
+    ///
+    /// A relative path (`DownstreamStore`, `sym`) is resolved against the working directory of
+    /// the process that uses it, as DbgHelp does: fine for `symcascade get` in a shell, but
+    /// `symcascade run` refuses it (a service's working directory means nothing). A token
+    /// that looks like a URL (`s3://…`, `https//…`) is never taken as a relative path.
     Local {
         /// The path text.
         path: String,
@@ -130,6 +135,9 @@ impl Location {
         if token.is_empty() {
             return Err(err(SymbolPathErrorKind::EmptyLocation));
         }
+        if let Some(kind) = url_problem(token) {
+            return Err(err(kind));
+        }
         Ok(Location::Local {
             path: token.to_string(),
         })
@@ -170,6 +178,57 @@ impl Location {
             url_form,
         })
     }
+}
+
+/// A token that looks like a URL no transport reads (`s3://bucket`) or a mistyped HTTP URL
+/// (`https//host`, `htps://host`, `http:/host`). Without this check it would be a relative local
+/// path, and the first copy would create a folder named `s3:` or `https` in the working
+/// directory. A one-letter "scheme" is a drive (`C://x`), not a URL.
+fn url_problem(token: &str) -> Option<SymbolPathErrorKind> {
+    let lower = token.to_ascii_lowercase();
+    if let Some((scheme, _)) = lower.split_once("://")
+        && scheme.len() >= 2
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        let meant = ["https", "http"]
+            .into_iter()
+            .find(|m| edit_distance(scheme, m) <= 1);
+        return Some(match meant {
+            Some(m) => SymbolPathErrorKind::MistypedUrl(format!("{m}://")),
+            None => SymbolPathErrorKind::UnknownScheme(scheme.to_string()),
+        });
+    }
+    for meant in ["https", "http"] {
+        let Some(rest) = lower.strip_prefix(meant) else {
+            continue;
+        };
+        let typo = rest.starts_with("//")
+            || rest.starts_with(":\\")
+            || (rest.starts_with(":/") && !rest.starts_with("://"));
+        return typo.then(|| SymbolPathErrorKind::MistypedUrl(format!("{meant}://")));
+    }
+    None
+}
+
+/// Levenshtein distance of two short ASCII strings (URL schemes).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 impl FromStr for Location {
@@ -339,6 +398,16 @@ pub enum SymbolPathErrorKind {
     /// An empty plain location.
     #[error("empty location")]
     EmptyLocation,
+    /// `s3://bucket/x`, `ftp://…`: a URL scheme no transport reads (it is not taken as a
+    /// local folder named `s3:`).
+    #[error(
+        "unknown scheme `{0}://`: a store is a local folder, `\\\\host\\share` (or `smb://host/share`) or an `http(s)://` URL"
+    )]
+    UnknownScheme(String),
+    /// `https//host`, `htps://host`, `http:/host`: a mistyped HTTP URL; holds what was
+    /// probably meant (`https://`).
+    #[error("this looks like a mistyped `{0}` URL")]
+    MistypedUrl(String),
 }
 
 /// A malformed symbol path: names the element, its byte offset in the input and the reason.
@@ -779,6 +848,55 @@ mod tests {
         assert!(matches!(p.elements[0], Element::Plain { .. }));
     }
 
+    /// Unknown schemes and mistyped HTTP URLs are errors naming the element, never local
+    /// folders (`s3:` or `https` in the working directory).
+    #[test]
+    fn unknown_schemes_and_url_typos_are_rejected() {
+        let unknown = |s: &str| SymbolPathErrorKind::UnknownScheme(s.into());
+        let typo = |s: &str| SymbolPathErrorKind::MistypedUrl(s.into());
+        let cases = [
+            ("s3://symbols/main", 0, unknown("s3")),
+            (r"srv*C:\Symbols*s3://symbols/main", 0, unknown("s3")),
+            ("ftp://host/symbols", 0, unknown("ftp")),
+            ("file:///var/symbols", 0, unknown("file")),
+            (
+                r"c:\x;srv*c:\y*https//msdl.microsoft.com/download/symbols",
+                5,
+                typo("https://"),
+            ),
+            ("srv*/tmp/a*http//symbols.corp/s", 0, typo("http://")),
+            ("srv*/tmp/a*htps://msdl.microsoft.com", 0, typo("https://")),
+            ("srv*/tmp/a*htp://symbols.corp", 0, typo("http://")),
+            ("srv*/tmp/a*HTTPS:/msdl.microsoft.com", 0, typo("https://")),
+            (r"srv*/tmp/a*http:\\symbols.corp", 0, typo("http://")),
+            ("cache*httpss://x", 0, typo("https://")),
+        ];
+        for (text, offset, reason) in cases {
+            let e = text.parse::<SymbolPath>().unwrap_err();
+            assert_eq!((e.offset, &e.reason), (offset, &reason), "{text}: {e}");
+            let shown = e.to_string();
+            assert!(shown.contains(&e.element), "{shown}");
+        }
+        let e = "s3://symbols/main".parse::<SymbolPath>().unwrap_err();
+        assert!(e.to_string().contains("`s3://`"), "{e}");
+        // Still local paths: a drive written with slashes, folders whose names merely start
+        // with "http", relative names, colons inside a name.
+        for ok in [
+            "C://Symbols",
+            "httpdocs",
+            "srv*https_cache*https://msdl.microsoft.com/download/symbols",
+            "/srv/http/symbols",
+            "DownstreamStore",
+            "/tmp/a:b",
+        ] {
+            let p: SymbolPath = ok.parse().unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(p.to_string(), ok);
+        }
+        // Locations parsed alone (`file.ptr` targets) get the same check.
+        assert!("s3://b/k".parse::<Location>().is_err());
+        assert!("HTTPS://Host/x".parse::<Location>().unwrap().is_http());
+    }
+
     #[test]
     fn env_order_and_default_store() {
         let env = |k: &str| match k {
@@ -848,6 +966,24 @@ mod tests {
             let text = p.to_string();
             let back: SymbolPath = text.parse().map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
             prop_assert_eq!(back, p);
+        }
+
+        /// `scheme://…` is a store symcascade reads (HTTP, SMB) or an error: never a local path.
+        #[test]
+        fn url_looking_tokens_are_never_local(
+            scheme in "[a-zA-Z][a-zA-Z0-9+.-]{1,7}",
+            rest in "[a-z0-9./]{0,12}",
+        ) {
+            let text = format!("srv*/tmp/a*{scheme}://{rest}");
+            if let Ok(p) = text.parse::<SymbolPath>() {
+                let Element::Server { stores, .. } = &p.elements[0] else {
+                    return Err(TestCaseError::fail("not a chain"));
+                };
+                prop_assert!(
+                    !matches!(&stores[1], StoreSpec::At(Location::Local { .. })),
+                    "{text} parsed as a local path"
+                );
+            }
         }
 
         #[test]

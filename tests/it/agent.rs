@@ -595,3 +595,61 @@ async fn doctor_names_the_tier_that_would_be_skipped() {
         published_files(&admin)
     );
 }
+
+/// `prefetch --wait` with a running agent and a manifest of three present keys and one that no
+/// store has: it ends once the three are copied and the fourth is a known miss (it used to wait
+/// forever), prints each key's result and a SymChk-style summary, and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_wait_ends_with_per_key_results_when_a_key_is_missing() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[PDB, DLL, PDB_X86]).await;
+    let cfg = office.config("desk1", &office.main.host(), "");
+    let agent = AgentProc::start(&office, &cfg, "desk1");
+    wait_for("agent status", Duration::from_secs(20), || {
+        agent.status().is_some()
+    })
+    .await;
+    let present = [key_of(PDB), key_of(DLL), key_of(PDB_X86)];
+    let missing =
+        symcascade::key::Key::new("absent.pdb", "0123456789ABCDEF0123456789ABCDEF1").unwrap();
+    let manifest = office.dir.path().join("manifest.txt");
+    let lines: String = present
+        .iter()
+        .chain([&missing])
+        .map(|k| format!("{},{},1\n", k.name(), k.index()))
+        .collect();
+    std::fs::write(&manifest, lines).unwrap();
+    let mut child = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["prefetch", "--wait", "--timeout", "90s", "--manifest"])
+        .arg(&manifest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("prefetch --wait to end", Duration::from_secs(120), || {
+        child.try_wait().unwrap().is_some()
+    })
+    .await;
+    let o = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    for k in &present {
+        assert!(stdout.contains(&format!("PASSED  {k}\n")), "{k}: {stdout}");
+        let copy = key_path(&office.branch.share_dir("BranchOfficeA"), k, Form::Plain);
+        assert!(copy.exists(), "{} not in the branch store", copy.display());
+    }
+    assert!(
+        stdout.contains(&format!("FAILED  {missing}: no store has it")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("SYMCHK: PASSED files = 3, FAILED files = 1"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("PENDING"), "{stdout}");
+}

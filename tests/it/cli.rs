@@ -191,19 +191,138 @@ fn get_over_smb_with_config_aliases_and_env_credentials() {
         "the skip is reported: {stderr}"
     );
     assert!(!stdout.contains(crate::samba::PASSWORD) && !stderr.contains(crate::samba::PASSWORD));
-    // Wrong password: a clear error naming the store, exit 1 (not found), no secret.
+    // Wrong password: a clear error naming the store, exit 3 (not found, but not every store
+    // could be searched), no secret.
     let (code, stdout, stderr) = out(bin()
         .args(["get", "--config"])
         .arg(&cfg)
         .args(["x.pdb", "0123456789ABCDEF0123456789ABCDEF1"])
         .env("SYMCASCADE_SMB_USER", crate::samba::USER)
         .env("SYMCASCADE_SMB_PASSWORD", "Wrong-Secret-1"));
-    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
     assert!(
         stderr.contains("\\\\MainOffice\\MainOffice") && stderr.contains("authentication failed"),
         "{stderr}"
     );
     assert!(!stderr.contains("Wrong-Secret-1"));
+}
+
+const MISSING: [&str; 2] = ["x.pdb", "0123456789ABCDEF0123456789ABCDEF1"];
+
+/// `get` of a key no store has: exit 1 only when every store was searched. A wrong password,
+/// a share typo, a host that does not resolve or a local store this account may not read is
+/// exit 3, with how many stores were searched and, once per reason, which stores and a hint.
+#[test]
+fn get_tells_absent_from_could_not_search() {
+    let Some(samba) = crate::samba::Samba::try_start() else {
+        return;
+    };
+    let lab = Lab::new();
+    let cfg = |name: &str, sympath: String| {
+        let p = lab.path(name);
+        std::fs::write(
+            &p,
+            format!(
+                "sympath = '{sympath}'\n[smb]\naliases = {{ MainOffice = \"{h}\", BranchOfficeA = \"{h}\" }}\nconnect_timeout = \"5s\"\n",
+                h = samba.host()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let local = lab.s("local");
+    let get = |cfg: &std::path::Path, password: &str, json: bool| {
+        let mut c = bin();
+        c.args(["get", "--config"]).arg(cfg);
+        if json {
+            c.arg("--json");
+        }
+        out(c
+            .args(MISSING)
+            .env("SYMCASCADE_SMB_USER", crate::samba::USER)
+            .env("SYMCASCADE_SMB_PASSWORD", password))
+    };
+    // Everything searched: a plain miss, exit 1.
+    let good = cfg(
+        "good.toml",
+        format!("srv*{local}*\\\\BranchOfficeA\\BranchOfficeA*\\\\MainOffice\\MainOffice"),
+    );
+    let (code, stdout, stderr) = get(&good, crate::samba::PASSWORD, false);
+    assert_eq!((code, stdout.trim()), (1, "not found"), "{stderr}");
+    assert!(!stderr.contains("could not be searched"), "{stderr}");
+    // Wrong password: both shares fail for one reason, said once.
+    let (code, stdout, stderr) = get(&good, "Wrong-Secret-1", false);
+    assert_eq!((code, stdout.trim()), (3, "not found"), "{stderr}");
+    assert!(
+        stderr.contains("searched 1 of 3 stores; 2 could not be searched"),
+        "{stderr}"
+    );
+    let reason_lines = stderr
+        .lines()
+        .filter(|l| l.starts_with("  authentication failed: "));
+    assert_eq!(reason_lines.count(), 1, "{stderr}");
+    assert!(stderr.contains("[smb.credentials.<host>]"), "{stderr}");
+    // The same in JSON, for scripts.
+    let (code, json, _) = get(&good, "Wrong-Secret-1", true);
+    assert_eq!(code, 3);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (v["stores"].as_u64(), v["searched"].as_u64()),
+        (Some(3), Some(1)),
+        "{json}"
+    );
+    assert_eq!(v["not_searched"][0]["kind"], "auth_failed", "{json}");
+    assert_eq!(
+        v["not_searched"][0]["stores"].as_array().unwrap().len(),
+        2,
+        "{json}"
+    );
+    // A share typo, and a host name that resolves nowhere (no alias): two reasons.
+    let typo = cfg(
+        "typo.toml",
+        format!("srv*{local}*\\\\BranchOfficeA\\BranchOfficeAA*\\\\NoSuchHost.invalid\\Symbols"),
+    );
+    let (code, _, stderr) = get(&typo, crate::samba::PASSWORD, false);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("searched 1 of 3 stores"), "{stderr}");
+    assert!(
+        stderr.contains("BranchOfficeAA") && stderr.contains("NoSuchHost.invalid"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[smb] aliases"), "{stderr}");
+}
+
+/// A local store this account may not read (a real EACCES, as `nobody`): exit 3, not 1.
+#[test]
+fn get_with_an_unreadable_local_store_is_exit_3() {
+    let lab = Lab::new();
+    run(Command::new("chmod").arg("755").arg(lab.dir.path()));
+    run(Command::new("chmod").arg("777").arg(lab.path("local")));
+    run(Command::new("chmod").arg("700").arg(lab.path("branch")));
+    let spool = lab.path("spool-nobody");
+    std::fs::create_dir_all(&spool).unwrap();
+    run(Command::new("chmod").arg("777").arg(&spool));
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_symcascade"))
+        .args([
+            "get",
+            "--sympath",
+            &format!("srv*{}*{}", lab.s("local"), lab.s("branch")),
+        ])
+        .args(MISSING)
+        .env("TMPDIR", &spool)
+        .env("HOME", &spool)
+        .env_remove("_NT_SYMBOL_PATH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("searched 1 of 2 stores") && stderr.contains("permission denied"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("symcascade doctor"), "{stderr}");
 }
 
 /// The shipped systemd unit passes `systemd-analyze verify` (with ExecStart pointing at the
@@ -313,6 +432,279 @@ fn request_is_refused_when_no_agent_watches_the_queue() {
         who.starts_with("running as: ") && who.contains(&me),
         "{so} (expected the user {me})"
     );
+}
+
+/// Runs `cmd` in `cwd` and waits up to 20 s for it to exit: `None` when it was still running
+/// (it is killed then), e.g. an agent that accepted a configuration it should have refused.
+fn exit_within(cmd: &mut Command, cwd: &std::path::Path) -> Option<(i32, String)> {
+    let mut child = cmd
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(20) {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return Some((status.code().unwrap_or(-1), err));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Everything under `dir`, relative paths (files and folders), sorted.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            if e.path().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Configuration values that passed validation but broke the agent: a Windows path on Linux
+/// (files with backslashes in their names in the working directory), zero intervals (a tokio
+/// panic), a huge timeout (an `Instant` overflow), an unwritable log file (a panic, exit 101).
+/// `symcascade run` now exits 2 naming the key, and creates nothing in its working directory.
+#[test]
+fn run_refuses_config_values_that_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::write(dir.path().join("afile"), b"").unwrap();
+    let good = format!("sympath = 'srv*{d}/local*{d}/branch*{d}/main'\n");
+    let cases = [
+        (
+            format!("{good}[log]\nfile = 'C:\\x\\y.log'\n"),
+            "log.file",
+            "POSIX path",
+        ),
+        (
+            format!("{good}[log]\nfile = '{d}/afile/y.log'\n"),
+            "log.file",
+            "afile",
+        ),
+        (
+            format!("{good}[log]\nfile = 'logs/y.log'\n"),
+            "log.file",
+            "absolute",
+        ),
+        (
+            format!("{good}[agent]\nstate_dir = 'C:\\ProgramData\\s'\n"),
+            "agent.state_dir",
+            "POSIX",
+        ),
+        (
+            format!("{good}[cascade]\nspool_dir = 'D:\\spool'\n"),
+            "cascade.spool_dir",
+            "POSIX",
+        ),
+        (
+            format!("{good}[agent]\nrescan_interval = \"0s\"\n"),
+            "agent.rescan_interval",
+            "more than 0",
+        ),
+        (
+            format!("{good}[agent]\nbackfill_interval = \"0s\"\n"),
+            "agent.backfill_interval",
+            "more than 0",
+        ),
+        (
+            format!("{good}[http]\nlisten = \"127.0.0.1:0\"\nclient_timeout = \"500000000y\"\n"),
+            "http.client_timeout",
+            "too long",
+        ),
+        (
+            format!("sympath = 'srv*C:\\Symbols*{d}/branch*{d}/main'\n"),
+            "sympath",
+            "POSIX path",
+        ),
+        (
+            format!("sympath = 'srv*sym*{d}/branch*{d}/main'\n"),
+            "sympath",
+            "absolute",
+        ),
+        (
+            format!("sympath = 'srv*{d}/local*s3://symbols/main'\n"),
+            "sympath",
+            "s3://",
+        ),
+    ];
+    for (i, (text, key, says)) in cases.iter().enumerate() {
+        let cfg = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let got = exit_within(bin().arg("--config").arg(&cfg).arg("run"), &cwd);
+        let (code, err) =
+            got.unwrap_or_else(|| panic!("{text}: `run` accepted it and kept running"));
+        assert_eq!(code, 2, "{text}: {err}");
+        assert!(err.contains(key) && err.contains(says), "{text}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(
+            tree(&cwd),
+            Vec::<String>::new(),
+            "{text}: created in the working directory"
+        );
+    }
+    assert!(!dir.path().join("local").exists(), "no store was created");
+}
+
+/// The shipped examples are written for Windows: on Linux they are refused with the path to
+/// edit, instead of creating `C:\Symbols` folders in the working directory.
+#[cfg(not(windows))]
+#[test]
+fn examples_name_the_windows_path_to_edit_on_linux() {
+    let cwd = tempfile::tempdir().unwrap();
+    for ex in ["desktop.toml", "branch-server.toml", "symcascade.toml"] {
+        let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(ex);
+        let (code, err) = exit_within(bin().arg("--config").arg(&cfg).arg("run"), cwd.path())
+            .unwrap_or_else(|| panic!("{ex}: `run` kept running"));
+        assert_eq!(code, 2, "{ex}: {err}");
+        assert!(
+            err.contains("key `sympath`") && err.contains("POSIX path"),
+            "{ex}: {err}"
+        );
+        assert_eq!(tree(cwd.path()), Vec::<String>::new(), "{ex}");
+    }
+}
+
+/// `get` with a typo'd or unknown URL scheme is an error naming the element: no `s3:` or
+/// `https` folder appears in the working directory, even when a hit would be copied there.
+#[test]
+fn get_refuses_unknown_schemes_instead_of_creating_folders() {
+    let lab = Lab::new();
+    let cwd = lab.path("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let (code, _, _) = out(bin()
+        .args(["add", "--store"])
+        .arg(lab.path("main"))
+        .arg(fixture(PDB)));
+    assert_eq!(code, 0);
+    let main = lab.s("main");
+    for (sympath, says) in [
+        (
+            format!("srv*s3://symbols/main*{main}"),
+            "unknown scheme `s3://`",
+        ),
+        (
+            format!("srv*https//symbols.corp/s*{main}"),
+            "mistyped `https://`",
+        ),
+        (
+            format!("srv*htps://symbols.corp/s*{main}"),
+            "mistyped `https://`",
+        ),
+    ] {
+        let (code, err) = exit_within(
+            bin().args(["get", "--sympath", &sympath]).arg(fixture(PDB)),
+            &cwd,
+        )
+        .unwrap();
+        assert_eq!(code, 2, "{sympath}: {err}");
+        assert!(
+            err.contains(says) && err.contains(&sympath),
+            "{sympath}: {err}"
+        );
+        assert_eq!(tree(&cwd), Vec::<String>::new(), "{sympath}");
+    }
+}
+
+/// `prefetch --wait --timeout` with no agent to serve the queue: it gives up when the timeout
+/// expires, names every key still pending and exits 1 (it used to wait forever).
+#[test]
+fn prefetch_wait_timeout_names_the_pending_keys() {
+    let lab = Lab::new();
+    let cfg = lab.path("c.toml");
+    std::fs::write(&cfg, format!("sympath = '{}'\n", lab.three_tier())).unwrap();
+    let manifest = lab.path("manifest.txt");
+    std::fs::write(
+        &manifest,
+        "a.pdb,0123456789ABCDEF0123456789ABCDEF1,1\nb.pdb,0123456789ABCDEF0123456789ABCDEF2,1\n",
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let (code, stdout, stderr) = out(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["prefetch", "--wait", "--timeout", "1s", "--manifest"])
+        .arg(&manifest));
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(15));
+    for k in [
+        "a.pdb/0123456789ABCDEF0123456789ABCDEF1",
+        "b.pdb/0123456789ABCDEF0123456789ABCDEF2",
+    ] {
+        assert!(
+            stdout.contains(&format!("PENDING {k}: still queued")),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("SYMCHK: PASSED files = 0, FAILED files = 0, PENDING files = 2")
+            && stdout.contains("timed out after 1s"),
+        "{stdout}"
+    );
+    // --timeout without --wait is a usage error.
+    let (code, _, err) = out(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["prefetch", "--timeout", "1s", "--manifest"])
+        .arg(&manifest));
+    assert_eq!(code, 2, "{err}");
+}
+
+/// On a terminal (a real pty, through `script`), the wait shows the time elapsed, not an ETA
+/// (a key that stays pending made it read "(35w)").
+#[test]
+fn prefetch_wait_progress_shows_elapsed_time() {
+    let lab = Lab::new();
+    let cfg = lab.path("c.toml");
+    std::fs::write(&cfg, format!("sympath = '{}'\n", lab.three_tier())).unwrap();
+    let manifest = lab.path("manifest.txt");
+    std::fs::write(&manifest, "a.pdb,0123456789ABCDEF0123456789ABCDEF1,1\n").unwrap();
+    let line = format!(
+        "{} --config {} prefetch --wait --timeout 3s --manifest {}",
+        env!("CARGO_BIN_EXE_symcascade"),
+        cfg.display(),
+        manifest.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("_NT_SYMBOL_PATH")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let o = match o {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(!is_ci(), "CI must have `script` (util-linux): {e}");
+            eprintln!("skipping: no `script`: {e}");
+            return;
+        }
+    };
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.contains("replicated ["), "{shown}");
+    assert!(shown.contains("0/1 (2s)"), "elapsed time shown: {shown}");
+    assert!(shown.contains("timed out after 3s"), "{shown}");
 }
 
 /// Modes of every file and folder under `dir` (not `000Cascade`), relative paths.

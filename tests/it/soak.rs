@@ -69,8 +69,7 @@ async fn kill_9_at_random_points_leaves_nothing_behind() {
     let mut rng = Rng(seed);
     publish_main(&office, &[BIG_PDB]).await;
     // 40 Mbit/s and 10 ms each way: the transfer takes about 1.3 s.
-    let port =
-        crate::relay::relay(office.main.addr(), Duration::from_millis(10), 40_000_000).await;
+    let port = crate::relay::relay(office.main.addr(), Duration::from_millis(10), 40_000_000).await;
     let id = "DESKTOP-S0AK001";
     let cfg = office.config(id, &format!("127.0.0.1:{port}"), "");
     let spool = office.dir.path().join("spool");
