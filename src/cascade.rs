@@ -1321,6 +1321,18 @@ fn new_spool_file(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempF
         .tempfile_in(dir)
 }
 
+/// Removes this process's spool lock files: call once, at the very end of the process, after
+/// every lookup has ended (a lookup started later would spool without the lock's protection).
+/// A process that ends without calling it leaves a 0-byte lock file, which the next sweep
+/// removes.
+pub fn release_spool_locks() {
+    let owners = std::mem::take(&mut *SPOOL_OWNERS.lock().unwrap_or_else(|e| e.into_inner()));
+    for (dir, f) in owners {
+        drop(f); // Windows cannot remove an open file
+        let _ = std::fs::remove_file(spool_lock_path(&dir, std::process::id()));
+    }
+}
+
 /// Removes the spool files of dead processes from `dir` (a `kill -9`, a crash or a power cut
 /// during a transfer leaves them, up to the size of the file being copied each): the files of
 /// a process whose lock file can be locked (or is gone) have no live owner. Files that cannot

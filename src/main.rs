@@ -317,7 +317,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(dispatch(cli.cmd, config)) {
+    let result = rt.block_on(dispatch(cli.cmd, config));
+    // Transfers still running in the background (the front's detached copies) end with the
+    // runtime; only then may the spool lock files go.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    symcascade::cascade::release_spool_locks();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -350,6 +355,29 @@ fn default_downstream() -> Location {
     }
 }
 
+/// Completes on Ctrl-C, or SIGTERM on Unix (what `systemctl stop` and `kill` send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
     match cmd {
         Cmd::Get {
@@ -374,7 +402,15 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             options.uncompress &= !no_uncompress;
             let cascade =
                 Cascade::resolve(&path, transports(&config), &default_downstream(), options).await;
-            let lookup = cascade.lookup(&key).await?;
+            // Ctrl-C or SIGTERM: drop the lookup, which removes its spool and temp files (SMB
+            // temp files are delete-pending), then exit 130 as a shell would.
+            let lookup = tokio::select! {
+                l = cascade.lookup(&key) => l?,
+                _ = stop_signal() => {
+                    eprintln!("interrupted: nothing was published, temp files removed");
+                    return Ok(ExitCode::from(130));
+                }
+            };
             let search = Search::of(&cascade, &lookup);
             if json {
                 let mut v = serde_json::to_value(&lookup)?;
@@ -403,25 +439,7 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
         }
         Cmd::Run => {
             let shutdown = async {
-                #[cfg(unix)]
-                {
-                    use tokio::signal::unix::{SignalKind, signal};
-                    match signal(SignalKind::terminate()) {
-                        Ok(mut term) => {
-                            tokio::select! {
-                                _ = tokio::signal::ctrl_c() => {}
-                                _ = term.recv() => {}
-                            }
-                        }
-                        Err(_) => {
-                            let _ = tokio::signal::ctrl_c().await;
-                        }
-                    }
-                }
-                #[cfg(not(unix))]
-                {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+                stop_signal().await;
                 tracing::info!("shutdown requested");
             };
             symcascade::agent::run(config, default_downstream(), shutdown).await?;
