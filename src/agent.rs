@@ -146,6 +146,7 @@ struct Settings {
     max_parallel: usize,
     poll: Option<Duration>,
     grace: Duration,
+    temp_max_age: Duration,
 }
 
 struct Queue {
@@ -160,6 +161,8 @@ struct Agent {
     cascade: Arc<Cascade>,
     chain: Chain,
     branch: Option<usize>,
+    /// The chain's store locations, in tier order (the sweeper's local tiers).
+    locations: Vec<Location>,
     queue: Queue,
     state_dir: PathBuf,
     status: Mutex<Status>,
@@ -438,6 +441,7 @@ pub async fn run(
         max_parallel: a.max_parallel.max(1),
         poll: a.poll_interval,
         grace: a.shutdown_grace,
+        temp_max_age: a.temp_max_age,
     };
     std::fs::create_dir_all(&setup.state_dir).map_err(|source| AgentError::State {
         path: setup.state_dir.display().to_string(),
@@ -496,6 +500,7 @@ pub async fn run(
         cascade: setup.cascade,
         chain: setup.chain,
         branch: setup.branch,
+        locations: setup.locations,
         state_dir: setup.state_dir,
     });
     if config.agent.queue {
@@ -522,6 +527,8 @@ impl Agent {
         let mut rescan = tokio::time::interval(self.s.rescan);
         let mut backfill = tokio::time::interval(self.s.backfill.min(self.s.rescan));
         let mut health = tokio::time::interval(Duration::from_secs(30));
+        // First tick at once: leftovers of a crash are removed at start.
+        let mut sweep = tokio::time::interval(Duration::from_secs(3600));
         let mut publish = tokio::time::interval(Duration::from_secs(2));
         let mut tasks = tokio::task::JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, String> = HashMap::new();
@@ -561,6 +568,7 @@ impl Agent {
                     self.status.lock().expect("status").stores = h;
                 }
                 _ = publish.tick() => self.publish_status(in_flight.len()),
+                _ = sweep.tick() => self.sweep_local_tiers(),
                 Some(done) = tasks.join_next_with_id() => {
                     let (id, outcome) = match done {
                         Ok((id, o)) => (id, Some(o)),
@@ -764,6 +772,25 @@ impl Agent {
                 }
                 Outcome::Retry(self.s.miss_timeout)
             }
+        }
+    }
+
+    /// Removes temp files older than `agent.temp_max_age` from every local tier, in the
+    /// background (it walks the whole store). SMB temp files need no sweep: they are
+    /// delete-pending until renamed, so the server removes those of a dead writer.
+    fn sweep_local_tiers(&self) {
+        for loc in &self.locations {
+            let Location::Local { path } = loc else {
+                continue;
+            };
+            let (store, age) = (crate::store::LocalStore::new(path), self.s.temp_max_age);
+            tokio::task::spawn_blocking(move || match store.sweep_stale_temps(age) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(store = %store.root().display(), files = n, "removed temp files left by dead writers")
+                }
+                Err(e) => tracing::debug!(store = %store.root().display(), "temp sweep: {e}"),
+            });
         }
     }
 

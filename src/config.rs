@@ -122,6 +122,11 @@ pub struct AgentSection {
     /// How long in-flight copies may finish at shutdown. Default `20s`.
     #[serde(default = "d20s", deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Temp files (`*.symcascade-tmp`) older than this in a local tier are leftovers of a
+    /// writer that died (a crash, a power cut) and are removed at start and every hour.
+    /// Default `1h` (far longer than any live writer leaves a temp file untouched).
+    #[serde(default = "d1h", deserialize_with = "duration")]
+    pub temp_max_age: Duration,
 }
 
 impl Default for AgentSection {
@@ -137,6 +142,7 @@ impl Default for AgentSection {
             poll_interval: None,
             state_dir: None,
             shutdown_grace: d20s(),
+            temp_max_age: d1h(),
         }
     }
 }
@@ -816,6 +822,7 @@ impl Config {
             ("agent.rescan_interval", a.rescan_interval),
             ("agent.backfill_interval", a.backfill_interval),
             ("agent.lease_timeout", a.lease_timeout),
+            ("agent.temp_max_age", a.temp_max_age),
         ];
         let poll = a.poll_interval.map(|p| ("agent.poll_interval", p));
         let other = [

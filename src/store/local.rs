@@ -136,6 +136,13 @@ impl LocalStore {
                 let Ok(ft) = e.file_type() else { continue };
                 if ft.is_dir() {
                     stack.push(e.path());
+                } else if is_old_key_lock(&e) {
+                    // Per-key lock files of older versions (one per key ever written): gone
+                    // once no writer holds them.
+                    let unused = std::fs::File::open(e.path()).is_ok_and(|f| f.try_lock().is_ok());
+                    if unused && std::fs::remove_file(e.path()).is_ok() {
+                        removed += 1;
+                    }
                 } else if e.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
                     let old = e
                         .metadata()
@@ -174,6 +181,20 @@ pub fn shared_tempfile(
         b.permissions(std::fs::Permissions::from_mode(0o666));
     }
     b.tempfile_in(dir)
+}
+
+/// `000Cascade/locks/<16 hex digits>.lock`: a lock file of a version that kept one per key.
+fn is_old_key_lock(e: &std::fs::DirEntry) -> bool {
+    let name = e.file_name();
+    let name = name.to_string_lossy();
+    let in_locks = e
+        .path()
+        .parent()
+        .is_some_and(|p| p.ends_with(Path::new(ADMIN_DIR).join("locks")));
+    in_locks
+        && name
+            .strip_suffix(".lock")
+            .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Lock files per store: keys share [`LOCK_STRIPES`] lock files, so `000Cascade/locks` stays
@@ -556,7 +577,16 @@ mod tests {
                 .unwrap(),
             0
         );
-        assert_eq!(s.sweep_stale_temps(std::time::Duration::ZERO).unwrap(), 1);
+        // Lock files of the per-key era go; the stripes stay.
+        std::fs::create_dir_all(dir.path().join("000Cascade/locks")).unwrap();
+        std::fs::write(
+            dir.path().join("000Cascade/locks/0123456789abcdef.lock"),
+            b"",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("000Cascade/locks/0a.lock"), b"").unwrap();
+        assert_eq!(s.sweep_stale_temps(std::time::Duration::ZERO).unwrap(), 2);
+        assert!(dir.path().join("000Cascade/locks/0a.lock").exists());
         assert!(dir.path().join("x/1/x").exists());
     }
 }

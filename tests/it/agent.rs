@@ -653,3 +653,35 @@ async fn prefetch_wait_ends_with_per_key_results_when_a_key_is_missing() {
     );
     assert!(!stdout.contains("PENDING"), "{stdout}");
 }
+
+/// At start the agent removes temp files that dead writers left in its local tier (older than
+/// `agent.temp_max_age`) and the per-key lock files of older versions; a fresh temp file (a
+/// live writer's, maybe another process's) is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_start_sweeps_old_temp_files_from_the_local_tier() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    let id = "DESK_SWEEP-1";
+    let cfg = office.config(id, &office.main.host(), "temp_max_age = \"10m\"");
+    let dir = office.local(id).join("a.pdb/ABC1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let locks = office.local(id).join("000Cascade/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let old = dir.join(".a.pdb.Xy12Ab.symcascade-tmp");
+    let fresh = dir.join(".a.pdb.Zz99Qq.symcascade-tmp");
+    let old_lock = locks.join("00112233445566ff.lock");
+    for p in [&old, &fresh, &old_lock] {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    for p in [&old, &old_lock] {
+        run(Command::new("touch").args(["-d", "2 hours ago"]).arg(p));
+    }
+    let mut agent = AgentProc::start(&office, &cfg, id);
+    wait_for("the old temp file to go", Duration::from_secs(20), || {
+        !old.exists() && !old_lock.exists()
+    })
+    .await;
+    assert!(fresh.exists(), "a fresh temp file may be a live writer's");
+    assert!(agent.stop().success());
+}

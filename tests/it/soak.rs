@@ -138,7 +138,11 @@ async fn kill_9_at_random_points_leaves_nothing_behind() {
         .await;
         assert_eq!(leftovers(&office.local(id)), Vec::<String>::new());
         let in_spool: Vec<_> = files_with_len(&spool).into_iter().map(|(p, _)| p).collect();
-        assert_eq!(in_spool, Vec::<String>::new(), "the spool folder (TMPDIR) is empty");
+        assert_eq!(
+            in_spool,
+            Vec::<String>::new(),
+            "the spool folder (TMPDIR) is empty"
+        );
         // Evict the copies so the next cycle transfers again.
         for p in &finals {
             std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
