@@ -33,6 +33,22 @@ const COPY_BUF: usize = 256 * 1024;
 pub struct LocalStore {
     root: PathBuf,
     shown: String,
+    /// Case-folded names of the root's entries, for the case-insensitive fallback: a store
+    /// root holds one folder per file name (200,000 in a big store), so listing it per miss
+    /// made every miss O(store). Shared by clones.
+    root_index: std::sync::Arc<std::sync::Mutex<RootIndex>>,
+}
+
+/// How long a root listing answers case-insensitive lookups before it is taken again. A
+/// folder another process creates meanwhile in another case than asked for is found at the
+/// next listing; exact-case names are always found at once.
+const ROOT_INDEX_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct RootIndex {
+    taken: Option<std::time::Instant>,
+    /// Lower-cased name → name as on disk.
+    names: std::collections::HashMap<String, std::ffi::OsString>,
 }
 
 impl LocalStore {
@@ -42,6 +58,7 @@ impl LocalStore {
         LocalStore {
             shown: root.display().to_string(),
             root,
+            root_index: Default::default(),
         }
     }
 
@@ -62,13 +79,23 @@ impl LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        if cfg!(windows) {
+            // NTFS matches names case-insensitively itself: the exact probe said it all.
+            return Ok(None);
+        }
         if !self.root.is_dir() {
             // A store not created yet holds nothing; the first put creates it (as SymSrv does
             // for downstream stores).
             return Ok(None);
         }
-        let mut cur = self.root.clone();
-        for c in rel {
+        let Some((first, rest)) = rel.split_first() else {
+            return Ok(Some(self.root.clone()));
+        };
+        let mut cur = match self.root_entry(first)? {
+            Some(p) => p,
+            None => return Ok(None),
+        };
+        for c in rest {
             let direct = cur.join(c);
             if std::fs::symlink_metadata(&direct).is_ok() {
                 cur = direct;
@@ -91,6 +118,49 @@ impl LocalStore {
         Ok(Some(cur))
     }
 
+    /// The root entry named `name` in any case, from the root index (listed again when older
+    /// than [`ROOT_INDEX_TTL`]).
+    fn root_entry(&self, name: &str) -> io::Result<Option<PathBuf>> {
+        let direct = self.root.join(name);
+        if std::fs::symlink_metadata(&direct).is_ok() {
+            return Ok(Some(direct));
+        }
+        let mut idx = self.root_index.lock().unwrap_or_else(|e| e.into_inner());
+        if idx.taken.is_none_or(|t| t.elapsed() >= ROOT_INDEX_TTL) {
+            let mut names = std::collections::HashMap::new();
+            match std::fs::read_dir(&self.root) {
+                Ok(rd) => {
+                    for e in rd.filter_map(Result::ok) {
+                        let n = e.file_name();
+                        if let Some(s) = n.to_str() {
+                            names.insert(s.to_ascii_lowercase(), n);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            *idx = RootIndex {
+                taken: Some(std::time::Instant::now()),
+                names,
+            };
+        }
+        Ok(idx
+            .names
+            .get(&name.to_ascii_lowercase())
+            .map(|n| self.root.join(n)))
+    }
+
+    /// Notes a root folder this process created, so the root index knows it before its next
+    /// listing.
+    fn note_root_entry(&self, name: &str) {
+        let mut idx = self.root_index.lock().unwrap_or_else(|e| e.into_inner());
+        if idx.taken.is_some() {
+            idx.names
+                .insert(name.to_ascii_lowercase(), std::ffi::OsString::from(name));
+        }
+    }
+
     /// Creates (case-insensitively reusing existing) directories for `rel`'s parent.
     fn ensure_parent(&self, rel: &RelPath) -> io::Result<PathBuf> {
         std::fs::create_dir_all(&self.root)?;
@@ -101,6 +171,7 @@ impl LocalStore {
                 None => {
                     let p = cur.join(c);
                     match std::fs::create_dir(&p) {
+                        Ok(()) if i == 0 => self.note_root_entry(c),
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                         Err(e) => return Err(e),
