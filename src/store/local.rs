@@ -516,7 +516,10 @@ mod tests {
         assert!(matches!(out, PutOutcome::AlreadyPresent { .. }));
         let mut good: &[u8] = b"good";
         let out = s.replace(&p, &mut good, Some(4)).await.unwrap();
-        assert!(matches!(out, PutOutcome::Written { bytes: 4, .. }), "{out:?}");
+        assert!(
+            matches!(out, PutOutcome::Written { bytes: 4, .. }),
+            "{out:?}"
+        );
         assert_eq!(
             std::fs::read(dir.path().join("d.pdb/AB1/D.PDB")).unwrap(),
             b"good"
@@ -534,7 +537,10 @@ mod tests {
         let q = rel(&["e.pdb", "AB1", "e.pdb"]);
         let mut good: &[u8] = b"new";
         s.replace(&q, &mut good, Some(3)).await.unwrap();
-        assert_eq!(std::fs::read(dir.path().join("e.pdb/AB1/e.pdb")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(dir.path().join("e.pdb/AB1/e.pdb")).unwrap(),
+            b"new"
+        );
     }
 
     #[tokio::test]
