@@ -596,6 +596,27 @@ impl Cascade {
         &self.chains
     }
 
+    /// Whether the local file `path` of a store, holding `key`'s file in `form`, passes
+    /// verification (`verify`). Answered from memory for a file already found good with the
+    /// same length and modification time ([`verify::VerifiedFiles`]), so the HTTP front's warm
+    /// path keys each file once, not on every request; a file that cannot be read is `false`.
+    pub async fn verified_local(&self, path: &std::path::Path, key: &Key, form: Form) -> bool {
+        if self.verified.is_known_good(path) {
+            return true;
+        }
+        let (v, p, k) = (self.verified.clone(), path.to_path_buf(), key.clone());
+        let (cap, dir) = (self.options.max_expanded, self.spool_dir());
+        let r = tokio::task::spawn_blocking(move || v.check(&p, &k, form, cap, &dir)).await;
+        match r {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(key = %key, path = %path.display(), "local file refused: {e}");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// The options the engine runs with.
     pub fn options(&self) -> &CascadeOptions {
         &self.options
@@ -709,7 +730,8 @@ impl Cascade {
                         tap_failed(tapped);
                         match e {
                             SpoolError::Store(e, bytes) => {
-                                let e = e.with_store(&tier.name());
+                                let rel = rel_path(chain.search, tier, key, form).await;
+                                let e = e.with_store(&tier.name(), &rel);
                                 if e.kind == StoreErrorKind::Corrupt {
                                     refused.push((tier.clone(), form));
                                 }
@@ -793,11 +815,7 @@ impl Cascade {
         (form, len, local): (Form, Option<u64>, Option<PathBuf>),
     ) -> Result<InPlace, CascadeError> {
         let tier = &chain.tiers[ti];
-        let rel = match (chain.search, tier.tiering().await) {
-            (SearchKind::Flat, _) => RelPath::from_safe([key.name()]),
-            (_, Ok(t)) => layout::path_for(key, t, form),
-            (_, Err(_)) => layout::path_for(key, Tiering::OneTier, form),
-        };
+        let rel = rel_path(chain.search, tier, key, form).await;
         let refuse = |e: VerifyError| {
             InPlace::Refused(StoreError::new(
                 tier.name(),
@@ -1371,11 +1389,23 @@ enum SpoolError {
 }
 
 impl StoreError {
-    fn with_store(mut self, store: &str) -> StoreError {
+    fn with_store(mut self, store: &str, path: &RelPath) -> StoreError {
         if self.store.is_empty() {
             self.store = store.to_string();
         }
+        if self.path.is_empty() {
+            self.path = path.to_string();
+        }
         self
+    }
+}
+
+/// The path of `key`'s file in `form` inside `tier`, for reports.
+async fn rel_path(search: SearchKind, tier: &Tier, key: &Key, form: Form) -> RelPath {
+    match (search, tier.tiering().await) {
+        (SearchKind::Flat, _) => RelPath::from_safe([key.name()]),
+        (_, Ok(t)) => layout::path_for(key, t, form),
+        (_, Err(_)) => layout::path_for(key, Tiering::OneTier, form),
     }
 }
 

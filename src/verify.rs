@@ -170,6 +170,19 @@ pub fn verify_plain(path: &Path, key: &Key) -> Result<(), VerifyError> {
     Ok(())
 }
 
+/// Whether `head` (the first bytes of a file, at least 64 or all of it) starts like the
+/// content `name` promises: a cheap early check before a hit is streamed to a client while it
+/// is still being read (the full check runs when it is complete).
+pub fn plausible_start(name: &str, head: &[u8]) -> bool {
+    match keyable(name) {
+        Some(Kind::Pdb) => {
+            head.starts_with(b"Microsoft C/C++ MSF 7.00\r\n\x1aDS") || head.starts_with(b"BSJB")
+        }
+        Some(Kind::Image) => head.starts_with(b"MZ"),
+        None => !head.is_empty(),
+    }
+}
+
 /// Names what a file that is neither PE nor PDB looks like, for the reason of a refusal.
 fn describe_foreign(head: &[u8]) -> String {
     let text = String::from_utf8_lossy(head);
@@ -267,6 +280,18 @@ pub struct VerifiedFiles {
 const MAX_VERIFIED: usize = 100_000;
 
 impl VerifiedFiles {
+    /// Whether `path` was found good with its current length and modification time (one
+    /// `stat`, no reading). `false` when it was not, or cannot be stat'ed.
+    pub fn is_known_good(&self, path: &Path) -> bool {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return false;
+        };
+        let Ok(modified) = meta.modified() else {
+            return false;
+        };
+        self.seen.lock().expect("verified files").get(path) == Some(&(meta.len(), modified))
+    }
+
     /// Checks the local file `path` holding `key`'s file in `form` (plain: [`verify_plain`];
     /// compressed: [`verify_cab`], expanding into `spool_dir`; `file.ptr`: not empty), unless
     /// it was found good before with the same length and modification time. Blocking.
