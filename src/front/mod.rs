@@ -575,29 +575,38 @@ async fn wait_or_stream(
     head: bool,
 ) -> Waited {
     let deadline = tokio::time::Instant::now() + limit;
+    let mut late = false;
     loop {
         if let Some(d) = fl.done.borrow().clone() {
             return Waited::Done(d);
         }
         if fr.form == Form::Plain {
             let sp = fl.spool.borrow().clone();
-            // Start only once the head shows the kind of content the name promises (an empty
-            // file, an HTML page under a PDB name: wait for the cascade's verdict instead).
+            // Start once the head shows the kind of content the name promises (an empty file,
+            // an HTML page under a PDB name: wait for the cascade's verdict, a clean 404). When
+            // the client's limit comes first, start anyway: `stream_growing` checks the head
+            // and holds the last byte until the verdict, so a refused file is never whole.
             if let (Some(path), Some(len), false) = (&sp.path, sp.len, sp.failed)
                 && len > 0
-                && sp.written >= len.min(HEAD_SNIFF)
                 && let Ok(file) = std::fs::File::open(path)
-                && plausible_head(&file, &fr.key)
+                && if sp.written >= len.min(HEAD_SNIFF) {
+                    plausible_head(&file, &fr.key)
+                } else {
+                    late
+                }
             {
                 return Waited::Streaming(stream_growing(
                     front,
                     file,
-                    len,
+                    (len, fr.key.name().to_string()),
                     sp.generation,
                     fl.spool.clone(),
                     head,
                 ));
             }
+        }
+        if late {
+            return Waited::TimedOut;
         }
         tokio::select! {
             r = fl.done.changed() => {
@@ -614,7 +623,7 @@ async fn wait_or_stream(
                     return Waited::Died;
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => return Waited::TimedOut,
+            _ = tokio::time::sleep_until(deadline) => late = true,
         }
     }
 }
@@ -645,7 +654,7 @@ fn plausible_head(file: &std::fs::File, key: &Key) -> bool {
 fn stream_growing(
     front: &Arc<Front>,
     file: std::fs::File,
-    len: u64,
+    (len, name): (u64, String),
     generation: u64,
     mut progress: watch::Receiver<Spooling>,
     head: bool,
@@ -667,6 +676,12 @@ fn stream_growing(
                 let s = progress.borrow_and_update();
                 let hold = if s.verified { 0 } else { 1 };
                 let ready = s.written.min(len - hold);
+                // The first chunk must hold the head, to be checked.
+                let ready = if sent == 0 && ready < len.min(HEAD_SNIFF) {
+                    0
+                } else {
+                    ready
+                };
                 (ready, s.generation == generation && !s.failed)
             };
             let fail = |why: &str| std::io::Error::other(format!("source failed: {why}"));
@@ -679,6 +694,12 @@ fn stream_growing(
                 match f.read(&mut buf[..want]).await {
                     Ok(0) | Err(_) => {
                         let _ = tx.send(Err(fail("spool unreadable"))).await;
+                        return;
+                    }
+                    Ok(k) if sent == 0 && !crate::verify::plausible_start(&name, &buf[..k]) => {
+                        let _ = tx
+                            .send(Err(fail("content is not what its name promises")))
+                            .await;
                         return;
                     }
                     Ok(k) => {
