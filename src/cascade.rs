@@ -6,8 +6,17 @@
 //! [`Cascade::lookup`] then walks the chains left to right; each store is probed in SymSrv's
 //! order (plain, compressed, `file.ptr`). On a hit in store *i* the source is read **once** into
 //! a local spool file (and, for a compressed hit that must be expanded, decoded once into a
-//! second spool file); then stores *i-1 … 0* are written in cascade order, nearest to the hit
-//! first, followed by the `cache*` stores that apply, nearest first.
+//! second spool file) and **verified** (`verify`: not empty, the content kind and key its name
+//! promises, a cabinet whole); then stores *i-1 … 0* are written in cascade order, nearest to
+//! the hit first, followed by the `cache*` stores that apply, nearest first. Only a hit whose
+//! name cannot be keyed and whose length is announced streams straight into a single
+//! destination without a spool file.
+//!
+//! Never publish garbage (issue 10): a refused source is a `corrupt` read skip and the search
+//! goes on; a bad file already under a final name (a local hit answered in place is verified
+//! too, once per version) is treated as absent there and replaced by the verified copy
+//! ([`Store::replace`]). A lookup whose only failures are corrupt files is a definitive miss
+//! ([`Lookup::is_definitive_miss`]); an I/O failure of the spool disk is [`CascadeError::Spool`].
 //!
 //! Semantics (Microsoft "Advanced SymSrv Use", `shared/semantics.md`):
 //! - a store that cannot be read or written is skipped without failing the request; the skip
@@ -1299,21 +1308,12 @@ impl Cascade {
                 }
             };
             let path = layout::path_for(key, tiering, form);
-            let text = ptr_text.clone().unwrap_or_default();
-            let mut src: Box<dyn tokio::io::AsyncRead + Send + Unpin> = match file {
-                Some(p) => match tokio::fs::File::open(p).await {
-                    Ok(f) => Box::new(f),
-                    Err(e) => {
-                        let e = StoreError::from_io("spool", "open", p.display(), &e);
-                        self.skip(skipped, SkipOp::Write, &e);
-                        continue;
-                    }
-                },
-                None => Box::new(std::io::Cursor::new(text)),
-            };
-            let len = match file {
-                Some(_) => len,
-                None => ptr_text.as_ref().map_or(0, |t| t.len() as u64),
+            let (mut src, len) = match copy_source(file, len, ptr_text.as_deref()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.skip(skipped, SkipOp::Write, &e);
+                    continue;
+                }
             };
             let result = if bad.is_some() {
                 tier.store.replace(&path, &mut src, Some(len)).await
@@ -1397,6 +1397,26 @@ impl StoreError {
             self.path = path.to_string();
         }
         self
+    }
+}
+
+/// What [`Cascade::deliver`] streams into one store: a spool file of `len` bytes, or (no file)
+/// the `file.ptr` text.
+async fn copy_source(
+    file: Option<&std::path::Path>,
+    len: u64,
+    ptr_text: Option<&[u8]>,
+) -> Result<(Box<dyn tokio::io::AsyncRead + Send + Unpin>, u64), StoreError> {
+    match file {
+        Some(p) => match tokio::fs::File::open(p).await {
+            Ok(f) => Ok((Box::new(f), len)),
+            Err(e) => Err(StoreError::from_io("spool", "open", p.display(), &e)),
+        },
+        None => {
+            let text = ptr_text.unwrap_or_default().to_vec();
+            let len = text.len() as u64;
+            Ok((Box::new(std::io::Cursor::new(text)), len))
+        }
     }
 }
 
