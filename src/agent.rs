@@ -709,6 +709,10 @@ impl Agent {
         {
             let mut st = self.status.lock().expect("status");
             st.lookups += 1;
+            // Corrupt files refused on the way were downloaded too.
+            for sk in lookup.skipped.iter().filter(|s| s.bytes_read > 0) {
+                *st.bytes_read.entry(sk.store.clone()).or_default() += sk.bytes_read;
+            }
             if let Some(f) = &lookup.fetched {
                 st.hits += 1;
                 *st.bytes_read.entry(f.found_in.clone()).or_default() += f.bytes_read;
@@ -753,17 +757,23 @@ impl Agent {
                     }
                 }
             }
-            None if lookup.skipped.iter().any(|s| s.op == SkipOp::Read) => {
-                // Some store could not answer: not a definitive miss. Keep the record.
+            None if !lookup.is_definitive_miss() => {
+                // Some store could not answer: not a definitive miss. Keep the record. (A
+                // corrupt file is an answer: it is cached as a miss below, with its reason.)
                 tracing::info!(key = %key, "not found while some stores were unreachable; will retry");
                 Outcome::Retry(self.s.rescan)
             }
             None => {
                 self.status.lock().expect("status").misses += 1;
                 let first = known_miss.map(|m| m.first).unwrap_or(now);
+                let reason = lookup.miss_reason();
+                if let Some(r) = &reason {
+                    tracing::warn!(key = %key, "only corrupt copies found; cached as a miss: {r}");
+                }
                 let entry = Miss {
                     expires: queue::expires_in(self.s.miss_timeout),
                     first,
+                    reason,
                 };
                 let _ = q.misses.remove(&miss_file).await;
                 let bytes = serde_json::to_vec(&entry).expect("miss serialises");

@@ -6,8 +6,17 @@
 //! [`Cascade::lookup`] then walks the chains left to right; each store is probed in SymSrv's
 //! order (plain, compressed, `file.ptr`). On a hit in store *i* the source is read **once** into
 //! a local spool file (and, for a compressed hit that must be expanded, decoded once into a
-//! second spool file); then stores *i-1 … 0* are written in cascade order, nearest to the hit
-//! first, followed by the `cache*` stores that apply, nearest first.
+//! second spool file) and **verified** (`verify`: not empty, the content kind and key its name
+//! promises, a cabinet whole); then stores *i-1 … 0* are written in cascade order, nearest to
+//! the hit first, followed by the `cache*` stores that apply, nearest first. Only a hit whose
+//! name cannot be keyed and whose length is announced streams straight into a single
+//! destination without a spool file.
+//!
+//! Never publish garbage (issue 10): a refused source is a `corrupt` read skip and the search
+//! goes on; a bad file already under a final name (a local hit answered in place is verified
+//! too, once per version) is treated as absent there and replaced by the verified copy
+//! ([`Store::replace`]). A lookup whose only failures are corrupt files is a definitive miss
+//! ([`Lookup::is_definitive_miss`]); an I/O failure of the spool disk is [`CascadeError::Spool`].
 //!
 //! Semantics (Microsoft "Advanced SymSrv Use", `shared/semantics.md`):
 //! - a store that cannot be read or written is skipped without failing the request; the skip
@@ -28,6 +37,7 @@ use crate::layout::{
 };
 use crate::store::{Opened, Store, StoreError, StoreErrorKind, StoreOpener};
 use crate::sympath::{Element, Location, StoreSpec, SymbolPath};
+use crate::verify::{self, VerifyError};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -218,6 +228,9 @@ pub struct Skip {
     pub kind: StoreErrorKind,
     /// The full message.
     pub detail: String,
+    /// Bytes read from the store before it was skipped (e.g. a corrupt file downloaded and
+    /// refused): they count in `store_read_bytes_total` like a hit's.
+    pub bytes_read: u64,
 }
 
 /// A copy made (or found already present) in a downstream store.
@@ -296,6 +309,33 @@ pub struct Lookup {
     pub skipped: Vec<Skip>,
     /// Wall time, milliseconds.
     pub elapsed_ms: u64,
+}
+
+impl Lookup {
+    /// Whether this lookup is a miss to remember (SymProxy `MissTimeout`, `MissAgeTimeout`):
+    /// nothing was found, and every store that could not answer failed because its file is
+    /// corrupt. A corrupt file is a result, not an outage (issue 10, item 11): asking again
+    /// soon would only download it again. Other read failures (unreachable, timeout, a
+    /// transfer cut off) may hide the file, so they are not definitive.
+    pub fn is_definitive_miss(&self) -> bool {
+        self.fetched.is_none()
+            && self
+                .skipped
+                .iter()
+                .all(|s| s.op == SkipOp::Write || s.kind == StoreErrorKind::Corrupt)
+    }
+
+    /// Why a definitive miss missed when stores held corrupt files (their details, `; `
+    /// between), for the miss entry; `None` when no store had anything.
+    pub fn miss_reason(&self) -> Option<String> {
+        let corrupt: Vec<&str> = self
+            .skipped
+            .iter()
+            .filter(|s| s.op == SkipOp::Read && s.kind == StoreErrorKind::Corrupt)
+            .map(|s| s.detail.as_str())
+            .collect();
+        (!corrupt.is_empty()).then(|| corrupt.join("; "))
+    }
 }
 
 /// Failures that stop a lookup: only local problems outside any store (the spool directory).
@@ -381,6 +421,8 @@ pub struct Cascade {
     local_roots: Vec<PathBuf>,
     opener: Arc<dyn StoreOpener>,
     logged: Mutex<HashSet<(String, SkipOp, StoreErrorKind)>>,
+    /// Local files answered in place that were found good (verified once, see `verify`).
+    verified: Arc<verify::VerifiedFiles>,
 }
 
 /// Progress of a hit being read into a spool file, for [`Cascade::lookup_tapped`]. A reader
@@ -396,8 +438,11 @@ pub struct Spooling {
     pub len: Option<u64>,
     /// Bytes flushed into the file so far.
     pub written: u64,
-    /// The source failed midway; this spool will not complete.
+    /// The source failed midway, or its content was refused; this spool will not complete.
     pub failed: bool,
+    /// The spool is complete and its content verified (`verify`): only then may a reader
+    /// hand out the last byte, so a client never receives a whole file the cascade refused.
+    pub verified: bool,
 }
 
 fn tap_failed(tap: Option<&watch::Sender<Spooling>>) {
@@ -412,6 +457,29 @@ struct Found {
     opened: Opened,
     via_ptr: Option<String>,
     ptr_text: Option<Vec<u8>>,
+}
+
+/// What [`Cascade::answer_in_place`] decided.
+enum InPlace {
+    /// The hit, answered where it is.
+    Answer(Fetched),
+    /// The file there is bad (`Corrupt`): treated as absent and replaced by a verified copy.
+    Refused(StoreError),
+    /// The file there could not be read.
+    Unreadable(StoreError),
+    /// A flat-folder file of another key: not a hit.
+    OtherKey,
+    /// Not answerable in place: read it and copy it as usual.
+    Copy,
+}
+
+/// A verification that panicked (a parser bug on hostile input): the content's fault.
+fn parser_failed(key: &Key, e: &tokio::task::JoinError) -> VerifyError {
+    VerifyError::WrongContent {
+        name: key.name().to_string(),
+        expected: "symbol file",
+        reason: format!("the parser failed: {e}"),
+    }
 }
 
 /// A hit read once into local spool files.
@@ -554,12 +622,34 @@ impl Cascade {
             local_roots,
             opener,
             logged: Mutex::new(HashSet::new()),
+            verified: Arc::default(),
         }
     }
 
     /// The resolved chains, in search order.
     pub fn chains(&self) -> &[Chain] {
         &self.chains
+    }
+
+    /// Whether the local file `path` of a store, holding `key`'s file in `form`, passes
+    /// verification (`verify`). Answered from memory for a file already found good with the
+    /// same length and modification time ([`verify::VerifiedFiles`]), so the HTTP front's warm
+    /// path keys each file once, not on every request; a file that cannot be read is `false`.
+    pub async fn verified_local(&self, path: &std::path::Path, key: &Key, form: Form) -> bool {
+        if self.verified.is_known_good(path) {
+            return true;
+        }
+        let (v, p, k) = (self.verified.clone(), path.to_path_buf(), key.clone());
+        let (cap, dir) = (self.options.max_expanded, self.spool_dir());
+        let r = tokio::task::spawn_blocking(move || v.check(&p, &k, form, cap, &dir)).await;
+        match r {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(key = %key, path = %path.display(), "local file refused: {e}");
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// The options the engine runs with.
@@ -600,6 +690,9 @@ impl Cascade {
         let start = Instant::now();
         let mut skipped = Vec::new();
         let mut fetched = None;
+        // Tiers whose file was refused (bad content under a final name), with the form it was
+        // found in: a verified copy replaces it there (`Store::replace`).
+        let mut refused: Vec<(Arc<Tier>, Form)> = Vec::new();
         'chains: for (ci, chain) in self.chains.iter().enumerate() {
             for (ti, tier) in chain.tiers.iter().enumerate() {
                 let found = match self.probe(tier, chain.search, key).await {
@@ -611,51 +704,44 @@ impl Cascade {
                     }
                 };
                 let dests = self.destinations(chain, ti, found.form);
-                if dests.is_empty()
-                    && found.via_ptr.is_none()
-                    && found.opened.local_path.is_none()
-                    && chain.search == SearchKind::Store
-                {
-                    // `srv*\\server\share` without caching: SymSrv reads the file in place. Say
-                    // where it is; do not download it just to throw it away.
-                    let path = match tier.tiering().await {
-                        Ok(t) => layout::path_for(key, t, found.form),
-                        Err(_) => layout::path_for(key, Tiering::OneTier, found.form),
-                    };
-                    let location = format!("{}\\{}", tier.name(), path.components().join("\\"));
-                    fetched = Some(Fetched::in_place(tier, ci, ti, found.form, location, None));
-                    break 'chains;
-                }
-                if dests.is_empty()
-                    && found.via_ptr.is_none()
-                    && let Some(local) = found.opened.local_path.clone()
-                {
-                    // Nothing to copy and the file is already on this machine: answer
-                    // without reading it (a flat-folder file is still checked for its key).
-                    if chain.search == SearchKind::Flat {
-                        let (p, k) = (local.clone(), key.clone());
-                        let ok = tokio::task::spawn_blocking(move || flat_file_matches(&p, &k))
-                            .await
-                            .unwrap_or(false);
-                        if !ok {
+                if dests.is_empty() && found.via_ptr.is_none() {
+                    let at = (
+                        found.form,
+                        found.opened.len,
+                        found.opened.local_path.clone(),
+                    );
+                    match self.answer_in_place(chain, ci, ti, key, at).await? {
+                        InPlace::Answer(f) => {
+                            fetched = Some(f);
+                            break 'chains;
+                        }
+                        InPlace::Refused(e) => {
+                            self.skip(&mut skipped, SkipOp::Read, &e);
+                            refused.push((tier.clone(), found.form));
                             continue;
                         }
+                        InPlace::Unreadable(e) => {
+                            self.skip(&mut skipped, SkipOp::Read, &e);
+                            continue;
+                        }
+                        InPlace::OtherKey => continue,
+                        InPlace::Copy => {}
                     }
-                    let location = local.display().to_string();
-                    let local = (found.form == Form::Plain).then_some(local);
-                    fetched = Some(Fetched::in_place(tier, ci, ti, found.form, location, local));
-                    break 'chains;
                 }
-                // One destination that takes the source form as it is: stream straight into it
-                // (no spool file, so one local write instead of three passes).
+                // One destination that takes the source form as it is, and content with nothing
+                // to verify but its length (a name of no keyable type, announced non-empty):
+                // stream straight into it (one local write instead of three passes). Anything
+                // else is spooled and verified before any store sees it.
                 let tapped =
                     tap.filter(|_| chain.search == SearchKind::Store && found.form == Form::Plain);
-                if let [(dest, bottom)] = dests.as_slice()
+                if let [(dest, _)] = dests.as_slice()
                     && tapped.is_none()
                     && chain.search == SearchKind::Store
                     && found.via_ptr.is_none()
-                    && !(found.form == Form::Compressed && *bottom && self.options.uncompress)
-                    && !(found.ptr_text.is_some() && dest.wants_ptr().await)
+                    && found.form == Form::Plain
+                    && verify::keyable(key.name()).is_none()
+                    && found.opened.len.is_some_and(|n| n > 0)
+                    && !refused.iter().any(|(t, _)| Arc::ptr_eq(t, dest))
                 {
                     match self
                         .stream_direct(chain, ci, ti, key, dest, found, &mut skipped)
@@ -668,6 +754,7 @@ impl Cascade {
                         None => continue, // the source failed midway: try the next store
                     }
                 }
+                let form = found.form;
                 let spooled = match self
                     .spool(chain.search, found.form, found.opened, key, tapped)
                     .await
@@ -677,8 +764,13 @@ impl Cascade {
                     Err(e) => {
                         tap_failed(tapped);
                         match e {
-                            SpoolError::Store(e) => {
-                                self.skip(&mut skipped, SkipOp::Read, &e.with_store(&tier.name()));
+                            SpoolError::Store(e, bytes) => {
+                                let rel = rel_path(chain.search, tier, key, form).await;
+                                let e = e.with_store(&tier.name(), &rel);
+                                if e.kind == StoreErrorKind::Corrupt {
+                                    refused.push((tier.clone(), form));
+                                }
+                                self.skip_read(&mut skipped, &e, bytes);
                                 continue;
                             }
                             SpoolError::Local(e) => return Err(e),
@@ -693,8 +785,8 @@ impl Cascade {
                         key,
                         dests,
                         spooled,
-                        found.via_ptr,
-                        found.ptr_text,
+                        (found.via_ptr, found.ptr_text),
+                        &refused,
                         &mut skipped,
                     )
                     .await;
@@ -733,7 +825,91 @@ impl Cascade {
             op,
             kind: e.kind,
             detail: e.to_string(),
+            bytes_read: 0,
         });
+    }
+
+    /// [`Cascade::skip`] for a read, recording the bytes read before the store was skipped.
+    fn skip_read(&self, skipped: &mut Vec<Skip>, e: &StoreError, bytes: u64) {
+        self.skip(skipped, SkipOp::Read, e);
+        if let Some(s) = skipped.last_mut() {
+            s.bytes_read = bytes;
+        }
+    }
+
+    /// A hit with no store to copy into is answered where it is, as SymSrv reads it in place.
+    /// A local file is verified first (once per length and modification time, see
+    /// [`verify::VerifiedFiles`]); a remote one only for being empty: keying it would mean
+    /// downloading it, which answering in place exists to avoid.
+    async fn answer_in_place(
+        &self,
+        chain: &Chain,
+        ci: usize,
+        ti: usize,
+        key: &Key,
+        (form, len, local): (Form, Option<u64>, Option<PathBuf>),
+    ) -> Result<InPlace, CascadeError> {
+        let tier = &chain.tiers[ti];
+        let rel = rel_path(chain.search, tier, key, form).await;
+        let refuse = |e: VerifyError| {
+            InPlace::Refused(StoreError::new(
+                tier.name(),
+                "verify",
+                &rel,
+                StoreErrorKind::Corrupt,
+                e.to_string(),
+            ))
+        };
+        let Some(local) = local else {
+            if chain.search != SearchKind::Store {
+                return Ok(InPlace::Copy);
+            }
+            if len == Some(0) {
+                let name = key.name().to_string();
+                return Ok(refuse(VerifyError::Empty { name }));
+            }
+            let location = format!("{}\\{}", tier.name(), rel.components().join("\\"));
+            let f = Fetched::in_place(tier, ci, ti, form, location, None);
+            return Ok(InPlace::Answer(f));
+        };
+        if chain.search == SearchKind::Flat {
+            // A flat folder holds files by name only: another key is simply not a hit.
+            let (p, k) = (local.clone(), key.clone());
+            let ok = tokio::task::spawn_blocking(move || flat_file_matches(&p, &k))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                return Ok(InPlace::OtherKey);
+            }
+        } else {
+            let (v, p, k) = (self.verified.clone(), local.clone(), key.clone());
+            let (cap, dir) = (self.options.max_expanded, self.spool_dir());
+            let r = tokio::task::spawn_blocking(move || v.check(&p, &k, form, cap, &dir))
+                .await
+                .unwrap_or_else(|e| Err(parser_failed(key, &e)));
+            match r {
+                Ok(()) => {}
+                Err(VerifyError::Spool { path, source }) => {
+                    return Err(CascadeError::Spool { dir: path, source });
+                }
+                Err(VerifyError::Read { source, .. }) => {
+                    let e = StoreError::from_io(tier.name(), "open", &rel, &source);
+                    return Ok(InPlace::Unreadable(e));
+                }
+                Err(e) => return Ok(refuse(e)),
+            }
+        }
+        let location = local.display().to_string();
+        let local = (form == Form::Plain).then_some(local);
+        let f = Fetched::in_place(tier, ci, ti, form, location, local);
+        Ok(InPlace::Answer(f))
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.options
+            .spool_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
     }
 
     /// Probes one store in SymSrv's order. Flat folders are probed for `<name>` only.
@@ -893,9 +1069,11 @@ impl Cascade {
         Ok(None)
     }
 
-    /// Reads the hit once into a spool file; checks length and CAB magic; expands a
-    /// compressed file once when some destination needs it expanded. For flat folders,
-    /// verifies the file's key and returns `Ok(None)` on mismatch.
+    /// Reads the hit once into a spool file and verifies it before any store sees it
+    /// (`verify`): length, then for a store chain the content (a plain file's kind and key; a
+    /// compressed file whole: one complete member whose content passes the same checks, expanded
+    /// once and kept when some destination needs it expanded). For flat folders, verifies the
+    /// file's key and returns `Ok(None)` on mismatch. Announces `verified` on `tap` at the end.
     async fn spool(
         &self,
         search: SearchKind,
@@ -904,11 +1082,7 @@ impl Cascade {
         key: &Key,
         tap: Option<&watch::Sender<Spooling>>,
     ) -> Result<Option<Spooled>, SpoolError> {
-        let dir = self
-            .options
-            .spool_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
+        let dir = self.spool_dir();
         let local = |source| {
             SpoolError::Local(CascadeError::Spool {
                 dir: dir.display().to_string(),
@@ -926,6 +1100,7 @@ impl Cascade {
                 s.len = opened.len;
                 s.written = 0;
                 s.failed = false;
+                s.verified = false;
             });
         }
         // Read errors are the source's; write errors are ours (a full temp disk must not make
@@ -937,7 +1112,7 @@ impl Cascade {
                 .reader
                 .read(&mut buf)
                 .await
-                .map_err(|e| SpoolError::Store(StoreError::from_io("", "open", "", &e)))?;
+                .map_err(|e| SpoolError::Store(StoreError::from_io("", "open", "", &e), n))?;
             if k == 0 {
                 break;
             }
@@ -953,33 +1128,11 @@ impl Cascade {
         if let Some(want) = opened.len
             && want != n
         {
-            return Err(SpoolError::Store(StoreError::new(
-                "",
-                "open",
-                "",
-                StoreErrorKind::Truncated,
-                format!("expected {want} bytes, read {n}"),
-            )));
+            let detail = format!("expected {want} bytes, read {n}");
+            let e = StoreError::new("", "open", "", StoreErrorKind::Truncated, detail);
+            return Err(SpoolError::Store(e, n));
         }
         let raw_path = raw.path().to_path_buf();
-        if form == Form::Compressed {
-            let mut magic = [0u8; 4];
-            let ok = std::fs::File::open(&raw_path)
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-                .is_ok();
-            if !ok || !compress::is_cab(&magic) {
-                return Err(SpoolError::Store(StoreError::new(
-                    "",
-                    "open",
-                    "",
-                    StoreErrorKind::Corrupt,
-                    "compressed file is not a cabinet (no MSCF signature)",
-                )));
-            }
-        }
-        let key = key.clone();
-        let want_expand = form == Form::Compressed && self.options.uncompress;
-        let cap = self.options.max_expanded;
         if search == SearchKind::Flat {
             // A plain folder holds files by name only: accept it only if its key matches.
             let (rp, k) = (raw_path.clone(), key.clone());
@@ -991,44 +1144,59 @@ impl Cascade {
                 return Ok(None);
             }
         }
-        let expanded = if want_expand {
-            let exp = new_spool_file(&dir).map_err(local)?;
-            let exp_file = exp.as_file().try_clone().map_err(local)?;
-            let rp = raw_path.clone();
-            let r = tokio::task::spawn_blocking(move || {
-                let input = std::fs::File::open(rp).map_err(|e| e.to_string())?;
-                let mut w = std::io::BufWriter::new(exp_file);
-                compress::expand_cab(std::io::BufReader::new(input), &mut w, cap)
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-            match r {
-                Ok((member, len)) => {
-                    if !member.eq_ignore_ascii_case(key.name()) {
-                        tracing::debug!(%member, key = %key, "cabinet member name differs from key name");
-                    }
-                    Some((exp, len))
-                }
-                Err(e) => {
-                    return Err(SpoolError::Store(StoreError::new(
-                        "",
-                        "open",
-                        "",
-                        StoreErrorKind::Corrupt,
-                        e,
-                    )));
-                }
+        let expanded = match self.verify_spooled(search, form, &raw_path, key).await {
+            Ok(e) => e,
+            Err(VerifyError::Spool { source, .. } | VerifyError::Read { source, .. }) => {
+                return Err(local(source));
             }
-        } else {
-            None
+            Err(e) => {
+                let e = StoreError::new("", "verify", "", StoreErrorKind::Corrupt, e.to_string());
+                return Err(SpoolError::Store(e, n));
+            }
         };
+        if let Some(t) = tap {
+            t.send_modify(|s| s.verified = true);
+        }
         Ok(Some(Spooled {
             form,
             raw,
             raw_len: n,
             expanded,
         }))
+    }
+
+    /// Verifies a complete spool file (see [`Cascade::spool`]); returns the expansion of a
+    /// compressed hit when the bottom-most store will want it (`uncompress`).
+    async fn verify_spooled(
+        &self,
+        search: SearchKind,
+        form: Form,
+        raw: &std::path::Path,
+        key: &Key,
+    ) -> Result<Option<(tempfile::NamedTempFile, u64)>, VerifyError> {
+        let (rp, k, dir) = (raw.to_path_buf(), key.clone(), self.spool_dir());
+        let (cap, keep) = (self.options.max_expanded, self.options.uncompress);
+        let work = move || match (form, search) {
+            (Form::Compressed, _) => {
+                // Sniff, do not trust names.
+                let mut magic = [0u8; 4];
+                let ok = std::fs::File::open(&rp)
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+                    .is_ok();
+                if !ok || !compress::is_cab(&magic) {
+                    return Err(VerifyError::BadCabinet {
+                        name: k.name().to_string(),
+                        source: compress::CompressError::NotCab("no MSCF signature".into()),
+                    });
+                }
+                verify::verify_cab(&rp, &k, cap, &dir, keep)
+            }
+            (Form::Plain, SearchKind::Store) => verify::verify_plain(&rp, &k).map(|()| None),
+            _ => Ok(None),
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| Err(parser_failed(key, &e)))
     }
 
     /// Destinations for a hit in tier `ti` of `chain`, in cascade order (nearest first), each
@@ -1144,8 +1312,8 @@ impl Cascade {
         key: &Key,
         dests: Vec<(Arc<Tier>, bool)>,
         spooled: Spooled,
-        via_ptr: Option<String>,
-        ptr_text: Option<Vec<u8>>,
+        (via_ptr, ptr_text): (Option<String>, Option<Vec<u8>>),
+        refused: &[(Arc<Tier>, Form)],
         skipped: &mut Vec<Skip>,
     ) -> Fetched {
         let source = &chain.tiers[ti];
@@ -1153,7 +1321,13 @@ impl Cascade {
         let mut bytes_written = 0;
         let mut local_path = None;
         for (tier, bottom) in &dests {
-            let expand = *bottom && spooled.expanded.is_some();
+            // A tier whose file was refused gets the verified copy over it; a bad plain file
+            // is replaced by the plain form (else it would shadow the compressed copy).
+            let bad = refused
+                .iter()
+                .find(|(t, _)| Arc::ptr_eq(t, tier))
+                .map(|(_, f)| *f);
+            let expand = (*bottom || bad == Some(Form::Plain)) && spooled.expanded.is_some();
             let (form, file, len) = match (&ptr_text, tier.wants_ptr().await) {
                 (Some(_), true) => (Form::FilePtr, None, 0),
                 _ if expand => {
@@ -1173,16 +1347,17 @@ impl Cascade {
                 }
             };
             let path = layout::path_for(key, tiering, form);
-            let result = match file {
-                Some(p) => match tokio::fs::File::open(p).await {
-                    Ok(mut f) => tier.store.put(&path, &mut f, Some(len)).await,
-                    Err(e) => Err(StoreError::from_io("spool", "open", p.display(), &e)),
-                },
-                None => {
-                    let text = ptr_text.clone().unwrap_or_default();
-                    let len = text.len() as u64;
-                    tier.store.put(&path, &mut &text[..], Some(len)).await
+            let (mut src, len) = match copy_source(file, len, ptr_text.as_deref()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.skip(skipped, SkipOp::Write, &e);
+                    continue;
                 }
+            };
+            let result = if bad.is_some() {
+                tier.store.replace(&path, &mut src, Some(len)).await
+            } else {
+                tier.store.put(&path, &mut src, Some(len)).await
             };
             match result {
                 Ok(outcome) => {
@@ -1247,14 +1422,18 @@ impl Cascade {
 }
 
 enum SpoolError {
-    Store(StoreError),
+    /// The source's fault, with the bytes read from it.
+    Store(StoreError, u64),
     Local(CascadeError),
 }
 
 impl StoreError {
-    fn with_store(mut self, store: &str) -> StoreError {
+    fn with_store(mut self, store: &str, path: &RelPath) -> StoreError {
         if self.store.is_empty() {
             self.store = store.to_string();
+        }
+        if self.path.is_empty() {
+            self.path = path.to_string();
         }
         self
     }
@@ -1302,7 +1481,7 @@ fn spool_lock_path(dir: &std::path::Path, pid: u32) -> PathBuf {
 /// lock file there, so that [`sweep_spool_dir`] can tell a live process's spool files from a
 /// dead one's. The spool files themselves are not locked: on Windows a lock would block the
 /// HTTP front reading a spool file while it is written.
-fn new_spool_file(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
+pub(crate) fn new_spool_file(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
     let pid = std::process::id();
     {
         let mut owners = SPOOL_OWNERS.lock().unwrap_or_else(|e| e.into_inner());
@@ -1373,6 +1552,35 @@ pub fn sweep_spool_dir(dir: &std::path::Path) -> usize {
         let _ = std::fs::remove_file(&lock);
     }
     removed
+}
+
+/// What [`Cascade::deliver`] streams into one store: a spool file of `len` bytes, or (no file)
+/// the `file.ptr` text.
+async fn copy_source(
+    file: Option<&std::path::Path>,
+    len: u64,
+    ptr_text: Option<&[u8]>,
+) -> Result<(Box<dyn tokio::io::AsyncRead + Send + Unpin>, u64), StoreError> {
+    match file {
+        Some(p) => match tokio::fs::File::open(p).await {
+            Ok(f) => Ok((Box::new(f), len)),
+            Err(e) => Err(StoreError::from_io("spool", "open", p.display(), &e)),
+        },
+        None => {
+            let text = ptr_text.unwrap_or_default().to_vec();
+            let len = text.len() as u64;
+            Ok((Box::new(std::io::Cursor::new(text)), len))
+        }
+    }
+}
+
+/// The path of `key`'s file in `form` inside `tier`, for reports.
+async fn rel_path(search: SearchKind, tier: &Tier, key: &Key, form: Form) -> RelPath {
+    match (search, tier.tiering().await) {
+        (SearchKind::Flat, _) => RelPath::from_safe([key.name()]),
+        (_, Ok(t)) => layout::path_for(key, t, form),
+        (_, Err(_)) => layout::path_for(key, Tiering::OneTier, form),
+    }
 }
 
 /// Verifies that a flat-folder file has the requested key; `Ok(true)` when it has.

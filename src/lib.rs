@@ -25,3 +25,4 @@ pub mod queue;
 pub mod smb;
 pub mod store;
 pub mod sympath;
+pub mod verify;

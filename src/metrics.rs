@@ -217,7 +217,9 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Counts one finished lookup: hit (store, tier, bytes, latency) or miss, and its skips.
+    /// Counts one finished lookup: hit (store, tier, bytes, latency) or miss (nothing found,
+    /// or only corrupt files: [`Lookup::is_definitive_miss`]), and its skips with the bytes
+    /// read from skipped stores.
     pub fn record_lookup(&self, lookup: &Lookup) {
         self.lookups.inc();
         match &lookup.fetched {
@@ -237,12 +239,20 @@ impl Metrics {
                 }
                 self.latency.observe(lookup.elapsed_ms as f64 / 1000.0);
             }
-            None if lookup.skipped.iter().all(|s| s.op != SkipOp::Read) => {
+            None if lookup.is_definitive_miss() => {
                 self.misses.inc();
             }
             None => {}
         }
         for s in &lookup.skipped {
+            // Bytes of a refused (corrupt) file crossed the link too.
+            if s.bytes_read > 0 {
+                self.read_bytes
+                    .get_or_create(&StoreLabel {
+                        store: lv(&s.store),
+                    })
+                    .inc_by(s.bytes_read);
+            }
             let op = match s.op {
                 SkipOp::Read => "read",
                 SkipOp::Write => "write",

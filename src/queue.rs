@@ -135,13 +135,18 @@ pub struct Lease {
     pub expires: u64,
 }
 
-/// A miss-cache entry: no upstream had the key; do not ask again before `expires`.
+/// A miss-cache entry: no upstream had the key (or only corrupt copies of it); do not ask
+/// again before `expires`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Miss {
     /// Expiry, seconds since the epoch.
     pub expires: u64,
     /// When the key was first found missing (for `MissAgeTimeout`).
     pub first: u64,
+    /// Why, when stores held corrupt copies (the refusals, `; ` between); absent for a plain
+    /// miss. Entries written before this field existed read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Expiry `ttl` from now.

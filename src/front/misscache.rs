@@ -1,7 +1,8 @@
 //! The HTTP front's miss cache, with SymProxy's semantics (Microsoft, "Configuring the
 //! Registry": `MissTimeout`, `MissAgeCheck`, `MissAgeTimeout`).
 //!
-//! Data flow: a lookup that found a key nowhere calls [`MissCache::record`]; later requests ask
+//! Data flow: a lookup that found a key nowhere (or only corrupt copies of it, with the reason)
+//! calls [`MissCache::record`]; later requests ask
 //! [`MissCache::is_fresh_miss`] and are answered 404 at once while the miss is younger than
 //! `MissTimeout`. The first request after that re-queries upstream: on success the entry is
 //! cleared, on failure the miss moves forward to now. A periodic sweep (every `MissAgeCheck`)
@@ -16,10 +17,12 @@ use std::time::{Duration, Instant};
 /// random keys must not grow memory without bound).
 pub const MAX_ENTRIES: usize = 200_000;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
     missed: Instant,
     asked: Instant,
+    /// Why, when upstream stores held only corrupt copies.
+    reason: Option<String>,
 }
 
 /// Misses by key (case-insensitive, as [`Key`] compares).
@@ -56,8 +59,9 @@ impl MissCache {
         }
     }
 
-    /// Records (or moves forward) a miss of `key` at `now`.
-    pub fn record(&mut self, key: &Key, now: Instant) {
+    /// Records (or moves forward) a miss of `key` at `now`; `reason` says why when stores held
+    /// only corrupt copies (a corrupt file is a result, cached like a miss).
+    pub fn record(&mut self, key: &Key, now: Instant, reason: Option<String>) {
         if self.timeout.is_zero() {
             return;
         }
@@ -76,8 +80,14 @@ impl MissCache {
             Entry {
                 missed: now,
                 asked: now,
+                reason,
             },
         );
+    }
+
+    /// The reason recorded with `key`'s miss, if any.
+    pub fn reason(&self, key: &Key) -> Option<&str> {
+        self.entries.get(key)?.reason.as_deref()
     }
 
     /// Forgets `key` (it was found).
@@ -123,7 +133,7 @@ mod tests {
         let mut c = MissCache::new(s(300), s(86400));
         let k = key(1);
         assert!(!c.is_fresh_miss(&k, t0), "unknown key: look it up");
-        c.record(&k, t0);
+        c.record(&k, t0, None);
         assert!(
             c.is_fresh_miss(&k, t0 + s(299)),
             "within MissTimeout: 404 at once"
@@ -133,7 +143,8 @@ mod tests {
             "keys compare case-insensitively"
         );
         assert!(!c.is_fresh_miss(&k, t0 + s(300)), "expired: re-query");
-        c.record(&k, t0 + s(301));
+        c.record(&k, t0 + s(301), Some("corrupt".into()));
+        assert_eq!(c.reason(&k), Some("corrupt"));
         assert!(
             c.is_fresh_miss(&k, t0 + s(500)),
             "failure moves the miss forward"
@@ -147,8 +158,8 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut c = MissCache::new(s(300), s(3600));
-        c.record(&key(1), t0);
-        c.record(&key(2), t0);
+        c.record(&key(1), t0, None);
+        c.record(&key(2), t0, None);
         // key 2 keeps being asked for; key 1 is not.
         assert!(!c.is_fresh_miss(&key(2), t0 + s(3000)));
         assert_eq!(c.sweep(t0 + s(3700)), 1);
@@ -160,11 +171,11 @@ mod tests {
     fn zero_timeouts_disable() {
         let t0 = Instant::now();
         let mut c = MissCache::new(Duration::ZERO, Duration::ZERO);
-        c.record(&key(1), t0);
+        c.record(&key(1), t0, None);
         assert!(!c.is_fresh_miss(&key(1), t0));
         assert!(c.is_empty());
         let mut c = MissCache::new(Duration::from_secs(1), Duration::ZERO);
-        c.record(&key(1), t0);
+        c.record(&key(1), t0, None);
         assert_eq!(c.sweep(t0 + Duration::from_secs(1_000_000)), 0);
     }
 }

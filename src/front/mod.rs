@@ -25,7 +25,7 @@ mod status;
 pub use misscache::MissCache;
 
 use crate::agent::{StoreHealth, Transfer};
-use crate::cascade::{Cascade, Chain, Lookup, SkipOp, Spooling, Tier};
+use crate::cascade::{Cascade, Chain, Lookup, Spooling, Tier};
 use crate::config::Config;
 use crate::exclusions::ExclusionList;
 use crate::key::Key;
@@ -316,9 +316,14 @@ impl Front {
                     r.pop_front();
                 }
             }
-            // Only a definitive miss is cached: a store that could not answer may have it.
-            None if l.skipped.iter().all(|s| s.op != SkipOp::Read) => {
-                self.misses.lock().expect("misses").record(&l.key, now);
+            // Only a definitive miss is cached: a store that could not answer may have it. A
+            // corrupt copy is an answer (fetching it again would only refuse it again).
+            None if l.is_definitive_miss() => {
+                let reason = l.miss_reason();
+                self.misses
+                    .lock()
+                    .expect("misses")
+                    .record(&l.key, now, reason);
             }
             None => {
                 tracing::info!(key = %l.key, "not found while some stores could not answer; not cached as a miss");
@@ -330,10 +335,14 @@ impl Front {
     async fn local_file(&self, req: &FileRequest) -> Option<PathBuf> {
         let tiering = self.serving.tiering().await.ok()?;
         let path = layout::path_for(&req.key, tiering, req.form);
-        match self.serving.store().stat(&path).await {
-            Ok(Some(meta)) => meta.local_path,
-            _ => None,
-        }
+        let p = match self.serving.store().stat(&path).await {
+            Ok(Some(meta)) => meta.local_path?,
+            _ => return None,
+        };
+        self.cascade
+            .verified_local(&p, &req.key, req.form)
+            .await
+            .then_some(p)
     }
 
     /// Opens the file for `req` from the first tier of any chain that has it in the requested
@@ -471,14 +480,20 @@ async fn symbol_file(State(front): State<Arc<Front>>, req: Request) -> Response 
         front.metrics.request(Outcome::Excluded);
         return plain(StatusCode::NOT_FOUND, "excluded\n");
     }
-    if front
-        .misses
-        .lock()
-        .expect("misses")
-        .is_fresh_miss(&fr.key, Instant::now())
-    {
+    let cached_miss = {
+        let mut m = front.misses.lock().expect("misses");
+        m.is_fresh_miss(&fr.key, Instant::now())
+            .then(|| m.reason(&fr.key).is_some())
+    };
+    if let Some(corrupt) = cached_miss {
         front.metrics.request(Outcome::MissCached);
-        return plain(StatusCode::NOT_FOUND, "not found (miss cache)\n");
+        // Store locations stay in the log and /status; the client learns only the kind.
+        let text = if corrupt {
+            "not found (miss cache: only corrupt copies upstream)\n"
+        } else {
+            "not found (miss cache)\n"
+        };
+        return plain(StatusCode::NOT_FOUND, text);
     }
     if front.opts.no_cache {
         return stream_uncached(&front, &fr, &req).await;
@@ -560,24 +575,38 @@ async fn wait_or_stream(
     head: bool,
 ) -> Waited {
     let deadline = tokio::time::Instant::now() + limit;
+    let mut late = false;
     loop {
         if let Some(d) = fl.done.borrow().clone() {
             return Waited::Done(d);
         }
         if fr.form == Form::Plain {
             let sp = fl.spool.borrow().clone();
+            // Start once the head shows the kind of content the name promises (an empty file,
+            // an HTML page under a PDB name: wait for the cascade's verdict, a clean 404). When
+            // the client's limit comes first, start anyway: `stream_growing` checks the head
+            // and holds the last byte until the verdict, so a refused file is never whole.
             if let (Some(path), Some(len), false) = (&sp.path, sp.len, sp.failed)
+                && len > 0
                 && let Ok(file) = std::fs::File::open(path)
+                && if sp.written >= len.min(HEAD_SNIFF) {
+                    plausible_head(&file, &fr.key)
+                } else {
+                    late
+                }
             {
                 return Waited::Streaming(stream_growing(
                     front,
                     file,
-                    len,
+                    (len, fr.key.name().to_string()),
                     sp.generation,
                     fl.spool.clone(),
                     head,
                 ));
             }
+        }
+        if late {
+            return Waited::TimedOut;
         }
         tokio::select! {
             r = fl.done.changed() => {
@@ -594,19 +623,38 @@ async fn wait_or_stream(
                     return Waited::Died;
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => return Waited::TimedOut,
+            _ = tokio::time::sleep_until(deadline) => late = true,
         }
     }
 }
 
+/// Bytes of a cold hit's head looked at before it is streamed to a client.
+const HEAD_SNIFF: u64 = 64;
+
+/// Whether the spool's head is the kind of content `key`'s name promises (`verify`).
+fn plausible_head(file: &std::fs::File, key: &Key) -> bool {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(HEAD_SNIFF as usize);
+    match file.take(HEAD_SNIFF).read_to_end(&mut head) {
+        // `take` moved the shared cursor: rewind it for the reader that follows.
+        Ok(_) => {
+            std::io::Seek::rewind(&mut &*file).is_ok()
+                && crate::verify::plausible_start(key.name(), &head)
+        }
+        Err(_) => false,
+    }
+}
+
 /// Serves a plain hit from the spool file the cascade is still filling: reads up to the
-/// announced flushed length, waits for more, ends at `len`. When the source fails midway (or
-/// the cascade moves on to another store), the body ends with an error, so the client sees a
-/// short transfer and retries; nothing partial is ever stored under a final name.
+/// announced flushed length, waits for more, ends at `len`. The last byte waits for the
+/// cascade's verdict (`verified`): when the source fails midway, its content is refused, or
+/// the cascade moves on to another store, the body ends with an error, so the client sees a
+/// short transfer and retries; it never receives a whole file the cascade refused, and nothing
+/// partial or unverified is ever stored under a final name.
 fn stream_growing(
     front: &Arc<Front>,
     file: std::fs::File,
-    len: u64,
+    (len, name): (u64, String),
     generation: u64,
     mut progress: watch::Receiver<Spooling>,
     head: bool,
@@ -626,7 +674,15 @@ fn stream_growing(
         while sent < len {
             let (written, alive) = {
                 let s = progress.borrow_and_update();
-                (s.written, s.generation == generation && !s.failed)
+                let hold = if s.verified { 0 } else { 1 };
+                let ready = s.written.min(len - hold);
+                // The first chunk must hold the head, to be checked.
+                let ready = if sent == 0 && ready < len.min(HEAD_SNIFF) {
+                    0
+                } else {
+                    ready
+                };
+                (ready, s.generation == generation && !s.failed)
             };
             let fail = |why: &str| std::io::Error::other(format!("source failed: {why}"));
             if !alive {
@@ -638,6 +694,12 @@ fn stream_growing(
                 match f.read(&mut buf[..want]).await {
                     Ok(0) | Err(_) => {
                         let _ = tx.send(Err(fail("spool unreadable"))).await;
+                        return;
+                    }
+                    Ok(k) if sent == 0 && !crate::verify::plausible_start(&name, &buf[..k]) => {
+                        let _ = tx
+                            .send(Err(fail("content is not what its name promises")))
+                            .await;
                         return;
                     }
                     Ok(k) => {
@@ -685,7 +747,7 @@ async fn stream_uncached(
                 .misses
                 .lock()
                 .expect("misses")
-                .record(&fr.key, Instant::now());
+                .record(&fr.key, Instant::now(), None);
             front.metrics.request(Outcome::Miss);
             plain(StatusCode::NOT_FOUND, "not found\n")
         }
@@ -756,6 +818,10 @@ impl Front {
         let mut f = std::fs::File::open(&path).ok()?;
         let m = f.metadata().ok()?;
         if !m.is_file() {
+            return None;
+        }
+        // A bad file (0 bytes, another key) is treated as absent: the cold path replaces it.
+        if !self.cascade.verified_local(&path, &fr.key, fr.form).await {
             return None;
         }
         let len = m.len();

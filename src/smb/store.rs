@@ -404,7 +404,79 @@ impl Store for SmbStore {
         src: &mut (dyn AsyncRead + Send + Unpin),
         len: Option<u64>,
     ) -> Result<PutOutcome, StoreError> {
-        if self.stat(path).await?.is_some() {
+        self.write(path, src, len, false).await
+    }
+
+    /// SET_INFO rename with `ReplaceIfExists`: the server swaps the name atomically.
+    async fn replace(
+        &self,
+        path: &RelPath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        self.write(path, src, len, true).await
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, StoreError> {
+        let (server, live, tree) = self.tree().await?;
+        let root = self.share_path(&[]);
+        let read = self
+            .call(
+                &server,
+                &live,
+                "capabilities",
+                &root,
+                tree.open_existing(&root, FileAccessMask::new().with_generic_read(true)),
+            )
+            .await?;
+        let readable = read.is_ok();
+        let mut free_bytes = None;
+        if let Ok(r) = &read {
+            let info = match r {
+                Resource::Directory(d) => tokio::time::timeout(
+                    self.timeout(),
+                    d.query_fs_info::<smb::FileFsFullSizeInformation>(),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok),
+                _ => None,
+            };
+            free_bytes = info.map(|i| {
+                i.caller_available_allocation_units
+                    * i.sectors_per_allocation_unit as u64
+                    * i.bytes_per_sector as u64
+            });
+        }
+        // Writable: the share grants "add file" on its root (read-only shares do not).
+        let write = self
+            .call(
+                &server,
+                &live,
+                "capabilities",
+                &root,
+                tree.open_existing(&root, FileAccessMask::new().with_file_write_data(true)),
+            )
+            .await?;
+        Ok(Capabilities {
+            readable,
+            writable: write.is_ok(),
+            free_bytes,
+        })
+    }
+}
+
+impl SmbStore {
+    /// `put` (`replace == false`: an existing file is kept, a name collision at the rename
+    /// keeps theirs) or `replace` (renamed with `ReplaceIfExists`).
+    async fn write(
+        &self,
+        path: &RelPath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        len: Option<u64>,
+        replace: bool,
+    ) -> Result<PutOutcome, StoreError> {
+        if !replace && self.stat(path).await?.is_some() {
             return Ok(PutOutcome::AlreadyPresent { local_path: None });
         }
         let (server, live, tree) = self.tree().await?;
@@ -525,7 +597,7 @@ impl Store for SmbStore {
             ));
         }
         let rename = FileRenameInformation {
-            replace_if_exists: false.into(),
+            replace_if_exists: replace.into(),
             root_directory: 0,
             file_name: final_path.as_str().into(),
         };
@@ -575,56 +647,6 @@ impl Store for SmbStore {
         }
     }
 
-    async fn capabilities(&self) -> Result<Capabilities, StoreError> {
-        let (server, live, tree) = self.tree().await?;
-        let root = self.share_path(&[]);
-        let read = self
-            .call(
-                &server,
-                &live,
-                "capabilities",
-                &root,
-                tree.open_existing(&root, FileAccessMask::new().with_generic_read(true)),
-            )
-            .await?;
-        let readable = read.is_ok();
-        let mut free_bytes = None;
-        if let Ok(r) = &read {
-            let info = match r {
-                Resource::Directory(d) => tokio::time::timeout(
-                    self.timeout(),
-                    d.query_fs_info::<smb::FileFsFullSizeInformation>(),
-                )
-                .await
-                .ok()
-                .and_then(Result::ok),
-                _ => None,
-            };
-            free_bytes = info.map(|i| {
-                i.caller_available_allocation_units
-                    * i.sectors_per_allocation_unit as u64
-                    * i.bytes_per_sector as u64
-            });
-        }
-        // Writable: the share grants "add file" on its root (read-only shares do not).
-        let write = self
-            .call(
-                &server,
-                &live,
-                "capabilities",
-                &root,
-                tree.open_existing(&root, FileAccessMask::new().with_file_write_data(true)),
-            )
-            .await?;
-        Ok(Capabilities {
-            readable,
-            writable: write.is_ok(),
-            free_bytes,
-        })
-    }
-}
-
-impl SmbStore {
     /// Streams `src` into the handle's file with several WRITEs in flight; returns the byte
     /// count.
     async fn write_all(

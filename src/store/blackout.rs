@@ -145,6 +145,17 @@ impl Store for Blackout {
         let r = self.inner.put(p, &mut watched, len).await;
         if watched.failed { r } else { self.record(r) }
     }
+    async fn replace(
+        &self,
+        p: &RelPath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        self.check("replace", p)?;
+        let mut watched = super::Watched::new(src);
+        let r = self.inner.replace(p, &mut watched, len).await;
+        if watched.failed { r } else { self.record(r) }
+    }
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
         self.check("capabilities", &"")?;
         self.record(self.inner.capabilities().await)

@@ -395,8 +395,51 @@ impl Store for LocalStore {
         src: &mut (dyn AsyncRead + Send + Unpin),
         len: Option<u64>,
     ) -> Result<PutOutcome, StoreError> {
+        self.write(path, src, len, false).await
+    }
+
+    async fn replace(
+        &self,
+        path: &RelPath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        self.write(path, src, len, true).await
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, StoreError> {
+        let root = self.root.clone();
+        let shown = self.shown.clone();
+        blocking(move || {
+            let meta = std::fs::metadata(&root)?;
+            let readable = meta.is_dir() && std::fs::read_dir(&root).is_ok();
+            // Mode bits say nothing about ACLs, read-only mounts, root or another account:
+            // only creating a file tells (as `doctor` does). The probe is removed on drop.
+            let writable =
+                readable && shared_tempfile(&root, ".symcascade-probe.", TMP_SUFFIX).is_ok();
+            Ok(Capabilities {
+                readable,
+                writable,
+                free_bytes: fs4::available_space(&root).ok(),
+            })
+        })
+        .await
+        .map_err(|e| StoreError::from_io(shown, "capabilities", "", &e))
+    }
+}
+
+impl LocalStore {
+    /// `put` (`replace == false`: an existing file is kept) or `replace` (the file is renamed
+    /// over an existing one, under the same per-key lock).
+    async fn write(
+        &self,
+        path: &RelPath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        len: Option<u64>,
+        replace: bool,
+    ) -> Result<PutOutcome, StoreError> {
         let err = |e: &io::Error| self.err("put", path, e);
-        if let Some(m) = self.stat(path).await? {
+        if !replace && let Some(m) = self.stat(path).await? {
             return Ok(PutOutcome::AlreadyPresent {
                 local_path: m.local_path,
             });
@@ -415,7 +458,9 @@ impl Store for LocalStore {
         })
         .await
         .map_err(|e| err(&e))?;
-        if let Some(m) = self.stat(path).await? {
+        // Replacing: rename over the existing name whatever its case.
+        let existing = self.stat(path).await?;
+        if !replace && let Some(m) = existing {
             return Ok(PutOutcome::AlreadyPresent {
                 local_path: m.local_path,
             });
@@ -471,10 +516,16 @@ impl Store for LocalStore {
         out.flush().await.map_err(|e| err(&e))?;
         out.sync_all().await.map_err(|e| err(&e))?;
         drop(out);
-        let final_path = dir.join(path.file_name());
+        let final_path = match existing.and_then(|m| m.local_path) {
+            Some(p) if replace => p,
+            _ => dir.join(path.file_name()),
+        };
         let fp = final_path.clone();
         let persisted = blocking(move || match tmp.persist_noclobber(&fp) {
             Ok(_) => Ok(true),
+            Err(e) if replace && e.error.kind() == io::ErrorKind::AlreadyExists => {
+                e.file.persist(&fp).map(|_| true).map_err(|e| e.error)
+            }
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(e.error),
         })
@@ -490,26 +541,6 @@ impl Store for LocalStore {
                 local_path: Some(final_path),
             }
         })
-    }
-
-    async fn capabilities(&self) -> Result<Capabilities, StoreError> {
-        let root = self.root.clone();
-        let shown = self.shown.clone();
-        blocking(move || {
-            let meta = std::fs::metadata(&root)?;
-            let readable = meta.is_dir() && std::fs::read_dir(&root).is_ok();
-            // Mode bits say nothing about ACLs, read-only mounts, root or another account:
-            // only creating a file tells (as `doctor` does). The probe is removed on drop.
-            let writable =
-                readable && shared_tempfile(&root, ".symcascade-probe.", TMP_SUFFIX).is_ok();
-            Ok(Capabilities {
-                readable,
-                writable,
-                free_bytes: fs4::available_space(&root).ok(),
-            })
-        })
-        .await
-        .map_err(|e| StoreError::from_io(shown, "capabilities", "", &e))
     }
 }
 
@@ -634,6 +665,46 @@ mod tests {
             let out = s.put(&p, &mut data, Some(5)).await.unwrap();
             assert!(matches!(out, PutOutcome::Written { bytes: 5, .. }), "{len}");
         }
+    }
+
+    #[tokio::test]
+    async fn replace_renames_over_a_bad_file_and_put_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path());
+        // A 0-byte file left under the final name (in another case) by an older tool.
+        std::fs::create_dir_all(dir.path().join("d.pdb/AB1")).unwrap();
+        std::fs::write(dir.path().join("d.pdb/AB1/D.PDB"), b"").unwrap();
+        let p = rel(&["d.pdb", "AB1", "d.pdb"]);
+        let mut good: &[u8] = b"good";
+        let out = s.put(&p, &mut good, Some(4)).await.unwrap();
+        assert!(matches!(out, PutOutcome::AlreadyPresent { .. }));
+        let mut good: &[u8] = b"good";
+        let out = s.replace(&p, &mut good, Some(4)).await.unwrap();
+        assert!(
+            matches!(out, PutOutcome::Written { bytes: 4, .. }),
+            "{out:?}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("d.pdb/AB1/D.PDB")).unwrap(),
+            b"good"
+        );
+        // A short stream replaces nothing.
+        let mut short: &[u8] = b"ba";
+        let e = s.replace(&p, &mut short, Some(9)).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Truncated);
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("d.pdb/AB1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["D.PDB".to_string()]);
+        // Replacing where nothing is yet simply writes.
+        let q = rel(&["e.pdb", "AB1", "e.pdb"]);
+        let mut good: &[u8] = b"new";
+        s.replace(&q, &mut good, Some(3)).await.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("e.pdb/AB1/e.pdb")).unwrap(),
+            b"new"
+        );
     }
 
     #[tokio::test]

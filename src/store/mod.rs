@@ -241,6 +241,33 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`StoreError`] when the store cannot be reached at all.
     async fn capabilities(&self) -> Result<Capabilities, StoreError>;
+
+    /// Streams `src` into `path` like [`Store::put`], but atomically **replaces** a file
+    /// already under `path`: the cascade calls it only for a file it found bad there (0 bytes,
+    /// another key: left by an older tool or a crashed writer, WinDbg-Feedback#299), after the
+    /// new content was verified. The bad file stays visible until the rename, never a partial
+    /// one. Returns [`PutOutcome::Written`].
+    ///
+    /// The default answers `Unsupported` (the cascade then skips the store for the write);
+    /// local and SMB stores implement it (rename over the old name), wrappers forward it.
+    ///
+    /// # Errors
+    /// As [`Store::put`]; `Unsupported` when the transport cannot replace a file.
+    async fn replace(
+        &self,
+        path: &RelPath,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let _ = (src, len);
+        Err(StoreError::new(
+            self.describe().location,
+            "replace",
+            path,
+            StoreErrorKind::Unsupported,
+            "this store cannot replace a file",
+        ))
+    }
 }
 
 /// A source stream that remembers whether *it* failed (as opposed to the store it is being

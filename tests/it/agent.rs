@@ -685,3 +685,62 @@ async fn agent_start_sweeps_old_temp_files_from_the_local_tier() {
     assert!(fresh.exists(), "a fresh temp file may be a live writer's");
     assert!(agent.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_upstream_file_is_cached_as_a_miss_not_downloaded_every_rescan() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    // A truncated cabinet of the 5.7 MB PDB on MainOffice (a copy cut off by a crash).
+    let key = key_of(BIG_PDB);
+    let cab = crate::cascade::cab_of(key.name(), &std::fs::read(fixture(BIG_PDB)).unwrap());
+    let cut = &cab[..cab.len() * 2 / 3];
+    let at = key_path(&office.main.share_dir("MainOffice"), &key, Form::Compressed);
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+    std::fs::write(&at, cut).unwrap();
+    let cfg = office.config(
+        "desk1",
+        &office.main.host(),
+        "[cascade]\nMissTimeout = \"10m\"",
+    );
+    let out = cli(&cfg, &["request", key.name(), key.index()]);
+    assert!(out.starts_with("queued"), "{out}");
+    let agent = AgentProc::start(&office, &cfg, "desk1");
+    let miss = office
+        .branch
+        .share_dir("BranchOfficeA")
+        .join("000Cascade/misses")
+        .join(symcascade::queue::key_file(&key, "miss"));
+    wait_for("the miss entry", Duration::from_secs(30), || miss.exists()).await;
+    let entry: symcascade::queue::Miss = {
+        let mut e = None;
+        wait_for("a readable miss entry", Duration::from_secs(5), || {
+            e = serde_json::from_slice(&std::fs::read(&miss).unwrap_or_default()).ok();
+            e.is_some()
+        })
+        .await;
+        e.unwrap()
+    };
+    let reason = entry.reason.expect("the reason is recorded");
+    assert!(
+        reason.contains("MainOffice") && reason.contains("compressed file"),
+        "{reason}"
+    );
+    // Several rescans (2 s) later: still one download.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let st = agent.status().expect("status");
+    assert_eq!((st.lookups, st.misses), (1, 1), "{st:?}");
+    assert_eq!(
+        st.bytes_read.get("\\\\MainOffice\\MainOffice").copied(),
+        Some(cut.len() as u64),
+        "corrupt reads are counted: {:?}",
+        st.bytes_read
+    );
+    for root in [
+        office.local("desk1"),
+        office.branch.share_dir("BranchOfficeA"),
+    ] {
+        assert!(!key_path(&root, &key, Form::Plain).exists());
+        assert!(!key_path(&root, &key, Form::Compressed).exists());
+    }
+}

@@ -644,3 +644,248 @@ async fn local_file_ptr_targets_are_contained() {
     assert_eq!(f.form, Form::FilePtr);
     same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
 }
+
+/// Writes `body` under `key`'s final name (in `form`) in a lab store, as an older tool or a
+/// crashed writer would have left it.
+fn plant(lab: &Lab, store: &str, key: &symcascade::key::Key, form: Form, body: &[u8]) {
+    let p = lab.file_in(store, key, form);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+}
+
+/// A one-member MSZIP cabinet of `body` named `member`.
+pub(crate) fn cab_of(member: &str, body: &[u8]) -> Vec<u8> {
+    symcascade::compress::write_cab(member, &mut &body[..], std::io::Cursor::new(Vec::new()))
+        .unwrap()
+        .into_inner()
+}
+
+/// Garbage under symbol names, each as (what, key, body).
+fn garbage() -> Vec<(&'static str, symcascade::key::Key, Vec<u8>)> {
+    vec![
+        ("0-byte PDB", pdb_key(), Vec::new()),
+        (
+            "HTML page",
+            pdb_key(),
+            b"<!DOCTYPE html>\n<html><body>502 Bad Gateway</body></html>\n".to_vec(),
+        ),
+        (
+            "pointer text",
+            key_of(DLL),
+            b"PATH:\\\\MainOffice\\drop\\attach_amd64.dll".to_vec(),
+        ),
+        (
+            "another build's PDB",
+            pdb_key(),
+            std::fs::read(fixture(PDB_X86)).unwrap(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn garbage_in_the_main_store_is_refused_as_corrupt_and_written_nowhere() {
+    for (what, key, body) in garbage() {
+        // Three tiers (spooled copy) and two (the direct-stream path).
+        for three in [true, false] {
+            let lab = Lab::new();
+            plant(&lab, "main", &key, Form::Plain, &body);
+            let path = if three {
+                lab.three_tier()
+            } else {
+                format!("srv*{}*{}", lab.s("local"), lab.s("main"))
+            };
+            let l = lab.cascade(&path).await.lookup(&key).await.unwrap();
+            assert!(
+                l.fetched.is_none(),
+                "{what} (three tiers: {three}) was a hit"
+            );
+            assert_eq!(l.skipped.len(), 1, "{what}: {:?}", l.skipped);
+            let s = &l.skipped[0];
+            assert_eq!(
+                (s.op, s.kind, s.store.as_str()),
+                (
+                    SkipOp::Read,
+                    StoreErrorKind::Corrupt,
+                    lab.s("main").as_str()
+                ),
+                "{what}"
+            );
+            assert!(s.detail.contains(key.name()), "{what}: {}", s.detail);
+            for t in ["local", "branch"] {
+                assert!(published_files(&lab.path(t)).is_empty(), "{what} in {t}");
+            }
+        }
+    }
+    // A name whose type cannot be keyed: only the 0-byte check applies.
+    let txt = symcascade::key::Key::new("notes.txt", "1234ABCD").unwrap();
+    let lab = Lab::new();
+    plant(&lab, "main", &txt, Form::Plain, b"");
+    let c = lab.cascade(&lab.three_tier()).await;
+    assert!(c.fetch(&txt).await.unwrap().is_none());
+    plant(&lab, "main", &txt, Form::Plain, b"any text");
+    let f = c
+        .fetch(&txt)
+        .await
+        .unwrap()
+        .expect("text under a .txt name");
+    assert_eq!(f.tier, 2);
+    assert_eq!(
+        std::fs::read(lab.file_in("local", &txt, Form::Plain)).unwrap(),
+        b"any text"
+    );
+}
+
+#[tokio::test]
+async fn bad_cabinets_are_refused_whole_with_and_without_no_uncompress() {
+    let key = pdb_key();
+    let good = cab_of(key.name(), &std::fs::read(fixture(PDB)).unwrap());
+    let two = {
+        let mut b = cab::CabinetBuilder::new();
+        let f = b.add_folder(cab::CompressionType::MsZip);
+        f.add_file(key.name());
+        f.add_file("extra.txt");
+        let mut w = b.build(std::io::Cursor::new(Vec::new())).unwrap();
+        let body = std::fs::read(fixture(PDB)).unwrap();
+        while let Some(mut f) = w.next_file().unwrap() {
+            std::io::Write::write_all(&mut f, &body).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("two-member cabinet", two),
+        ("truncated cabinet", good[..good.len() / 2].to_vec()),
+        (
+            "garbage after MSCF",
+            b"MSCF\0\0\0\0this is no cabinet".to_vec(),
+        ),
+        (
+            "cabinet of another build's PDB",
+            cab_of(key.name(), &std::fs::read(fixture(PDB_X86)).unwrap()),
+        ),
+    ];
+    for (what, body) in cases {
+        for uncompress in [false, true] {
+            let lab = Lab::new();
+            plant(&lab, "main", &key, Form::Compressed, &body);
+            let opts = CascadeOptions {
+                uncompress,
+                ..Default::default()
+            };
+            let c = lab
+                .cascade_with(
+                    &lab.three_tier(),
+                    opts,
+                    Arc::new(symcascade::store::LocalOnly),
+                )
+                .await;
+            let l = c.lookup(&key).await.unwrap();
+            assert!(
+                l.fetched.is_none(),
+                "{what} (uncompress {uncompress}) was a hit"
+            );
+            assert_eq!(
+                l.skipped.iter().map(|s| (s.op, s.kind)).collect::<Vec<_>>(),
+                vec![(SkipOp::Read, StoreErrorKind::Corrupt)],
+                "{what}"
+            );
+            for t in ["local", "branch"] {
+                assert!(published_files(&lab.path(t)).is_empty(), "{what} in {t}");
+            }
+            assert!(
+                files_with_len(&lab.path("spool")).is_empty(),
+                "spool files left: {what}"
+            );
+        }
+    }
+    // The good cabinet still goes through with NoUncompress, compressed everywhere.
+    let lab = Lab::new();
+    plant(&lab, "main", &key, Form::Compressed, &good);
+    let opts = CascadeOptions {
+        uncompress: false,
+        ..Default::default()
+    };
+    let c = lab
+        .cascade_with(
+            &lab.three_tier(),
+            opts,
+            Arc::new(symcascade::store::LocalOnly),
+        )
+        .await;
+    let f = c.fetch(&key).await.unwrap().unwrap();
+    assert_eq!(f.written.len(), 2);
+    same(
+        &lab.file_in("local", &key, Form::Compressed),
+        &lab.file_in("main", &key, Form::Compressed),
+    );
+}
+
+#[tokio::test]
+async fn a_bad_file_under_a_final_name_is_replaced_by_a_verified_copy() {
+    let key = pdb_key();
+    // A 0-byte file in the local store (served in place until now) and another build's PDB
+    // in the branch store (AlreadyPresent for every put until now).
+    let lab = Lab::new();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    plant(&lab, "local", &key, Form::Plain, b"");
+    let c = lab.cascade(&lab.three_tier()).await;
+    let l = c.lookup(&key).await.unwrap();
+    let f = l.fetched.expect("hit");
+    assert_eq!(f.tier, 2, "the bad local file is treated as absent");
+    assert_eq!(
+        (
+            l.skipped[0].op,
+            l.skipped[0].kind,
+            l.skipped[0].store.clone()
+        ),
+        (SkipOp::Read, StoreErrorKind::Corrupt, lab.s("local"))
+    );
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+    assert!(f.written.iter().all(|w| w.new), "{:?}", f.written);
+    // Now a warm local hit, verified and answered in place.
+    let l = c.lookup(&key).await.unwrap();
+    assert_eq!((l.fetched.unwrap().tier, l.skipped.len()), (0, 0));
+
+    let lab = Lab::new();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    plant(
+        &lab,
+        "branch",
+        &key,
+        Form::Plain,
+        &std::fs::read(fixture(PDB_X86)).unwrap(),
+    );
+    let c = lab.cascade(&lab.three_tier()).await;
+    let l = c.lookup(&key).await.unwrap();
+    assert_eq!(l.fetched.as_ref().unwrap().tier, 2);
+    same(&lab.file_in("branch", &key, Form::Plain), &fixture(PDB));
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+    assert!(
+        published_files(&lab.path("branch"))
+            .iter()
+            .all(|p| !p.contains("tmp")),
+        "no temp file left"
+    );
+}
+
+#[tokio::test]
+async fn a_full_spool_disk_is_a_local_error_not_a_corrupt_source() {
+    let lab = Lab::new();
+    lab.publish("main", &[BIG_PDB], Form::Compressed).await;
+    let key = key_of(BIG_PDB);
+    let cab_len = std::fs::metadata(lab.file_in("main", &key, Form::Compressed))
+        .unwrap()
+        .len();
+    let pdb_len = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
+    // Room for the compressed file, not for its expansion.
+    let size = (cab_len + pdb_len) / 2;
+    assert!(cab_len < size && size < pdb_len);
+    let _tmpfs = Tmpfs::mount(&lab.path("spool"), &format!("{}k", size / 1024));
+    let c = lab.cascade(&lab.three_tier()).await;
+    let e = c.lookup(&key).await.expect_err("a local error, not a miss");
+    assert!(
+        matches!(e, symcascade::cascade::CascadeError::Spool { .. }),
+        "{e}"
+    );
+    assert!(published_files(&lab.path("local")).is_empty());
+    assert!(published_files(&lab.path("branch")).is_empty());
+}

@@ -319,15 +319,16 @@ async fn slow_link_plain_hits_stream_while_copied_and_compressed_ones_answer_sti
     let Some(office) = Office::start() else {
         return;
     };
-    // MainOffice holds a 6 MiB plain file and the 5.7 MB PDB in compressed form only.
+    // MainOffice holds a 6 MiB plain PDB and the 5.7 MB PDB in compressed form only. The plain
+    // one is the real attach_amd64.pdb padded with slack after its last MSF block: its key is
+    // unchanged (hits are verified before they are published), and it takes seconds to cross.
     let main = office.main.share_dir("MainOffice");
-    let plain =
-        symcascade::key::Key::new("stream.pdb", "0123456789ABCDEF0123456789ABCDEF1").unwrap();
+    let plain = pdb_key();
     let plain_src = key_path(&main, &plain, Form::Plain);
     std::fs::create_dir_all(plain_src.parent().unwrap()).unwrap();
-    let bytes: Vec<u8> = (0..6u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let mut bytes = std::fs::read(fixture(PDB)).unwrap();
+    let pad = (6usize << 20) - bytes.len();
+    bytes.extend((0..pad as u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
     std::fs::write(&plain_src, &bytes).unwrap();
     let s = symcascade::store::LocalStore::new(&main);
     symcascade::publish::publish_file(&s, &fixture(BIG_PDB), Tiering::OneTier, Form::Compressed)
@@ -632,4 +633,82 @@ async fn compressed_two_tier_and_file_ptr_requests() {
     let p = curl(&url(o.port, &d, Form::FilePtr), &[], &o.path("ptr"));
     assert_eq!(p.code, 404);
     assert_eq!(metric(o.port, "symcascade_lookups_total"), lookups);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_upstream_copies_are_cached_misses_and_bad_local_files_are_replaced() {
+    let o = LocalOffice::start("MissTimeout = 300", "").await;
+    // An HTML error page under a DLL's name in MainOffice (a proxy's answer saved as the file).
+    let k = key_of(DLL_X86);
+    let html = format!(
+        "<!DOCTYPE html>\n<html><body>{}</body></html>\n",
+        "502 Bad Gateway ".repeat(1000)
+    );
+    let bad = key_path(&o.path("main"), &k, Form::Plain);
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    std::fs::write(&bad, &html).unwrap();
+    for _ in 0..3 {
+        let g = curl(&url(o.port, &k, Form::Plain), &[], &o.path("h.out"));
+        let body = std::fs::read_to_string(&g.body).unwrap_or_default();
+        assert_eq!(g.code, 404, "{}", &body[..body.len().min(120)]);
+    }
+    assert_eq!(
+        metric(o.port, "symcascade_lookups_total"),
+        1.0,
+        "one download, then cached"
+    );
+    assert_eq!(
+        metric(
+            o.port,
+            r#"symcascade_http_requests_total{outcome="miss_cached"}"#
+        ),
+        2.0
+    );
+    let read = format!(
+        r#"symcascade_store_read_bytes_total{{store="{}"}}"#,
+        o.path("main").display()
+    );
+    assert_eq!(
+        metric(o.port, &read),
+        html.len() as f64,
+        "corrupt reads are counted"
+    );
+    assert!(!key_path(&o.path("local"), &k, Form::Plain).exists());
+    assert!(!key_path(&o.path("branch"), &k, Form::Plain).exists());
+
+    // A 0-byte PDB left in the front's own store: absent for the front, replaced by a copy.
+    let p = key_of(PDB);
+    let zero = key_path(&o.path("local"), &p, Form::Plain);
+    std::fs::create_dir_all(zero.parent().unwrap()).unwrap();
+    std::fs::write(&zero, b"").unwrap();
+    let g = curl(&url(o.port, &p, Form::Plain), &[], &o.path("p.out"));
+    assert_eq!(g.code, 200);
+    same(&g.body, &fixture(PDB));
+    wait_for(
+        "the local copy to be replaced",
+        Duration::from_secs(10),
+        || std::fs::read(&zero).is_ok_and(|b| b == std::fs::read(fixture(PDB)).unwrap()),
+    )
+    .await;
+
+    // Another build's PDB upstream: never handed out whole (404, or a body cut short).
+    let big = key_of(BIG_PDB);
+    std::fs::remove_dir_all(
+        key_path(&o.path("main"), &big, Form::Plain)
+            .parent()
+            .unwrap(),
+    )
+    .unwrap();
+    let wrong = key_path(&o.path("main"), &big, Form::Plain);
+    std::fs::create_dir_all(wrong.parent().unwrap()).unwrap();
+    std::fs::copy(fixture(PDB_X86), &wrong).unwrap();
+    let g = curl(&url(o.port, &big, Form::Plain), &[], &o.path("w.out"));
+    let got = std::fs::metadata(&g.body).map(|m| m.len()).unwrap_or(0);
+    let full = std::fs::metadata(fixture(PDB_X86)).unwrap().len();
+    assert!(
+        g.code == 404 || got < full,
+        "code {} with {got} of {full} bytes",
+        g.code
+    );
+    assert!(!key_path(&o.path("local"), &big, Form::Plain).exists());
 }

@@ -554,3 +554,111 @@ async fn the_longest_name_a_key_accepts_is_stored_on_a_share() {
         assert_eq!(s.stat(&p).await.unwrap().map(|m| m.len), Some(5), "{len}");
     }
 }
+
+/// Writes `body` under `key`'s final name on the server's disk behind `share`.
+fn plant_on_server(
+    samba: &Samba,
+    share: &str,
+    key: &symcascade::key::Key,
+    form: Form,
+    body: &[u8],
+) {
+    let p = in_share(samba, share, key, form);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_files_on_shares_are_refused_and_a_bad_branch_copy_is_replaced() {
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
+    let (_c, t) = transports(smb_config(Some(samba.credentials())));
+    let path = |lab: &Lab| {
+        format!(
+            "srv*{}*{}*{}",
+            lab.s("local"),
+            samba.unc("BranchOfficeA"),
+            samba.unc("MainOffice")
+        )
+    };
+    // MainOffice: a 0-byte PDB and a truncated cabinet of the big PDB. Refused as corrupt,
+    // written nowhere (neither the branch share nor the local store).
+    let big = key_of(BIG_PDB);
+    let cab = crate::cascade::cab_of(big.name(), &std::fs::read(fixture(BIG_PDB)).unwrap());
+    plant_on_server(
+        &samba,
+        "MainOffice",
+        &big,
+        Form::Compressed,
+        &cab[..cab.len() * 2 / 3],
+    );
+    plant_on_server(&samba, "MainOffice", &pdb_key(), Form::Plain, b"");
+    let lab = Lab::new();
+    let c = lab
+        .cascade_with(&path(&lab), CascadeOptions::default(), t.clone())
+        .await;
+    for key in [big.clone(), pdb_key()] {
+        let l = c.lookup(&key).await.unwrap();
+        assert!(l.fetched.is_none(), "{key}");
+        assert_eq!(
+            l.skipped
+                .iter()
+                .map(|s| (s.op, s.kind, s.store.clone()))
+                .collect::<Vec<_>>(),
+            vec![(
+                SkipOp::Read,
+                StoreErrorKind::Corrupt,
+                samba.unc("MainOffice")
+            )],
+            "{key}"
+        );
+        assert!(l.is_definitive_miss(), "a corrupt source is a result");
+    }
+    let l = c.lookup(&big).await.unwrap();
+    assert_eq!(l.skipped[0].bytes_read, (cab.len() * 2 / 3) as u64);
+    assert!(published_files(&samba.share_dir("BranchOfficeA")).is_empty());
+    assert!(published_files(&lab.path("local")).is_empty());
+
+    // BranchOfficeA holds another build's DLL under the key (an older tool's leftover): it is
+    // refused and replaced over SMB (rename with ReplaceIfExists) by MainOffice's good copy.
+    let dll = key_of(DLL);
+    publish_on_server(&samba, "MainOffice", &[DLL], Form::Plain).await;
+    plant_on_server(
+        &samba,
+        "BranchOfficeA",
+        &dll,
+        Form::Plain,
+        &std::fs::read(fixture(DLL_X86)).unwrap(),
+    );
+    let lab = Lab::new();
+    let c = lab
+        .cascade_with(&path(&lab), CascadeOptions::default(), t)
+        .await;
+    let l = c.lookup(&dll).await.unwrap();
+    let f = l.fetched.expect("hit on MainOffice");
+    assert_eq!(f.tier, 2, "{:?}", l.skipped);
+    assert_eq!(
+        (
+            l.skipped[0].op,
+            l.skipped[0].kind,
+            l.skipped[0].store.clone()
+        ),
+        (
+            SkipOp::Read,
+            StoreErrorKind::Corrupt,
+            samba.unc("BranchOfficeA")
+        )
+    );
+    assert!(f.written.iter().all(|w| w.new), "{:?}", f.written);
+    same(
+        &in_share(&samba, "BranchOfficeA", &dll, Form::Plain),
+        &fixture(DLL),
+    );
+    same(&lab.file_in("local", &dll, Form::Plain), &fixture(DLL));
+    assert!(
+        published_files(&samba.share_dir("BranchOfficeA"))
+            .iter()
+            .all(|p| !p.contains("symcascade-tmp"))
+    );
+}
