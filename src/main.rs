@@ -582,10 +582,11 @@ impl Search {
         all.sort();
         all.dedup();
         let mut reasons: Vec<NotSearched> = Vec::new();
-        let read = lookup
-            .skipped
-            .iter()
-            .filter(|s| s.op == symcascade::cascade::SkipOp::Read);
+        // A store that answered with a corrupt copy was searched: that is a miss there.
+        let read = lookup.skipped.iter().filter(|s| {
+            s.op == symcascade::cascade::SkipOp::Read
+                && s.kind != symcascade::store::StoreErrorKind::Corrupt
+        });
         for s in read {
             if reasons.iter().any(|r| r.stores.contains(&s.store)) {
                 continue;
@@ -596,7 +597,7 @@ impl Search {
                     kind: s.kind,
                     stores: vec![s.store.clone()],
                     detail: s.detail.clone(),
-                    hint: hint(s.kind),
+                    hint: hint(s.kind, s.store.starts_with("http")),
                 }),
             }
         }
@@ -630,9 +631,15 @@ impl Search {
 }
 
 /// What to check for a store that could not be searched.
-fn hint(kind: symcascade::store::StoreErrorKind) -> &'static str {
+fn hint(kind: symcascade::store::StoreErrorKind, http: bool) -> &'static str {
     use symcascade::store::StoreErrorKind as K;
     match kind {
+        K::AuthFailed if http => {
+            "the HTTP store or its proxy refused: proxy credentials go in [http_client] proxy_user / proxy_password (or SYMCASCADE_PROXY_USER / SYMCASCADE_PROXY_PASSWORD), store credentials in the store's URL"
+        }
+        K::Unreachable if http => {
+            "check the URL, and the proxy ([http_client] proxy, _NT_SYMBOL_PROXY, HTTPS_PROXY)"
+        }
         K::AuthFailed => {
             "check the credentials: [smb.credentials.<host>] in the config, or SYMCASCADE_SMB_USER / SYMCASCADE_SMB_PASSWORD / SYMCASCADE_SMB_DOMAIN"
         }

@@ -437,6 +437,12 @@ mod tests {
                     .file_name()
                     .to_string_lossy()
                     .starts_with(crate::cascade::SPOOL_PREFIX)
+                    && !e
+                        .as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".lock")
             })
             .count();
         assert_eq!(left, 0);

@@ -145,10 +145,16 @@ impl LocalStore {
                 names,
             };
         }
-        Ok(idx
-            .names
-            .get(&name.to_ascii_lowercase())
-            .map(|n| self.root.join(n)))
+        let lower = name.to_ascii_lowercase();
+        let Some(p) = idx.names.get(&lower).map(|n| self.root.join(n)) else {
+            return Ok(None);
+        };
+        if std::fs::symlink_metadata(&p).is_err() {
+            // Removed since the listing (an admin's cleanup, AgeStore): forget it.
+            idx.names.remove(&lower);
+            return Ok(None);
+        }
+        Ok(Some(p))
     }
 
     /// Notes a root folder this process created, so the root index knows it before its next

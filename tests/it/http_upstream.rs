@@ -180,7 +180,7 @@ fn a_transfer_broken_midway_stores_nothing() {
     let site = Site::new(false);
     site.up.set_fault(Fault::CutAfter(100_000));
     let (code, _, err) = site.get("", &[]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 3, "{err}"); // not found, a store could not be searched
     assert!(err.contains("truncated"), "{err}");
     site.assert_nothing_stored();
 }
@@ -207,7 +207,7 @@ fn server_errors_are_retried_with_backoff() {
         "[http_client]\nretries = 1\nretry_backoff = \"10ms\"\n",
         &[],
     );
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 3, "{err}"); // not found, a store could not be searched
     assert!(err.contains("503"), "{err}");
     assert_eq!(site.up.hits(&plain), 2);
     site.assert_nothing_stored();
@@ -221,7 +221,7 @@ fn read_timeout_bounds_a_stalled_server_but_not_a_slow_transfer() {
     let t = Instant::now();
     let (code, stdout, err) = site.get(cfg, &[]);
     let took = t.elapsed();
-    assert_eq!((code, stdout.trim()), (1, "not found"), "{err}");
+    assert_eq!((code, stdout.trim()), (3, "not found"), "{err}");
     assert!(err.contains("timed out"), "{err}");
     assert!(took < Duration::from_secs(4), "{took:?}");
     site.assert_nothing_stored();
@@ -253,7 +253,7 @@ fn nt_symbol_proxy_with_basic_auth() {
 
     // Without credentials: a clear failure naming the proxy and the 407; nothing stored.
     let (code, stdout, err) = site.get("", &nt);
-    assert_eq!((code, stdout.trim()), (1, "not found"), "{err}");
+    assert_eq!((code, stdout.trim()), (3, "not found"), "{err}");
     assert!(
         err.contains("407") && err.contains(&proxy.host_port()) && err.contains("proxy_user"),
         "{err}"
@@ -268,7 +268,7 @@ fn nt_symbol_proxy_with_basic_auth() {
         "[http_client]\nproxy_user = \"symuser\"\nproxy_password = \"wrong\"\n",
         &nt,
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     assert!(err.contains("407"), "{err}");
     assert!(!err.contains("wrong"), "password printed: {err}");
 
@@ -311,7 +311,7 @@ fn https_store_behind_a_proxy_without_credentials_fails_once() {
         .args(["get", "--sympath"])
         .arg(format!("srv*{}*https://127.0.0.1:9/store", lab.s("local")))
         .arg(fixture(DLL)));
-    assert_eq!((code, stdout.trim()), (1, "not found"), "{err}");
+    assert_eq!((code, stdout.trim()), (3, "not found"), "{err}");
     assert!(
         err.contains("407") && err.contains(&proxy.host_port()) && err.contains("proxy_user"),
         "{err}"
