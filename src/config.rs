@@ -71,6 +71,28 @@ pub struct HttpSection {
     /// background. A client's `Symbol-Agent-Receive-Timeout` header (ms) overrides it.
     #[serde(default = "d25s", deserialize_with = "duration")]
     pub client_timeout: Duration,
+    /// Open client connections at most; beyond it a new connection gets 503 and is closed.
+    /// Also kept below the process's open-file limit. Default 4096.
+    #[serde(default = "d_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends no complete request head for this long (idle between
+    /// requests, or too slow sending one) is closed. Default `15s`.
+    #[serde(default = "d15s", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Cold lookups (misses in the front's store) running at once; more wait in a queue of
+    /// 16× this size, beyond which clients get SymProxy's 503 "still working". Default 64.
+    #[serde(default = "d_max_cold")]
+    pub max_cold_lookups: usize,
+}
+
+fn d_max_connections() -> usize {
+    4096
+}
+fn d_max_cold() -> usize {
+    64
+}
+fn d15s() -> Duration {
+    Duration::from_secs(15)
 }
 
 impl Default for HttpSection {
@@ -81,6 +103,9 @@ impl Default for HttpSection {
             prefix: None,
             exclusions: None,
             client_timeout: d25s(),
+            max_connections: d_max_connections(),
+            idle_timeout: d15s(),
+            max_cold_lookups: d_max_cold(),
         }
     }
 }
@@ -823,6 +848,7 @@ impl Config {
             ("agent.backfill_interval", a.backfill_interval),
             ("agent.lease_timeout", a.lease_timeout),
             ("agent.temp_max_age", a.temp_max_age),
+            ("http.idle_timeout", self.http.idle_timeout),
         ];
         let poll = a.poll_interval.map(|p| ("agent.poll_interval", p));
         let other = [
@@ -863,6 +889,12 @@ impl Config {
                 "smb.chunk_size",
                 "must be between 4096 and 8388608 bytes",
             ));
+        }
+        if self.http.max_connections == 0 || self.http.max_connections > 1_000_000 {
+            return Err(bad("http.max_connections", "must be between 1 and 1000000"));
+        }
+        if self.http.max_cold_lookups == 0 || self.http.max_cold_lookups > 4096 {
+            return Err(bad("http.max_cold_lookups", "must be between 1 and 4096"));
         }
         if self.smb.in_flight == 0 || self.smb.in_flight > 64 {
             return Err(bad("smb.in_flight", "must be between 1 and 64"));

@@ -76,11 +76,13 @@ pub enum Outcome {
     Forbidden,
     /// The lookup failed on our side (500).
     Error,
+    /// Refused for load: the connection cap or the cold-lookup queue was full (503).
+    Busy,
 }
 
 impl Outcome {
     /// Every outcome, for reports.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::LocalHit,
         Outcome::Fetched,
         Outcome::Streamed,
@@ -91,6 +93,7 @@ impl Outcome {
         Outcome::StillWorking,
         Outcome::Forbidden,
         Outcome::Error,
+        Outcome::Busy,
     ];
 
     /// The label value, e.g. `local_hit`.
@@ -106,6 +109,7 @@ impl Outcome {
             Outcome::StillWorking => "still_working",
             Outcome::Forbidden => "forbidden",
             Outcome::Error => "error",
+            Outcome::Busy => "busy",
         }
     }
 }

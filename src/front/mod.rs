@@ -92,6 +92,12 @@ pub struct FrontOptions {
     pub miss_age_timeout: Duration,
     /// Exclusion list file.
     pub exclusions: Option<PathBuf>,
+    /// Open client connections at most (also kept below the open-file limit).
+    pub max_connections: usize,
+    /// Longest wait for a request head, idle time between requests included.
+    pub idle_timeout: Duration,
+    /// Cold lookups running at once (16× as many may wait).
+    pub max_cold_lookups: usize,
 }
 
 impl FrontOptions {
@@ -112,6 +118,9 @@ impl FrontOptions {
             miss_age_check: config.cascade.miss_age_check,
             miss_age_timeout: config.cascade.miss_age_timeout,
             exclusions: config.http.exclusions.clone(),
+            max_connections: config.http.max_connections,
+            idle_timeout: config.http.idle_timeout,
+            max_cold_lookups: config.http.max_cold_lookups,
         }
     }
 }
@@ -145,6 +154,8 @@ pub struct Front {
     started: Instant,
     listen: Mutex<Option<SocketAddr>>,
     agent_status: Option<PathBuf>,
+    /// Permits for cold lookups running at once (`max_cold_lookups`).
+    cold: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Front {
@@ -193,6 +204,7 @@ impl Front {
                 )));
             }
         }
+        let opts_cold = opts.max_cold_lookups.max(1);
         Ok(Front {
             misses: Mutex::new(MissCache::new(opts.miss_timeout, opts.miss_age_timeout)),
             exclusions: opts.exclusions.as_ref().map(ExclusionList::new),
@@ -210,6 +222,7 @@ impl Front {
             started: Instant::now(),
             listen: Mutex::new(None),
             agent_status,
+            cold: Arc::new(tokio::sync::Semaphore::new(opts_cold)),
         })
     }
 
@@ -258,24 +271,99 @@ impl Front {
                 }
             })
         });
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let r = self.accept_loop(listener, shutdown).await;
         if let Some(s) = sweeper {
             s.abort();
         }
         r
     }
 
+    /// Accepts connections until `shutdown`, then lets the requests in progress finish.
+    ///
+    /// Why not `axum::serve`: it has no header-read or idle timeout and no connection cap, and
+    /// checks the allow-list only per request, so ~1,000 idle sockets made the front
+    /// unreachable. Here a connection from outside the allow-list is answered 403 and closed
+    /// at once; beyond the cap a connection gets 503 and is closed; a connection that sends no
+    /// complete request head for `idle_timeout` (idle keep-alive time included) is closed; and
+    /// an accept error (out of file descriptors) backs off instead of ending the server.
+    async fn accept_loop(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        let cap = crate::platform::connection_cap(self.opts.max_connections);
+        tracing::debug!(cap, "HTTP front connection cap");
+        let conns = Arc::new(tokio::sync::Semaphore::new(cap));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let router = self.router();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!("HTTP front cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if !self.allowed(peer.ip()) {
+                self.metrics.request(Outcome::Forbidden);
+                tracing::warn!(client = %peer, "client not on the allow-list (http.allow)");
+                tokio::spawn(refuse(stream, REFUSED_FORBIDDEN));
+                continue;
+            }
+            let Ok(permit) = conns.clone().try_acquire_owned() else {
+                self.metrics.request(Outcome::Busy);
+                tracing::debug!(client = %peer, cap, "connection cap reached");
+                tokio::spawn(refuse(stream, REFUSED_BUSY));
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = tower::Layer::layer(&axum::Extension(ConnectInfo(peer)), router.clone());
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.opts.idle_timeout)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    hyper_util::service::TowerToHyperService::new(svc),
+                );
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = conn.await {
+                    tracing::debug!(client = %peer, "connection ended: {e}");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
+    }
+
+    /// Loopback, or a network of the allow-list.
+    fn allowed(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        ip.is_loopback() || self.opts.allow.iter().any(|n| n.contains(&ip))
+    }
+
     /// Starts (or joins) the lookup of `key`; the returned receivers yield its progress and
     /// result. The lookup runs in its own task, so it completes when every client has gone.
-    fn lookup_shared(self: &Arc<Self>, key: &Key) -> Inflight {
+    /// At most `max_cold_lookups` run at once; `None` when 16× as many already wait (the
+    /// client is told to retry, as SymProxy's "still working").
+    fn lookup_shared(self: &Arc<Self>, key: &Key) -> Option<Inflight> {
         let mut map = self.inflight.lock().expect("inflight");
         if let Some(f) = map.get(key) {
-            return f.clone();
+            return Some(f.clone());
+        }
+        if map.len() >= self.opts.max_cold_lookups.max(1) * 17 {
+            return None;
         }
         let (tx, rx) = watch::channel(None);
         let (stx, srx) = watch::channel(Spooling::default());
@@ -288,11 +376,13 @@ impl Front {
         let me = self.clone();
         let key = key.clone();
         tokio::spawn(async move {
+            let permit = me.cold.clone().acquire_owned().await;
             let result = me
                 .cascade
                 .lookup_tapped(&key, Some(&stx))
                 .await
                 .map_err(|e| e.to_string());
+            drop(permit);
             if let Ok(l) = &result {
                 me.after_lookup(l);
             }
@@ -301,7 +391,7 @@ impl Front {
             let _ = tx.send(Some(Arc::new(result)));
             me.inflight.lock().expect("inflight").remove(&key);
         });
-        f
+        Some(f)
     }
 
     fn after_lookup(&self, l: &Lookup) {
@@ -375,18 +465,43 @@ impl Front {
     }
 }
 
+/// SymProxy's answer when a client's time is up but the work goes on: 503 with
+/// `Symbol-Agent-Status: 0x80070512`, so SymSrv retries.
+fn still_working() -> Response {
+    let mut r = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transfer in progress; retry\n",
+    );
+    r.headers_mut()
+        .insert(STATUS_HEADER, HeaderValue::from_static(APP_HANG_STATUS));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+/// Sent to a connection refused at accept: no route, no body parsing, then closed.
+const REFUSED_FORBIDDEN: &[u8] = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 27\r\nConnection: close\r\n\r\nclient address not allowed\n";
+/// Sent beyond the connection cap.
+const REFUSED_BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections\n";
+
+/// Writes `answer` (bounded by a second) and closes the connection.
+async fn refuse(mut stream: tokio::net::TcpStream, answer: &'static [u8]) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
 async fn allow_list(
     State(front): State<Arc<Front>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
-    let ip = peer.ip();
-    let ip = match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    if ip.is_loopback() || front.opts.allow.iter().any(|n| n.contains(&ip)) {
+    // Connections are checked when accepted; this covers routers served by other means.
+    if front.allowed(peer.ip()) {
         return next.run(req).await;
     }
     front.metrics.request(Outcome::Forbidden);
@@ -430,6 +545,8 @@ fn client_limit(headers: &HeaderMap, default: Duration) -> Duration {
 }
 
 async fn symbol_file(State(front): State<Arc<Front>>, req: Request) -> Response {
+    // The client's clock started when it sent the request, not when the cold path begins.
+    let arrived = Instant::now();
     // Only the head matters (GET/HEAD); it is Sync, so the handler's future stays Send.
     let (req, _body) = req.into_parts();
     if req.method != Method::GET && req.method != Method::HEAD {
@@ -498,8 +615,12 @@ async fn symbol_file(State(front): State<Arc<Front>>, req: Request) -> Response 
     if front.opts.no_cache {
         return stream_uncached(&front, &fr, &req).await;
     }
-    let limit = client_limit(&req.headers, front.opts.client_timeout);
-    let fl = front.lookup_shared(&fr.key);
+    let limit =
+        client_limit(&req.headers, front.opts.client_timeout).saturating_sub(arrived.elapsed());
+    let Some(fl) = front.lookup_shared(&fr.key) else {
+        front.metrics.request(Outcome::Busy);
+        return still_working();
+    };
     let done: Done = match wait_or_stream(&front, &fr, fl, limit, req.method == Method::HEAD).await
     {
         Waited::Done(d) => d,
@@ -515,15 +636,7 @@ async fn symbol_file(State(front): State<Arc<Front>>, req: Request) -> Response 
         Waited::TimedOut => {
             front.metrics.request(Outcome::StillWorking);
             tracing::info!(key = %fr.key, ?limit, "client limit reached; transfer continues in the background");
-            let mut r = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transfer in progress; retry\n",
-            );
-            r.headers_mut()
-                .insert(STATUS_HEADER, HeaderValue::from_static(APP_HANG_STATUS));
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return r;
+            return still_working();
         }
     };
     let lookup = match done.as_ref() {

@@ -90,6 +90,12 @@ struct LocalOffice {
 
 impl LocalOffice {
     async fn start(extra_cascade: &str, extra_http: &str) -> LocalOffice {
+        LocalOffice::start_with(extra_cascade, extra_http, None).await
+    }
+
+    /// Like `start`; `nofile` starts the process with that soft open-file limit (a service's
+    /// default), under `prlimit`.
+    async fn start_with(extra_cascade: &str, extra_http: &str, nofile: Option<u64>) -> LocalOffice {
         let dir = tempfile::tempdir().unwrap();
         let main = dir.path().join("main");
         let s = symcascade::store::LocalStore::new(&main);
@@ -120,7 +126,17 @@ impl LocalOffice {
         )
         .unwrap();
         let log = std::fs::File::create(dir.path().join("front.log")).unwrap();
-        let child = bin()
+        let mut cmd = bin();
+        if let Some(n) = nofile {
+            let b = cmd.get_program().to_owned();
+            cmd = Command::new("prlimit");
+            cmd.arg(format!("--nofile={n}:"))
+                .arg("--")
+                .arg(b)
+                .env("SYMCASCADE_SMB_USER", crate::samba::USER)
+                .env_remove("_NT_SYMBOL_PATH");
+        }
+        let child = cmd
             .arg("--config")
             .arg(&cfg)
             .arg("run")
@@ -711,4 +727,82 @@ async fn corrupt_upstream_copies_are_cached_misses_and_bad_local_files_are_repla
         g.code
     );
     assert!(!key_path(&o.path("local"), &big, Form::Plain).exists());
+}
+
+/// Idle sockets cannot lock debuggers out: a service started with the default soft limit of
+/// 1024 open files holds 1,100 idle connections (the limit is raised to the hard limit) and
+/// answers a warm hit within a second; beyond `max_connections` a connection gets 503 at once;
+/// the server closes connections that stay idle for `idle_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connection_floods_do_not_lock_clients_out() {
+    use std::io::Read;
+    // This test process opens the flood itself: raise its own limit the same way.
+    symcascade::platform::connection_cap(2000);
+    let o = LocalOffice::start_with(
+        "",
+        "max_connections = 1150\nidle_timeout = \"10s\"",
+        Some(1024),
+    )
+    .await;
+    let key = pdb_key();
+    assert_eq!(
+        curl(&url(o.port, &key, Form::Plain), &[], &o.path("w1")).code,
+        200
+    );
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        idle.push(std::net::TcpStream::connect(("127.0.0.1", o.port)).unwrap());
+    }
+    // Let the front accept them all.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    let g = curl(&url(o.port, &key, Form::Plain), &[], &o.path("w2"));
+    let took = t.elapsed();
+    eprintln!("warm hit with 1,100 idle connections open: {took:?}");
+    assert_eq!(
+        g.code,
+        200,
+        "{}",
+        std::fs::read_to_string(o.path("front.log")).unwrap_or_default()
+    );
+    same(&g.body, &fixture(PDB));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Beyond the cap (1,150): a clear 503, at once.
+    let extra: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", o.port)).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut busy = 0;
+    for mut c in extra {
+        c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(n) = c.read(&mut buf)
+            && buf[..n].starts_with(b"HTTP/1.1 503")
+        {
+            busy += 1;
+        }
+        idle.push(c);
+    }
+    assert!(busy >= 40, "{busy} connections refused with 503");
+    // Idle connections are closed by the server after idle_timeout (10 s).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut closed = 0;
+    for c in idle.iter_mut().take(200) {
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = [0u8; 64];
+        let eof = match c.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        };
+        closed += usize::from(eof);
+    }
+    assert_eq!(closed, 200, "idle connections closed by the server");
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = metric(o.port, "symcascade_http_requests_total{outcome=\"busy\"}");
+    assert!(
+        refused >= busy as f64,
+        "{refused} busy in /metrics, {busy} seen"
+    );
 }
