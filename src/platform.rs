@@ -78,6 +78,39 @@ pub fn is_builtin_service_account(account: &str) -> bool {
         || a.ends_with('$')
 }
 
+/// File descriptors kept free for stores, spool files and logs when sizing the front's
+/// connection cap.
+const FD_RESERVE: u64 = 256;
+
+/// The HTTP front's connection cap: `wanted`, but below the open-file limit so that accepting
+/// a connection never takes the last descriptor a transfer needs. On Unix the soft limit is
+/// first raised to the hard limit (a service's default soft limit, 1024, is far below what a
+/// branch office's debuggers open). At least 16.
+pub fn connection_cap(wanted: usize) -> usize {
+    let limit = raise_open_file_limit();
+    let fit = limit.map_or(usize::MAX, |l| l.saturating_sub(FD_RESERVE) as usize);
+    wanted.min(fit).max(16)
+}
+
+#[cfg(unix)]
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if setrlimit(Resource::Nofile, l).is_err() {
+            l = getrlimit(Resource::Nofile);
+        }
+    }
+    l.current
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() -> Option<u64> {
+    // Windows has no per-process socket limit of this kind.
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,37 +194,4 @@ mod tests {
             assert!(!is_builtin_service_account(a), "{a}");
         }
     }
-}
-
-/// File descriptors kept free for stores, spool files and logs when sizing the front's
-/// connection cap.
-const FD_RESERVE: u64 = 256;
-
-/// The HTTP front's connection cap: `wanted`, but below the open-file limit so that accepting
-/// a connection never takes the last descriptor a transfer needs. On Unix the soft limit is
-/// first raised to the hard limit (a service's default soft limit, 1024, is far below what a
-/// branch office's debuggers open). At least 16.
-pub fn connection_cap(wanted: usize) -> usize {
-    let limit = raise_open_file_limit();
-    let fit = limit.map_or(usize::MAX, |l| l.saturating_sub(FD_RESERVE) as usize);
-    wanted.min(fit).max(16)
-}
-
-#[cfg(unix)]
-fn raise_open_file_limit() -> Option<u64> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut l = getrlimit(Resource::Nofile);
-    if l.current < l.maximum {
-        l.current = l.maximum;
-        if setrlimit(Resource::Nofile, l.clone()).is_err() {
-            l = getrlimit(Resource::Nofile);
-        }
-    }
-    l.current
-}
-
-#[cfg(not(unix))]
-fn raise_open_file_limit() -> Option<u64> {
-    // Windows has no per-process socket limit of this kind.
-    None
 }

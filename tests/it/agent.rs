@@ -178,11 +178,13 @@ pub(crate) async fn publish_main(office: &Office, names: &[&str]) {
     }
 }
 
+#[cfg(unix)]
 fn mode_of(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
+#[cfg(unix)]
 /// This process's umask (inherited by the agents it starts).
 fn umask() -> u32 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -219,6 +221,7 @@ async fn request_replicates_main_to_branch_then_local() {
     })
     .await;
     // `symcascade status` run by another account reads the agent's status file.
+    #[cfg(unix)]
     assert_eq!(
         mode_of(&agent.state.join("status.json")),
         0o666 & !umask(),

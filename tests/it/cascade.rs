@@ -542,6 +542,7 @@ async fn file_ptr_targets_outside_the_symbol_path_are_refused() {
     }
 }
 
+#[cfg(unix)]
 /// Writability is what a write does, not what mode bits say: a folder with mode 0755 on a
 /// read-only mount is not writable; a 0555 folder is writable for root (who may write anyway).
 #[tokio::test]
@@ -576,6 +577,7 @@ async fn local_writability_is_probed_not_read_from_mode_bits() {
     assert!(left.iter().all(|n| n == "probe"), "{left:?}");
 }
 
+#[cfg(unix)]
 /// A `file.ptr` in a local store is followed only into the symbol path's local stores and the
 /// configured `file_ptr_roots`: `/etc/passwd`, a `..` escape and a symbolic link out of the
 /// store are refused (a `permission_denied` skip), and nothing is copied anywhere.

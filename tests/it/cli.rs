@@ -707,6 +707,7 @@ fn prefetch_wait_progress_shows_elapsed_time() {
     assert!(shown.contains("timed out after 3s"), "{shown}");
 }
 
+#[cfg(unix)]
 /// Modes of every file and folder under `dir` (not `000Cascade`), relative paths.
 fn modes(dir: &std::path::Path) -> Vec<(String, u32)> {
     use std::os::unix::fs::PermissionsExt;
@@ -728,6 +729,7 @@ fn modes(dir: &std::path::Path) -> Vec<(String, u32)> {
     out
 }
 
+#[cfg(unix)]
 /// Under umask 022, what `add` and `get` write is readable by every account (a store exported by
 /// Samba or nginx, or read by another user's debugger): files 0644, folders 0755, as any file the
 /// user creates — not tempfile's 0600. Checked by mode and by reading as `nobody`.
