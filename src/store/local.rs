@@ -47,8 +47,10 @@ const ROOT_INDEX_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 #[derive(Debug, Default)]
 struct RootIndex {
     taken: Option<std::time::Instant>,
-    /// Lower-cased name → name as on disk.
-    names: std::collections::HashMap<String, std::ffi::OsString>,
+    /// Lower-cased name → name as on disk, for names with upper-case letters only: a
+    /// lower-case name is found by probing its lower-case form, so a store of lower-case
+    /// names costs no memory here.
+    names: std::collections::HashMap<Box<str>, Box<str>>,
 }
 
 impl LocalStore {
@@ -125,6 +127,13 @@ impl LocalStore {
         if std::fs::symlink_metadata(&direct).is_ok() {
             return Ok(Some(direct));
         }
+        let lower = name.to_ascii_lowercase();
+        if lower != name {
+            let p = self.root.join(&lower);
+            if std::fs::symlink_metadata(&p).is_ok() {
+                return Ok(Some(p));
+            }
+        }
         let mut idx = self.root_index.lock().unwrap_or_else(|e| e.into_inner());
         if idx.taken.is_none_or(|t| t.elapsed() >= ROOT_INDEX_TTL) {
             let mut names = std::collections::HashMap::new();
@@ -132,8 +141,10 @@ impl LocalStore {
                 Ok(rd) => {
                     for e in rd.filter_map(Result::ok) {
                         let n = e.file_name();
-                        if let Some(s) = n.to_str() {
-                            names.insert(s.to_ascii_lowercase(), n);
+                        if let Some(s) = n.to_str()
+                            && s.bytes().any(|b| b.is_ascii_uppercase())
+                        {
+                            names.insert(s.to_ascii_lowercase().into(), s.into());
                         }
                     }
                 }
@@ -145,13 +156,12 @@ impl LocalStore {
                 names,
             };
         }
-        let lower = name.to_ascii_lowercase();
-        let Some(p) = idx.names.get(&lower).map(|n| self.root.join(n)) else {
+        let Some(p) = idx.names.get(lower.as_str()).map(|n| self.root.join(&**n)) else {
             return Ok(None);
         };
         if std::fs::symlink_metadata(&p).is_err() {
             // Removed since the listing (an admin's cleanup, AgeStore): forget it.
-            idx.names.remove(&lower);
+            idx.names.remove(lower.as_str());
             return Ok(None);
         }
         Ok(Some(p))
@@ -161,9 +171,9 @@ impl LocalStore {
     /// listing.
     fn note_root_entry(&self, name: &str) {
         let mut idx = self.root_index.lock().unwrap_or_else(|e| e.into_inner());
-        if idx.taken.is_some() {
+        if idx.taken.is_some() && name.bytes().any(|b| b.is_ascii_uppercase()) {
             idx.names
-                .insert(name.to_ascii_lowercase(), std::ffi::OsString::from(name));
+                .insert(name.to_ascii_lowercase().into(), name.into());
         }
     }
 
