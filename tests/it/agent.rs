@@ -494,9 +494,22 @@ async fn graceful_stop_mid_transfer_leaves_no_partial_file() {
         log.contains("grace period over"),
         "the stop did not interrupt the transfer: {log}"
     );
-    // The transfer was cut: nothing under the final names at all.
+    // The transfer was cut: nothing under the final names at all, and no temp file either
+    // (the SMB temp file was delete-pending: the server removes it when the process is gone).
     assert!(!key_path(&office.local("desk1"), &key, Form::Plain).exists());
-    assert!(!key_path(&office.branch.share_dir("BranchOfficeA"), &key, Form::Plain).exists());
+    let share = office.branch.share_dir("BranchOfficeA");
+    assert!(!key_path(&share, &key, Form::Plain).exists());
+    let temps = |root: &Path| {
+        files_with_len(root)
+            .into_iter()
+            .filter(|(p, _)| p.ends_with(".symcascade-tmp"))
+            .count()
+    };
+    wait_for("no temp file on the share", Duration::from_secs(10), || {
+        temps(&share) == 0
+    })
+    .await;
+    assert_eq!(temps(&office.local("desk1")), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
