@@ -199,13 +199,8 @@ fn init_logging(
     };
     let default = log.level.clone().unwrap_or_else(|| default.to_string());
     let json = json || log.format.as_deref() == Some("json");
-    let filter = || {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            EnvFilter::new(format!(
-                "{default},smb=off,smb_transport=off,smb_msg=off,sspi=off"
-            ))
-        })
-    };
+    let spec = log_filter(std::env::var("RUST_LOG").ok().as_deref(), &default);
+    let filter = || EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(&default));
     let console = if json {
         tracing_subscriber::fmt::layer()
             .json()
@@ -213,7 +208,10 @@ fn init_logging(
             .with_filter(filter())
             .boxed()
     } else {
+        // Colour codes only for a person at a terminal: not in pipes, files or journald.
+        use std::io::IsTerminal;
         tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .with_filter(filter())
             .boxed()
@@ -236,6 +234,40 @@ fn init_logging(
         .with(file)
         .init();
     Ok(guard)
+}
+
+/// Targets of the SMB and authentication crates: at debug and trace they print protocol
+/// messages, NTLM AUTHENTICATE messages among them (crackable offline). They stay at `warn`
+/// whatever `RUST_LOG` or `-vv` asks for; our own `symcascade::smb` logs what an admin needs.
+const QUIET_TARGETS: [&str; 8] = [
+    "smb",
+    "smb_transport",
+    "smb_msg",
+    "smb_fscc",
+    "smb_dtyp",
+    "smb_rpc",
+    "sspi",
+    "picky",
+];
+
+/// The filter spec: `RUST_LOG` (else `default`) with every directive naming a
+/// [`QUIET_TARGETS`] crate removed and those crates capped at `warn`.
+fn log_filter(rust_log: Option<&str>, default: &str) -> String {
+    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or(default);
+    let quiet = |d: &str| {
+        let target = d.split(['=', '[']).next().unwrap_or("").trim();
+        QUIET_TARGETS
+            .iter()
+            .any(|q| target == *q || target.starts_with(&format!("{q}::")))
+    };
+    let mut parts: Vec<String> = base
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !quiet(d))
+        .map(String::from)
+        .collect();
+    parts.extend(QUIET_TARGETS.iter().map(|q| format!("{q}=warn")));
+    parts.join(",")
 }
 
 /// Logging for the Windows service: a log file that cannot be written must not keep the
@@ -1034,4 +1066,20 @@ async fn status(config: &Config, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn smb_and_sspi_never_log_below_warn() {
+        let f = log_filter(Some("trace"), "info");
+        assert!(f.starts_with("trace,") && f.contains(",smb=warn") && f.contains(",sspi=warn"));
+        let f = log_filter(Some("smb=trace,sspi::ntlm=trace,symcascade=debug"), "info");
+        assert!(!f.contains("trace"), "{f}");
+        assert!(f.starts_with("symcascade=debug,"), "{f}");
+        assert_eq!(log_filter(None, "info"), log_filter(Some(" "), "info"));
+        assert!(log_filter(None, "info").starts_with("info,smb=warn"));
+    }
 }

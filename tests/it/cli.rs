@@ -205,6 +205,26 @@ fn get_over_smb_with_config_aliases_and_env_credentials() {
         "{stderr}"
     );
     assert!(!stderr.contains("Wrong-Secret-1"));
+    // Even RUST_LOG=trace (and naming the crates) prints no SMB protocol or NTLM messages:
+    // an NTLM AUTHENTICATE message in a log can be cracked offline.
+    std::fs::remove_dir_all(lab.path("local")).unwrap();
+    let (code, _, stderr) = out(bin()
+        .args(["get", "--config"])
+        .arg(&cfg)
+        .arg(fixture(DLL))
+        .env("RUST_LOG", "trace,smb=trace,sspi=trace")
+        .env("SYMCASCADE_SMB_USER", crate::samba::USER)
+        .env("SYMCASCADE_SMB_PASSWORD", crate::samba::PASSWORD));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("DEBUG"), "debug logging is on: {stderr}");
+    for l in stderr.lines() {
+        assert!(
+            !l.contains(" smb::") && !l.contains(" sspi::") && !l.contains("smb_msg"),
+            "an SMB/authentication crate logged: {l}"
+        );
+        assert!(!l.to_ascii_uppercase().contains("NTLMSSP"), "{l}");
+    }
+    assert!(!stderr.contains('\u{1b}'), "no colour codes in a pipe");
 }
 
 const MISSING: [&str; 2] = ["x.pdb", "0123456789ABCDEF0123456789ABCDEF1"];
