@@ -349,7 +349,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = rt.block_on(dispatch(cli.cmd, config));
+    let result = rt.block_on(dispatch(cli.cmd, config, config_path));
     // Transfers still running in the background (the front's detached copies) end with the
     // runtime; only then may the spool lock files go.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -392,14 +392,20 @@ async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        // SIGHUP (a closed terminal, `systemctl reload` without ExecReload) stops gracefully
+        // too, rather than killing the process mid-transfer.
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
+                    _ = hup.recv() => {}
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
@@ -410,7 +416,7 @@ async fn stop_signal() {
     }
 }
 
-async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
+async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Result<ExitCode> {
     match cmd {
         Cmd::Get {
             sympath,
@@ -470,6 +476,12 @@ async fn dispatch(cmd: Cmd, config: Config) -> Result<ExitCode> {
             })
         }
         Cmd::Run => {
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                config = %config_path.as_ref().map_or("(defaults)".into(), |p| p.display().to_string()),
+                sympath = config.sympath.as_deref().unwrap_or("(from _NT_SYMBOL_PATH)"),
+                "symcascade starting"
+            );
             let shutdown = async {
                 stop_signal().await;
                 tracing::info!("shutdown requested");

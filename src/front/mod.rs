@@ -235,6 +235,10 @@ impl Front {
     /// behind the allow-list.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
+            .route(
+                "/",
+                axum::routing::get(|| async { axum::response::Redirect::to("/status") }),
+            )
             .route("/status", axum::routing::get(status::html))
             .route("/status.json", axum::routing::get(status::json))
             .route("/metrics", axum::routing::get(metrics))

@@ -896,3 +896,38 @@ async fn a_thousand_concurrent_misses_against_a_big_store_are_answered_in_time()
     );
     assert_eq!(g.code, 404);
 }
+
+/// `/` leads to the status page; SIGHUP stops the agent gracefully (exit 0) instead of killing
+/// it, and the start-up line names the version and the config file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_redirects_to_status_and_sighup_stops_gracefully() {
+    let mut o = LocalOffice::start("", "").await;
+    let g = curl(
+        &format!("http://127.0.0.1:{}/", o.port),
+        &["-L"],
+        &o.path("root.html"),
+    );
+    assert_eq!(g.code, 200);
+    assert!(g.headers.contains("location: /status"), "{}", g.headers);
+    let mut child = o.child.take().unwrap();
+    run(Command::new("kill").args(["-HUP", &child.id().to_string()]));
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "SIGHUP did not stop the agent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(o.path("front.log")).unwrap();
+    assert!(
+        log.contains("symcascade starting")
+            && log.contains(env!("CARGO_PKG_VERSION"))
+            && log.contains("front.toml"),
+        "{log}"
+    );
+}
