@@ -587,7 +587,7 @@ fn serve(job: Job) -> Result<()> {
             bail!("config: {e}");
         }
     };
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match crate::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             stopped(EXIT_AGENT);
