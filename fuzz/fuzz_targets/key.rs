@@ -11,7 +11,11 @@ use symcascade::layout::{Form, RelPath, Tiering, path_for};
 
 fuzz_target!(|data: &[u8]| {
     // The name only matters for the index's canonical case (`.pdb` or not).
-    let name = if data.starts_with(b"MZ") { "fuzz.dll" } else { "fuzz.pdb" };
+    let name = if data.starts_with(b"MZ") {
+        "fuzz.dll"
+    } else {
+        "fuzz.pdb"
+    };
     for pe in [PeKey::Pdb, PeKey::Image] {
         let Ok(k) = Key::from_reader(Cursor::new(data), name, pe) else {
             continue;
