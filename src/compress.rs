@@ -6,7 +6,7 @@
 //! `lzxd`). Peers were bitten by LZX bugs and silent CAB failures (mstange/symsrv#1,
 //! symbolicator#1172), hence the strict checks.
 
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// Default cap on an expanded file: 8 GiB (the largest PDBs seen in the wild are a few GiB).
 pub const DEFAULT_MAX_EXPANDED: u64 = 8 << 30;
@@ -49,10 +49,22 @@ pub enum CompressError {
 /// fails to decode, or `out` fails. `out` may then hold partial data: callers write to a temp
 /// file and discard it.
 pub fn expand_cab<R: Read + Seek, W: Write>(
-    cab: R,
+    mut cab: R,
     out: &mut W,
     max_out: u64,
 ) -> Result<(String, u64), CompressError> {
+    // `cab` 0.6.0 panics (index out of bounds in `FolderReader::seek_to_uncompressed_offset`)
+    // when a file starts beyond its folder's data. SymStore's one member starts its folder, so
+    // any other start is refused before the crate sees it (found by fuzzing, fuzz/ `cab`).
+    match first_member_offset(&mut cab) {
+        Ok(Some(0) | None) => {}
+        Ok(Some(off)) => {
+            return Err(CompressError::NotCab(format!(
+                "the member starts at offset {off} of its folder, not at its start"
+            )));
+        }
+        Err(e) => return Err(CompressError::NotCab(e.to_string())),
+    }
     let mut cabinet = cab::Cabinet::new(cab).map_err(|e| CompressError::NotCab(e.to_string()))?;
     let files: Vec<(String, u64)> = cabinet
         .folder_entries()
@@ -95,6 +107,36 @@ pub fn expand_cab<R: Read + Seek, W: Write>(
     Ok((name, written))
 }
 
+/// The first file's offset in its folder (`uoffFolderStart` of the first CFFILE entry), read
+/// from the raw header; `None` when the input is too short or has no `MSCF` signature (the
+/// `cab` crate then says what is wrong). Leaves `cab` at its start, where the crate reads from.
+fn first_member_offset<R: Read + Seek>(cab: &mut R) -> io::Result<Option<u32>> {
+    let short = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => Ok(None),
+        _ => Err(e),
+    };
+    cab.seek(SeekFrom::Start(0))?;
+    // CFHEADER: signature, reserved, cbCabinet, reserved, coffFiles (u32 LE at offset 16).
+    let mut hdr = [0u8; 20];
+    if let Err(e) = cab.read_exact(&mut hdr) {
+        cab.seek(SeekFrom::Start(0))?;
+        return short(e);
+    }
+    let mut offset = None;
+    if is_cab(&hdr) {
+        let coff_files = u32::from_le_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]);
+        // CFFILE: cbFile, then uoffFolderStart.
+        cab.seek(SeekFrom::Start(u64::from(coff_files) + 4))?;
+        let mut off = [0u8; 4];
+        offset = match cab.read_exact(&mut off) {
+            Ok(()) => Some(u32::from_le_bytes(off)),
+            Err(e) => short(e)?,
+        };
+    }
+    cab.seek(SeekFrom::Start(0))?;
+    Ok(offset)
+}
+
 /// Writes `input` as a one-file MSZIP cabinet named `member` into `out` (what `symstore
 /// /compress` produces, with MSZIP instead of LZX). Used to build compressed stores for tests
 /// and examples.
@@ -134,6 +176,33 @@ mod tests {
         assert!(matches!(e, CompressError::TooLarge { .. }), "{e}");
         let e = expand_cab(Cursor::new(b"MSCFgarbage".to_vec()), &mut Vec::new(), 10).unwrap_err();
         assert!(matches!(e, CompressError::NotCab(_)), "{e}");
+    }
+
+    /// Fuzzing regression (fuzz/ `cab`): a member starting at offset 0x4400 of a folder
+    /// holding 78 bytes made `cab` 0.6.0 index past its data blocks and panic.
+    #[test]
+    fn member_starting_past_its_folder_is_refused() {
+        let cab = write_cab("member.txt", &mut &[b'x'; 78][..], Cursor::new(Vec::new()))
+            .unwrap()
+            .into_inner();
+        let coff_files = u32::from_le_bytes(cab[16..20].try_into().unwrap()) as usize;
+        let mut bad = cab.clone();
+        bad[coff_files + 4..coff_files + 8].copy_from_slice(&0x4400u32.to_le_bytes());
+        let e = expand_cab(Cursor::new(bad), &mut Vec::new(), 1 << 20).unwrap_err();
+        assert!(matches!(e, CompressError::NotCab(_)), "{e}");
+        // The untouched cabinet still expands; truncated headers are errors, not panics.
+        assert_eq!(
+            expand_cab(Cursor::new(&cab), &mut Vec::new(), 1 << 20)
+                .unwrap()
+                .1,
+            78
+        );
+        for n in [0, 4, 19, 20, coff_files + 6] {
+            assert!(
+                expand_cab(Cursor::new(&cab[..n]), &mut Vec::new(), 1 << 20).is_err(),
+                "{n}"
+            );
+        }
     }
 
     #[test]

@@ -139,37 +139,69 @@ impl Key {
     /// kind or is malformed (for `PeKey::Pdb`, also when the image has no RSDS CodeView record).
     pub fn from_file(path: &Path, pe: PeKey) -> Result<Key, KeyError> {
         let shown = path.display().to_string();
-        let io = |source| KeyError::Io {
+        let file = File::open(path).map_err(|source| KeyError::Io {
             path: shown.clone(),
             source,
-        };
-        let fmt_err = |reason: String| KeyError::Format {
-            path: shown.clone(),
-            reason,
-        };
-        let mut file = File::open(path).map_err(io)?;
-        let mut magic = [0u8; 32];
-        let n = read_up_to(&mut file, &mut magic).map_err(io)?;
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
-        let file_name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| fmt_err("file name is not UTF-8".into()))?
-            .to_string();
-        let magic = &magic[..n];
-        if magic.starts_with(b"Microsoft C/C++ MSF 7.00\r\n\x1aDS") {
-            let index = pdb_index(BufReader::new(file)).map_err(fmt_err)?;
-            Key::new(&file_name, &index)
-        } else if magic.starts_with(b"BSJB") {
-            let index = portable_pdb_index(BufReader::new(file)).map_err(fmt_err)?;
-            Key::new(&file_name, &index)
-        } else if magic.starts_with(b"MZ") {
-            pe_key(file, &file_name, pe).map_err(fmt_err)?
-        } else {
-            Err(fmt_err(
-                "unknown file format (expected MZ, MSF 7.00 or BSJB magic)".into(),
-            ))
-        }
+        })?;
+        let file_name =
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| KeyError::Format {
+                    path: shown.clone(),
+                    reason: "file name is not UTF-8".into(),
+                })?;
+        key_from_reader(BufReader::new(file), file_name, pe, &shown)
+    }
+
+    /// [`Key::from_file`] over content already at hand (a buffer, an open file), keyed under
+    /// `file_name` (the name the file would have in a store; for `PeKey::Pdb` the name comes
+    /// from the image's CodeView record instead). Errors name `file_name`.
+    ///
+    /// Exists so the parsers can be fed bytes without a file (fuzzing, tests); `from_file` is
+    /// this over a buffered file.
+    ///
+    /// # Errors
+    /// As [`Key::from_file`].
+    pub fn from_reader<R: Read + Seek + Send + fmt::Debug>(
+        reader: R,
+        file_name: &str,
+        pe: PeKey,
+    ) -> Result<Key, KeyError> {
+        key_from_reader(reader, file_name, pe, file_name)
+    }
+}
+
+/// Sniffs the magic bytes and keys the content; `shown` names the input in errors.
+fn key_from_reader<R: Read + Seek + Send + fmt::Debug>(
+    mut file: R,
+    file_name: &str,
+    pe: PeKey,
+    shown: &str,
+) -> Result<Key, KeyError> {
+    let io = |source| KeyError::Io {
+        path: shown.to_string(),
+        source,
+    };
+    let fmt_err = |reason: String| KeyError::Format {
+        path: shown.to_string(),
+        reason,
+    };
+    let mut magic = [0u8; 32];
+    let n = read_up_to(&mut file, &mut magic).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let magic = &magic[..n];
+    if magic.starts_with(b"Microsoft C/C++ MSF 7.00\r\n\x1aDS") {
+        let index = pdb_index(file).map_err(fmt_err)?;
+        Key::new(file_name, &index)
+    } else if magic.starts_with(b"BSJB") {
+        let index = portable_pdb_index(file).map_err(fmt_err)?;
+        Key::new(file_name, &index)
+    } else if magic.starts_with(b"MZ") {
+        pe_key(file, file_name, pe).map_err(fmt_err)?
+    } else {
+        Err(fmt_err(
+            "unknown file format (expected MZ, MSF 7.00 or BSJB magic)".into(),
+        ))
     }
 }
 
@@ -199,6 +231,11 @@ fn validate_name(name: &str) -> Result<(), KeyError> {
     }
     if name == "." || name == ".." {
         return bad("`.` and `..` are not file names");
+    }
+    if name.starts_with("..") {
+        // A two-tier store files a key under its name's first two characters: `..` would
+        // climb out of the store root (found by fuzzing, fuzz/fuzz_targets/request_path.rs).
+        return bad("starts with `..` (a two-tier store's prefix folder would be `..`)");
     }
     if name.contains(['/', '\\']) {
         return bad("contains a path separator");
@@ -245,7 +282,7 @@ pub fn guid_hex(guid: &[u8; 16]) -> String {
     s
 }
 
-fn pdb_index(source: BufReader<File>) -> Result<String, String> {
+fn pdb_index<R: Read + Seek + Send + fmt::Debug>(source: R) -> Result<String, String> {
     let mut pdb = pdb2::PDB::open(source).map_err(|e| e.to_string())?;
     let info = pdb.pdb_information().map_err(|e| e.to_string())?;
     // SymStore takes the age from the DBI stream; fall back to the PDB info stream's age.
@@ -300,7 +337,11 @@ fn portable_pdb_index(mut r: impl Read + Seek) -> Result<String, String> {
     Err("no #Pdb stream in portable PDB metadata".into())
 }
 
-fn pe_key(file: File, file_name: &str, which: PeKey) -> Result<Result<Key, KeyError>, String> {
+fn pe_key<R: Read + Seek>(
+    file: R,
+    file_name: &str,
+    which: PeKey,
+) -> Result<Result<Key, KeyError>, String> {
     use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile32, PeFile64};
     use object::{Object, ReadCache};
     let cache = ReadCache::new(file);
@@ -412,6 +453,26 @@ mod tests {
         assert!(Key::new(&"a".repeat(255), "1").is_ok());
     }
 
+    /// Fuzzing regression (request_path, manifest targets): a name starting with `..` gave
+    /// the two-tier path `../..ll/<index>/..ll`, outside the store root.
+    #[test]
+    fn names_starting_with_two_dots_are_rejected() {
+        for name in ["..ll", "...", "..pdb.pdb"] {
+            assert!(
+                matches!(Key::new(name, "6AA9A2C000"), Err(KeyError::BadName { .. })),
+                "{name:?}"
+            );
+        }
+        // One dot is an ordinary (hidden) name; its two-tier prefix `.x` is a safe folder.
+        let k = Key::new(".x.pdb", "12").unwrap();
+        let p = crate::layout::path_for(
+            &k,
+            crate::layout::Tiering::TwoTier,
+            crate::layout::Form::Plain,
+        );
+        assert_eq!(p.components()[0], ".x");
+    }
+
     #[test]
     fn canonical_case_and_case_insensitive_eq() {
         let k = Key::new("Ntdll.PDB", "446150eee021480999c4bce7828e15281A").unwrap();
@@ -438,6 +499,26 @@ mod tests {
             0x15, 0x28,
         ];
         assert_eq!(guid_hex(&g), "446150EEE021480999C4BCE7828E1528");
+    }
+
+    /// Keying bytes in memory gives what keying the file gives (PE both ways, PDB).
+    #[test]
+    fn from_reader_matches_from_file() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for (file, pe) in [
+            ("attach_amd64.dll", PeKey::Pdb),
+            ("attach_amd64.dll", PeKey::Image),
+            ("run_code_on_dllmain_x86.dll", PeKey::Pdb),
+            ("attach_amd64.pdb", PeKey::Pdb),
+        ] {
+            let path = dir.join(file);
+            let want = Key::from_file(&path, pe).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let got = Key::from_reader(std::io::Cursor::new(&bytes[..]), file, pe).unwrap();
+            assert_eq!((got.name(), got.index()), (want.name(), want.index()));
+        }
+        let e = Key::from_reader(std::io::Cursor::new(&b"MZ"[..]), "x.dll", PeKey::Image);
+        assert!(matches!(e, Err(KeyError::Format { .. })), "{e:?}");
     }
 
     proptest! {

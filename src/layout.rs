@@ -604,6 +604,20 @@ mod tests {
         assert!(RelPath::checked(["a", "b.pdb"]).is_some());
     }
 
+    /// Fuzzing regression (fuzz/fuzz_targets/request_path.rs): `/../..ll/<index>/..ll` was a
+    /// valid two-tier request whose store path started with `..`.
+    #[test]
+    fn two_tier_dot_dot_prefix_is_rejected() {
+        for raw in [
+            "/../..ll/6AA9A2C000/..ll",
+            "/..ll/6AA9A2C000/..ll",
+            "/%2e%2e/..x/12/file.ptr",
+        ] {
+            let e = parse_request_path(raw).unwrap_err();
+            assert!(matches!(e, RequestPathError::BadKey { .. }), "{raw}: {e}");
+        }
+    }
+
     proptest! {
         #[test]
         fn file_ptr_round_trip(target in "[A-Za-z]:(\\\\[A-Za-z0-9_. ]{1,8}){1,3}", msg in "[ -~]{0,30}") {

@@ -116,20 +116,33 @@ impl Location {
         }
         let lower = token.to_ascii_lowercase();
         if lower.starts_with("http://") || lower.starts_with("https://") {
+            // Trailing slashes and whitespace go (`http://h/x/ /` is `http://h/x`): `Display`
+            // must print a form that parses back the same, and tokens are trimmed.
+            let slash_or_space = |c: char| c == '/' || c.is_whitespace();
             let rest = &token[token.find("://").unwrap_or(0) + 3..];
-            if rest.trim_matches('/').is_empty() {
+            if rest.trim_matches(slash_or_space).is_empty() {
                 return Err(err(SymbolPathErrorKind::MissingHost));
             }
             return Ok(Location::Http {
-                url: token.trim_end_matches('/').to_string(),
+                url: token.trim_end_matches(slash_or_space).to_string(),
             });
         }
+        // Share path components lose trailing whitespace, as Win32 path normalisation does
+        // (`\\h\s \x` is `\\h\s\x`); a component left empty is dropped like `\\h\\s`.
         if lower.starts_with("smb://") {
-            let parts: Vec<&str> = token[6..].split('/').filter(|p| !p.is_empty()).collect();
+            let parts: Vec<&str> = token[6..]
+                .split('/')
+                .map(str::trim_end)
+                .filter(|p| !p.is_empty())
+                .collect();
             return Self::smb_from_parts(&parts, true).map_err(err);
         }
         if let Some(rest) = token.strip_prefix("\\\\") {
-            let parts: Vec<&str> = rest.split('\\').filter(|p| !p.is_empty()).collect();
+            let parts: Vec<&str> = rest
+                .split('\\')
+                .map(str::trim_end)
+                .filter(|p| !p.is_empty())
+                .collect();
             return Self::smb_from_parts(&parts, false).map_err(err);
         }
         if token.is_empty() {
@@ -895,6 +908,31 @@ mod tests {
         // Locations parsed alone (`file.ptr` targets) get the same check.
         assert!("s3://b/k".parse::<Location>().is_err());
         assert!("HTTPS://Host/x".parse::<Location>().unwrap().is_http());
+    }
+
+    /// Fuzzing regressions (fuzz/fuzz_targets/sympath.rs): trailing whitespace before a
+    /// separator was kept in a location, so `Display` printed a form that parsed differently.
+    #[test]
+    fn trailing_whitespace_in_locations_round_trips() {
+        let cases: [(&str, &str); 5] = [
+            ("\\\\srv*x[             \\   ;*\\ \\", "\\\\srv*x[\\   ;*"),
+            ("\\\\h\\s \\x", "\\\\h\\s\\x"),
+            ("smb://h/s/d /", "smb://h/s/d"),
+            ("http://a/ /", "http://a"),
+            ("https://a/b \u{3000}/", "https://a/b"),
+        ];
+        for (text, shown) in cases {
+            let l: Location = text.parse().unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(l.to_string(), shown, "{text:?}");
+            assert_eq!(shown.parse::<Location>().unwrap(), l, "{text:?}");
+        }
+        let p: SymbolPath = "srv*\\\\h\\s \\*http://x/ /".parse().unwrap();
+        assert_eq!(p.to_string(), "srv*\\\\h\\s*http://x");
+        assert_eq!(p.to_string().parse::<SymbolPath>().unwrap(), p);
+        for no_host in ["http:// /", "https:// \u{3000}/"] {
+            let e = no_host.parse::<Location>().unwrap_err();
+            assert_eq!(e.reason, SymbolPathErrorKind::MissingHost, "{no_host:?}");
+        }
     }
 
     #[test]
