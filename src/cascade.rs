@@ -1643,3 +1643,67 @@ mod spool_tests {
         assert_eq!(left, want);
     }
 }
+
+#[cfg(test)]
+mod destination_tests {
+    use super::*;
+
+    /// Store names (`a`, `b`, … — the last path component) a hit in `tier` of chain `chain`
+    /// is copied into, in order, each with whether it gets the expanded form (`!` suffix).
+    async fn dests(path: &str, chain: usize, tier: usize, form: Form, uncompress: bool) -> String {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().display().to_string();
+        let sp: SymbolPath = path.replace('@', &format!("{r}/")).parse().unwrap();
+        let dd = Location::Local {
+            path: format!("{r}/dd"),
+        };
+        let opts = CascadeOptions {
+            uncompress,
+            spool_dir: Some(root.path().join("spool")),
+            ..Default::default()
+        };
+        let c = Cascade::resolve(&sp, Arc::new(crate::store::LocalOnly), &dd, opts).await;
+        c.destinations(&c.chains()[chain], tier, form)
+            .iter()
+            .map(|(t, bottom)| {
+                let n = t.name();
+                let n = n.rsplit('/').next().unwrap().to_string();
+                if *bottom { format!("{n}!") } else { n }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// SymSrv's copy rules ("Advanced SymSrv Use", semantics.md), one row per rule.
+    #[tokio::test]
+    async fn symsrv_copy_rules() {
+        use Form::{Compressed as C, Plain as P};
+        let rows: &[(&str, usize, usize, Form, bool, &str)] = &[
+            // A hit is copied into every store to its left, nearest first; the bottom-most
+            // store gets the expanded form of a compressed hit, intermediates keep it as is.
+            ("srv*@a*@b*@c", 0, 2, P, true, "b a!"),
+            ("srv*@a*@b*@c", 0, 2, C, true, "b a!"),
+            ("srv*@a*@b*@c", 0, 1, P, true, "a!"),
+            ("srv*@a*@b*@c", 0, 0, P, true, ""),
+            // The bottom-most store holding only the compressed form expands it in place.
+            ("srv*@a*@b", 0, 0, C, true, "a!"),
+            ("srv*@a*@b", 0, 0, C, false, ""),
+            // srv*X alone: no caching of a plain hit; a compressed one goes to the default
+            // downstream store.
+            ("srv*@x", 0, 0, P, true, ""),
+            ("srv*@x", 0, 0, C, true, "dd!"),
+            // cache* to the left of an element receives that element's hits, nearest first.
+            ("cache*@k;srv*@a*@b", 1, 1, P, true, "a! k!"),
+            ("cache*@k1;cache*@k2;srv*@b", 2, 0, C, true, "dd! k2! k1!"),
+            // A store named twice is written once.
+            ("cache*@a;srv*@a*@b", 1, 1, P, true, "a!"),
+        ];
+        for (path, chain, tier, form, uncompress, want) in rows {
+            let got = dests(path, *chain, *tier, *form, *uncompress).await;
+            assert_eq!(
+                &got, want,
+                "{path} chain {chain} tier {tier} {form:?} uncompress {uncompress}"
+            );
+        }
+    }
+}
