@@ -369,6 +369,99 @@ impl Setup {
         let bytes = std::fs::read(self.state_dir.join("status.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
+
+    /// Whether an agent runs on this state folder now: it holds an OS lock on
+    /// `agent.lock` for its whole life (released however it ends, `kill -9` included), so a
+    /// fresh `status.json` of a dead agent does not pass for a live one.
+    pub fn agent_running(&self) -> bool {
+        match std::fs::File::open(self.state_dir.join(AGENT_LOCK)) {
+            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The file in the state folder a running agent keeps locked.
+const AGENT_LOCK: &str = "agent.lock";
+
+/// Takes the state folder's agent lock: one agent per state folder (two would share
+/// back-fills and status).
+fn lock_state_dir(dir: &Path) -> Result<std::fs::File, AgentError> {
+    let state = |source| AgentError::State {
+        path: dir.display().to_string(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(AGENT_LOCK))
+        .map_err(state)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(state(std::io::Error::other(
+            "another agent runs on this state folder (agent.lock is held); set [agent] state_dir for a second one",
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(state(e)),
+    }
+}
+
+/// The health of an agent or front in one word, for `symcascade status` (exit 0, 1, 2),
+/// `/status` and monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Every store answers as its role needs.
+    Ok,
+    /// Serving, with a store skipped (unreachable, or not writable where copies go).
+    Degraded,
+    /// Not serving: the agent is not running, or no store beyond the local one answers.
+    Down,
+}
+
+/// The verdict and its reason from the stores' health (tier order, as [`store_health`] gives
+/// it) and whether the agent runs (`None` when there is no agent to ask, e.g. front only).
+/// Rules: the agent not running, or no store but the local one reachable, is DOWN; any store
+/// unreachable, or a store that must take copies (all but the last; HTTP stores never do)
+/// not writable, is DEGRADED, naming the first such store.
+pub fn verdict(stores: &[StoreHealth], agent_running: Option<bool>) -> (Verdict, String) {
+    if agent_running == Some(false) {
+        return (Verdict::Down, "the agent is not running".into());
+    }
+    let remote = stores.get(1..).unwrap_or_default();
+    if !remote.is_empty() && remote.iter().all(|s| !s.reachable) {
+        return (
+            Verdict::Down,
+            "no store beyond the local one answers: every miss fails".into(),
+        );
+    }
+    if let Some(s) = stores.iter().find(|s| !s.reachable) {
+        let why = s.error.as_deref().unwrap_or("not readable");
+        return (
+            Verdict::Degraded,
+            format!("{} {} unreachable: {why}", s.role, s.store),
+        );
+    }
+    let n = stores.len();
+    let must_write = |(i, s): &(usize, &StoreHealth)| {
+        i + 1 < n && !s.store.starts_with("http://") && !s.store.starts_with("https://")
+    };
+    if let Some((_, s)) = stores
+        .iter()
+        .enumerate()
+        .filter(must_write)
+        .find(|(_, s)| !s.writable)
+    {
+        return (
+            Verdict::Degraded,
+            format!(
+                "{} {} not writable: copies into it are skipped",
+                s.role, s.store
+            ),
+        );
+    }
+    (Verdict::Ok, "every store answers".into())
 }
 
 /// Checks every store of the chain (reachable, writable, free space), concurrently, each
@@ -447,6 +540,7 @@ pub async fn run(
         path: setup.state_dir.display().to_string(),
         source,
     })?;
+    let _agent_lock = lock_state_dir(&setup.state_dir)?;
     let backfills = load_backfills(&setup.state_dir);
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let stop = tokio_util::sync::CancellationToken::new();
@@ -1070,7 +1164,55 @@ pub fn admin_folder(location: &Location, client: &Arc<SmbClient>) -> Option<Fold
 
 #[cfg(test)]
 mod tests {
-    use super::{default_branch, may_be_for, tier_role};
+    use super::{StoreHealth, Verdict, default_branch, may_be_for, tier_role, verdict};
+
+    #[test]
+    fn health_verdicts() {
+        let st = |store: &str, role: &str, reachable: bool, writable: bool| StoreHealth {
+            store: store.into(),
+            role: role.into(),
+            reachable,
+            writable,
+            free_bytes: None,
+            error: (!reachable).then(|| "host down".into()),
+        };
+        let local = st("/sym", "local", true, true);
+        let branch = st("\\\\B\\S", "branch", true, true);
+        let main_ro = st("\\\\M\\S", "upstream", true, false);
+        let v = |s: &[StoreHealth], a| verdict(s, a).0;
+        let ok = [local.clone(), branch.clone(), main_ro.clone()];
+        assert_eq!(
+            v(&ok, Some(true)),
+            Verdict::Ok,
+            "a read-only upstream is normal"
+        );
+        assert_eq!(v(&ok, None), Verdict::Ok);
+        assert_eq!(v(&ok, Some(false)), Verdict::Down);
+        let main_down = st("\\\\M\\S", "upstream", false, false);
+        let (d, why) = verdict(&[local.clone(), branch.clone(), main_down.clone()], None);
+        assert_eq!(d, Verdict::Degraded);
+        assert!(
+            why.contains("upstream") && why.contains("host down"),
+            "{why}"
+        );
+        let branch_down = st("\\\\B\\S", "branch", false, false);
+        assert_eq!(
+            v(&[local.clone(), branch_down, main_down], None),
+            Verdict::Down
+        );
+        let branch_ro = st("\\\\B\\S", "branch", true, false);
+        let (d, why) = verdict(&[local.clone(), branch_ro, main_ro.clone()], None);
+        assert_eq!(d, Verdict::Degraded);
+        assert!(why.contains("not writable"), "{why}");
+        let http = st(
+            "https://msdl.microsoft.com/download/symbols",
+            "intermediate",
+            true,
+            false,
+        );
+        let v2 = verdict(&[local, http.clone(), http], None).0;
+        assert_eq!(v2, Verdict::Ok, "HTTP stores are never written");
+    }
 
     #[test]
     fn the_queue_never_defaults_to_the_upstream_store() {

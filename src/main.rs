@@ -1030,10 +1030,17 @@ async fn status(config: &Config, json: bool) -> Result<ExitCode> {
     )
     .await;
     let agent = setup.read_status();
-    let running = agent
-        .as_ref()
-        .is_some_and(|a| symcascade::queue::now_secs().saturating_sub(a.updated) < 30);
+    let running = setup.agent_running();
+    // A front-only server (`queue = false`) has no agent to be down.
+    let (verdict, reason) =
+        symcascade::agent::verdict(&stores, config.agent.queue.then_some(running));
+    let code = match verdict {
+        symcascade::agent::Verdict::Ok => 0,
+        symcascade::agent::Verdict::Degraded => 1,
+        _ => 2,
+    };
     let report = serde_json::json!({
+        "health": { "verdict": verdict, "reason": reason },
         "agent": setup.id,
         "agent_running": running,
         "queue": setup.requests().describe(),
@@ -1048,8 +1055,10 @@ async fn status(config: &Config, json: bool) -> Result<ExitCode> {
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitCode::from(code));
     }
+    let word = serde_json::to_value(verdict)?;
+    println!("health: {} ({reason})", word.as_str().unwrap_or("?"));
     println!(
         "agent {} ({})",
         setup.id,
@@ -1091,7 +1100,7 @@ async fn status(config: &Config, json: bool) -> Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(code))
 }
 
 #[cfg(test)]

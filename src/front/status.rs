@@ -25,6 +25,8 @@ pub struct StatusDoc {
     pub uptime_secs: u64,
     /// The store the front serves (the chain's downstream store).
     pub serving: String,
+    /// One verdict (OK / DEGRADED / DOWN) and its reason, from the stores' health.
+    pub health: Health,
     /// Each store of the chain: role, reachable, writable, free space, error.
     pub stores: Vec<StoreHealth>,
     /// Keys in the miss cache.
@@ -41,8 +43,18 @@ pub struct StatusDoc {
     pub agent: Option<AgentStatus>,
 }
 
+/// The verdict of [`crate::agent::verdict`] with its reason.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// OK, DEGRADED or DOWN.
+    pub verdict: crate::agent::Verdict,
+    /// Why, naming the first store at fault.
+    pub reason: String,
+}
+
 async fn doc(front: &Front) -> StatusDoc {
     let stores = super::health(front).await;
+    let (verdict, reason) = crate::agent::verdict(&stores, None);
     let agent = front
         .agent_status
         .as_ref()
@@ -53,6 +65,7 @@ async fn doc(front: &Front) -> StatusDoc {
         listen: front.listen.lock().expect("listen").map(|a| a.to_string()),
         uptime_secs: front.started.elapsed().as_secs(),
         serving: front.serving.store().describe().location,
+        health: Health { verdict, reason },
         stores,
         miss_cache_entries: front.misses.lock().expect("misses").len(),
         miss_timeout_secs: front.opts.miss_timeout.as_secs(),
@@ -114,6 +127,17 @@ fn render(d: &StatusDoc) -> String {
         esc(&d.serving),
         esc(d.listen.as_deref().unwrap_or("?")),
         d.uptime_secs
+    );
+    let word = serde_json::to_value(d.health.verdict)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let _ = write!(
+        h,
+        "<p id=\"health\" class=\"{}\"><strong>{}</strong>: {}</p>",
+        if word == "OK" { "" } else { "bad" },
+        esc(&word),
+        esc(&d.health.reason)
     );
     h.push_str("<h2>Stores</h2><table><tr><th>store</th><th>role</th><th>readable</th><th>writable</th><th>free</th><th>error</th></tr>");
     for s in &d.stores {
@@ -184,6 +208,10 @@ mod tests {
             listen: None,
             uptime_secs: 1,
             serving: "<script>".into(),
+            health: Health {
+                verdict: crate::agent::Verdict::Degraded,
+                reason: "branch <b> unreachable".into(),
+            },
             stores: vec![],
             miss_cache_entries: 0,
             miss_timeout_secs: 300,
@@ -194,6 +222,10 @@ mod tests {
         };
         let h = render(&d);
         assert!(h.contains("&lt;script&gt;") && h.contains("a&amp;b"));
+        assert!(
+            h.contains("<strong>DEGRADED</strong>: branch &lt;b&gt; unreachable"),
+            "{h}"
+        );
         assert!(!h.contains("<script>"));
     }
 }

@@ -398,6 +398,23 @@ async fn main_down_records_wait_and_resume() {
             .unwrap_or(true),
         "unreachable is not a miss"
     );
+    // `status` says DEGRADED, naming MainOffice, and exits 1 (scripts and monitoring).
+    let o = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{v}");
+    assert_eq!(v["health"]["verdict"], "DEGRADED", "{v}");
+    assert!(
+        v["health"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("MainOffice"),
+        "{v}"
+    );
     office.main.restart();
     let local = key_path(&office.local("desk1"), &key, Form::Plain);
     let took = wait_for("resumed replication", Duration::from_secs(40), || {
@@ -405,6 +422,20 @@ async fn main_down_records_wait_and_resume() {
     })
     .await;
     eprintln!("resumed {took:?} after MainOffice came back");
+    // With the agent gone, `status` says DOWN and exits 2.
+    agent.kill9();
+    let o = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{text}");
+    assert!(
+        text.starts_with("health: DOWN (the agent is not running)"),
+        "{text}"
+    );
 }
 
 /// Starts an agent whose MainOffice sits behind a slow link (20 ms each way, `bits_per_sec`),
