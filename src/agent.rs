@@ -659,6 +659,7 @@ impl Agent {
                 _ = backfill.tick() => self.run_backfills().await,
                 _ = health.tick() => {
                     let h = store_health(&self.chain, self.branch, Duration::from_secs(10)).await;
+                    self.metrics.set_store_health(&h);
                     self.status.lock().expect("status").stores = h;
                 }
                 _ = publish.tick() => self.publish_status(in_flight.len()),
@@ -1061,6 +1062,7 @@ impl Agent {
             .keys()
             .cloned()
             .collect();
+        self.metrics.set_agent(st.queue_depth, st.backfills.len());
         if let Err(e) = write_atomic(
             &self.state_dir.join("status.json"),
             &serde_json::to_vec_pretty(&st).expect("json"),

@@ -2,7 +2,7 @@
 //!
 //! Data flow: every finished cascade lookup (agent record or HTTP request) is fed to
 //! [`Metrics::record_lookup`]; the HTTP front counts its answers with [`Metrics::request`];
-//! `GET /metrics` renders the registry as Prometheus text (exposition format 0.0.4). One
+//! `GET /metrics` renders the registry as OpenMetrics text (see [`Metrics::CONTENT_TYPE`]). One
 //! registry per instance (`prometheus-client`), not a process-global recorder, so several
 //! agents in one test process never mix their numbers.
 
@@ -32,6 +32,11 @@ fn lv(s: &str) -> String {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabel {
     store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,6 +133,10 @@ pub struct Metrics {
     skips: Family<SkipLabel, Counter>,
     miss_cache_entries: Gauge,
     in_flight: Gauge,
+    queue_depth: Gauge,
+    backfills: Gauge,
+    store_up: Family<StoreLabel, Gauge>,
+    store_free: Family<StoreLabel, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -161,8 +170,39 @@ impl Metrics {
             skips: Family::default(),
             miss_cache_entries: Gauge::default(),
             in_flight: Gauge::default(),
+            queue_depth: Gauge::default(),
+            backfills: Gauge::default(),
+            store_up: Family::default(),
+            store_free: Family::default(),
             registry: Registry::default(),
         };
+        let build: Family<VersionLabel, Gauge> = Family::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register("build_info", "The running version (value 1)", build);
+        registry.register(
+            "queue_depth",
+            "Requests in the branch queue at the agent's last scan",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "backfills_pending",
+            "Copies into skipped tiers waiting to be retried",
+            m.backfills.clone(),
+        );
+        registry.register(
+            "store_up",
+            "1 when the store answered the last health check, else 0",
+            m.store_up.clone(),
+        );
+        registry.register(
+            "store_free_bytes",
+            "Free space of the store at the last health check, where it can tell",
+            m.store_free.clone(),
+        );
         registry.register(
             "http_requests",
             "Symbol-file requests answered by the HTTP front, by outcome",
@@ -329,7 +369,34 @@ impl Metrics {
         self.in_flight.set(in_flight as i64);
     }
 
-    /// The registry as Prometheus text (`text/plain; version=0.0.4`).
+    /// Sets the agent's queue gauges.
+    pub fn set_agent(&self, queue_depth: usize, backfills: usize) {
+        self.queue_depth.set(queue_depth as i64);
+        self.backfills.set(backfills as i64);
+    }
+
+    /// Sets the per-store gauges from a health check.
+    pub fn set_store_health(&self, stores: &[crate::agent::StoreHealth]) {
+        for s in stores {
+            let l = StoreLabel {
+                store: lv(&s.store),
+            };
+            self.store_up.get_or_create(&l).set(i64::from(s.reachable));
+            if let Some(b) = s.free_bytes {
+                self.store_free
+                    .get_or_create(&l)
+                    .set(b.min(i64::MAX as u64) as i64);
+            }
+        }
+    }
+
+    /// Content type of [`Metrics::render`]'s text: `prometheus-client` writes the OpenMetrics
+    /// text format (`# EOF`, `_total` counters), which Prometheus parses with its types only
+    /// when announced as such.
+    pub const CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// The registry as OpenMetrics text (see [`Metrics::CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -349,7 +416,30 @@ mod tests {
         m.request(Outcome::LocalHit);
         m.hit("C:\\Symbols", 0);
         m.served(42);
+        m.set_agent(3, 1);
+        m.set_store_health(&[crate::agent::StoreHealth {
+            store: "\\\\MainOffice\\Symbols".into(),
+            role: "upstream".into(),
+            reachable: false,
+            writable: false,
+            free_bytes: Some(7),
+            error: None,
+        }]);
         let text = m.render();
+        for want in [
+            "# TYPE symcascade_build_info gauge",
+            &format!(
+                "symcascade_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "symcascade_queue_depth 3",
+            "symcascade_backfills_pending 1",
+            r#"symcascade_store_up{store="\\\\MainOffice\\Symbols"} 0"#,
+            r#"symcascade_store_free_bytes{store="\\\\MainOffice\\Symbols"} 7"#,
+            "# EOF",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
         assert!(
             text.contains("symcascade_http_requests_total{outcome=\"local_hit\"} 2"),
             "{text}"

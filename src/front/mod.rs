@@ -517,11 +517,12 @@ async fn metrics(State(front): State<Arc<Front>>) -> Response {
     let entries = front.misses.lock().expect("misses").len();
     let inflight = front.inflight.lock().expect("inflight").len();
     front.metrics.set_gauges(entries, inflight);
+    if front.agent_status.is_none() {
+        // No agent checks the stores periodically (front only): check them per scrape.
+        front.metrics.set_store_health(&health(&front).await);
+    }
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)],
         front.metrics.render(),
     )
         .into_response()

@@ -909,6 +909,27 @@ async fn root_redirects_to_status_and_sighup_stops_gracefully() {
     );
     assert_eq!(g.code, 200);
     assert!(g.headers.contains("location: /status"), "{}", g.headers);
+    // /metrics: OpenMetrics text announced as such, with the build and per-store gauges.
+    let m = curl(
+        &format!("http://127.0.0.1:{}/metrics", o.port),
+        &[],
+        &o.path("m.txt"),
+    );
+    assert!(
+        m.headers
+            .contains("content-type: application/openmetrics-text"),
+        "{}",
+        m.headers
+    );
+    let text = std::fs::read_to_string(&m.body).unwrap();
+    for want in [
+        "# TYPE symcascade_build_info gauge",
+        "# TYPE symcascade_store_up gauge",
+        "symcascade_store_up{store=",
+        "# EOF",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
     let mut child = o.child.take().unwrap();
     run(Command::new("kill").args(["-HUP", &child.id().to_string()]));
     let t = Instant::now();
