@@ -94,7 +94,7 @@ impl Key {
     ///
     /// # Errors
     /// [`KeyError::BadName`] for empty or over-long (>255 bytes) names, path separators, `..`,
-    /// drive colons, wildcards, NUL/control characters or trailing dots/spaces;
+    /// drive colons, wildcards, NUL/control characters, trailing dots/spaces or a leading `..`;
     /// [`KeyError::BadIndex`] for empty, over-long or non-hex indexes.
     pub fn new(name: &str, index: &str) -> Result<Key, KeyError> {
         validate_name(name)?;
