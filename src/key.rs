@@ -232,13 +232,13 @@ fn validate_name(name: &str) -> Result<(), KeyError> {
     if name == "." || name == ".." {
         return bad("`.` and `..` are not file names");
     }
+    if name.contains(['/', '\\']) {
+        return bad("contains a path separator");
+    }
     if name.starts_with("..") {
         // A two-tier store files a key under its name's first two characters: `..` would
         // climb out of the store root (found by fuzzing, fuzz/fuzz_targets/request_path.rs).
         return bad("starts with `..` (a two-tier store's prefix folder would be `..`)");
-    }
-    if name.contains(['/', '\\']) {
-        return bad("contains a path separator");
     }
     if name.contains(':') {
         return bad("contains a colon (drive or stream syntax)");
