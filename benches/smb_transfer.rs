@@ -107,7 +107,9 @@ fn run_pair(
                         .env("SYMCASCADE_SMB_PASSWORD", samba::PASSWORD)
                         .env("TMPDIR", work.path()),
                 );
-                let got = local.join(name).join(INDEX).join(name);
+                // The key's canonical spelling of the index (case depends on the file kind).
+                let key = symcascade::key::Key::new(name, INDEX).unwrap();
+                let got = local.join(name).join(key.index()).join(name);
                 assert_eq!(std::fs::metadata(&got).unwrap().len(), size);
                 row.ours.push(r);
             } else {
@@ -165,8 +167,10 @@ fn main() {
     let slow = env("BENCH_SLOW_MIB", if full { 32 } else { 1 });
     let samba = samba::Samba::start();
     let share = samba.share_dir("MainOffice");
-    let big_size = make_file(&share, "big.pdb", big);
-    let slow_size = make_file(&share, "slow.pdb", slow);
+    // Random bytes under a name the cascade cannot key (`.bin`): a `.pdb` name would be
+    // verified as a PDB and refused (issue #10), and this measures the transfer, not a file.
+    let big_size = make_file(&share, "big.bin", big);
+    let slow_size = make_file(&share, "slow.bin", slow);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let relay_port = rt.block_on(relay(samba.addr(), Duration::from_millis(20), 20_000_000));
 
@@ -176,7 +180,7 @@ fn main() {
         run_pair(
             None,
             samba.port,
-            "big.pdb",
+            "big.bin",
             big_size,
             runs,
             &format!("loopback, {big} MiB"),
@@ -184,7 +188,7 @@ fn main() {
         run_pair(
             None,
             relay_port,
-            "slow.pdb",
+            "slow.bin",
             slow_size,
             runs,
             &format!("20 ms each way, 20 Mbit/s, {slow} MiB"),
@@ -192,7 +196,7 @@ fn main() {
         run_pair(
             Some(smb21.path()),
             samba.port,
-            "big.pdb",
+            "big.bin",
             big_size,
             runs,
             &format!("loopback, {big} MiB, ours with max_dialect = 2.1"),
