@@ -671,7 +671,13 @@ impl Agent {
                     };
                     if let Some(name) = in_flight.remove(&id) {
                         match outcome {
-                            Some(Outcome::Done) => { due.remove(&name); }
+                            // Not at once again even if still listed: a share that takes a
+                            // delete without doing it (Samba over a read-only mount) would
+                            // otherwise re-run the record in a tight loop. A record that is
+                            // gone is forgotten at the next scan.
+                            Some(Outcome::Done) => {
+                                due.insert(name, (Instant::now() + self.s.rescan, 0));
+                            }
                             Some(Outcome::Retry(after)) => {
                                 let tries = due.get(&name).map(|d| d.1 + 1).unwrap_or(1);
                                 due.insert(name, (Instant::now() + after, tries));
@@ -1017,12 +1023,25 @@ impl Agent {
                     break;
                 };
                 let p = layout::path_for(&key, st, form);
-                let Ok(Some(mut o)) = source.store().open(&p).await else {
+                let Ok(Some(o)) = source.store().open(&p).await else {
                     continue;
+                };
+                // Nothing unverified goes into a store (issue #10): a bad copy in one tier (an
+                // older tool's, a crashed writer's) must not spread; the next tier may be good.
+                let spool = match self.spool_verified(o, &key, form).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(store = %source.store().describe().location, key = %key, "back-fill source refused: {e}");
+                        continue;
+                    }
                 };
                 let tt = target.tiering().await?;
                 let dest = layout::path_for(&key, tt, form);
-                target.store().put(&dest, &mut o.reader, o.len).await?;
+                let len = spool.as_file().metadata().map(|m| m.len()).ok();
+                let mut f = tokio::fs::File::open(spool.path()).await.map_err(|e| {
+                    StoreError::from_io("spool", "open", spool.path().display(), &e)
+                })?;
+                target.store().put(&dest, &mut f, len).await?;
                 return Ok(());
             }
         }
@@ -1033,6 +1052,39 @@ impl Agent {
             crate::store::StoreErrorKind::Unreachable,
             "no tier holds the file any more",
         ))
+    }
+
+    /// Reads `o` (the key's file in `form`) into a spool file and verifies it as the cascade
+    /// verifies a hit (`verify`): PE/PDB content with the key's key, a whole one-member CAB.
+    async fn spool_verified(
+        &self,
+        mut o: crate::store::Opened,
+        key: &Key,
+        form: Form,
+    ) -> Result<tempfile::NamedTempFile, String> {
+        let opts = self.cascade.options();
+        let dir = opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let spool = crate::cascade::new_spool_file(&dir).map_err(|e| e.to_string())?;
+        let mut out =
+            tokio::fs::File::from_std(spool.as_file().try_clone().map_err(|e| e.to_string())?);
+        let n = tokio::io::copy(&mut o.reader, &mut out)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::io::AsyncWriteExt::flush(&mut out)
+            .await
+            .map_err(|e| e.to_string())?;
+        if o.len.is_some_and(|want| want != n) {
+            return Err(format!("expected {:?} bytes, read {n}", o.len));
+        }
+        let (p, k, cap) = (spool.path().to_path_buf(), key.clone(), opts.max_expanded);
+        tokio::task::spawn_blocking(move || match form {
+            Form::Compressed => crate::verify::verify_cab(&p, &k, cap, &dir, false).map(|_| ()),
+            _ => crate::verify::verify_plain(&p, &k),
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        Ok(spool)
     }
 
     fn save_backfills(&self) {
