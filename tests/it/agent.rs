@@ -118,6 +118,10 @@ impl AgentProc {
     fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+    /// This process has published its status (its signal handlers are installed by then).
+    pub(crate) fn ready(&self) -> bool {
+        self.status().is_some_and(|s| s.pid == self.child.id())
+    }
     pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -123,6 +123,11 @@ async fn kill_9_at_random_points_leaves_nothing_behind() {
                 finals.iter().all(|p| p.exists())
             })
             .await;
+            // A SIGTERM before the agent has installed its handlers would kill it outright.
+            wait_for("the agent to be up", Duration::from_secs(20), || {
+                agent.ready()
+            })
+            .await;
             assert!(agent.stop().success());
         } else {
             let o = get().output().unwrap();
