@@ -77,23 +77,20 @@ async fn main() -> anyhow::Result<()> {
         path: root.join("default").display().to_string(),
     };
 
-    // Start the agent (the same entry point as `symcascade run` and the Windows service).
+    // Start the daemon (the same composition root as `symcascade run` and the Windows
+    // service): resolve once, then run until told to stop.
+    let daemon = symcascade::daemon::Daemon::start(config.clone(), &default).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent_cfg = config.clone();
-    let agent_default = default.clone();
-    let agent = tokio::spawn(async move {
-        symcascade::agent::run(agent_cfg, agent_default, async {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let agent = tokio::spawn(daemon.run(None, async {
+        let _ = stop_rx.await;
+    }));
 
     // A debugger on this desktop missed the PDBs of both DLLs: queue them.
-    let setup = symcascade::agent::setup(&config, &default).await?;
+    let setup = symcascade::setup::Setup::resolve(&config, &default).await?;
     let mut wanted = Vec::new();
     for f in ["attach_amd64.dll", "run_code_on_dllmain_x86.dll"] {
         let key = Key::from_file(&fixtures.join(f), PeKey::Pdb)?;
-        symcascade::agent::request(&setup, &key, &setup.id).await?;
+        setup.request(&key, &setup.id).await?;
         println!("queued {key} in {}", setup.requests().describe());
         wanted.push(key);
     }

@@ -3,7 +3,7 @@
 //! Data flow: `main.rs` parses the arguments into [`ServiceCmd`] and calls [`main`] with the
 //! config file and what only `main.rs` knows (its logging set-up, the default downstream
 //! store). On Windows every command goes to `windows.rs` (the service manager, the dispatcher
-//! and the service's main, which runs the same `agent::run` as `symcascade run`). Elsewhere the
+//! and the service's main, which runs the same `Daemon::run` as `symcascade run`). Elsewhere the
 //! subcommand exists too, so that scripts and `--help` look the same everywhere, but it exits 2
 //! and points to the systemd unit.
 
@@ -52,7 +52,7 @@ pub struct Host<'a> {
     pub config: Option<PathBuf>,
     /// The platform's default config file (`%ProgramData%\symcascade\symcascade.toml`).
     pub default_config: PathBuf,
-    /// The default downstream store (SymSrv rules) for `agent::run`.
+    /// The default downstream store (SymSrv rules) for `Daemon::start`.
     pub default_downstream: Location,
     /// `main.rs`'s logging set-up (console + daily-rotated file); the guard flushes the file.
     pub init_logging:

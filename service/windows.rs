@@ -7,7 +7,7 @@
 //! (`service_dispatcher::start`, which blocks until the service has stopped). The SCM calls
 //! [`service_main`] on a thread of its own: it registers the control handler (Stop and
 //! Shutdown flip a `watch` channel), reports StartPending, checks the config with
-//! `agent::setup`, reports Running and runs `agent::run` with the channel as its shutdown
+//! `Daemon::start`, reports Running and runs `Daemon::run` with the channel as its shutdown
 //! future. When told to stop it reports StopPending with a wait hint of `shutdown_grace` plus
 //! a margin (and a new checkpoint every second), lets the agent finish or drop its in-flight
 //! copies, and reports Stopped — with a service-specific exit code when it could not start,
@@ -596,11 +596,13 @@ fn serve(job: Job) -> Result<()> {
     };
     let dd = job.default_downstream;
     let result = rt.block_on(async {
-        // Running only once the agent can start: a bad symbol path fails `service start` with
-        // exit code EXIT_CONFIG instead of a service that is "running" and does nothing.
-        if let Err(e) = symcascade::agent::setup(&config, &dd).await {
-            return Err((EXIT_CONFIG, e.to_string()));
-        }
+        // Running only once the daemon has started (resolved once): a bad symbol path fails
+        // `service start` with exit code EXIT_CONFIG instead of a service that is "running"
+        // and does nothing.
+        let daemon = match symcascade::daemon::Daemon::start(config, &dd).await {
+            Ok(d) => d,
+            Err(e) => return Err((EXIT_CONFIG, e.to_string())),
+        };
         scm.report(ServiceState::Running, 0, Duration::ZERO, ServiceExitCode::NO_ERROR);
         tracing::info!(service = SERVICE_NAME, "service running");
         let mut ticker = None;
@@ -615,7 +617,7 @@ fn serve(job: Job) -> Result<()> {
                 }
             }));
         };
-        let r = symcascade::agent::run(config, dd, shutdown).await;
+        let r = daemon.run(None, shutdown).await;
         if let Some(t) = ticker {
             t.abort();
         }

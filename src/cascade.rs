@@ -35,10 +35,10 @@ use crate::key::{Key, PeKey};
 use crate::layout::{
     self, FILE_PTR, FilePtr, Form, INDEX2_TXT, PINGME_TXT, RelPath, Tiering, WANTSPTR_TXT,
 };
-use crate::store::{Opened, Store, StoreError, StoreErrorKind, StoreOpener};
+use crate::store::open::StoreOpener;
+use crate::store::{Opened, Store, StoreError, StoreErrorKind, Transport};
 use crate::sympath::{Element, Location, StoreSpec, SymbolPath};
 use crate::verify::{self, VerifyError};
-use async_trait::async_trait;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -77,17 +77,20 @@ pub struct CascadeOptions {
 impl CascadeOptions {
     /// Whether `UriFilter` lets a store reached over `transport` (`"http"`, `"smb"`, `"local"`)
     /// be asked for `form`. Local stores are never filtered.
-    pub fn uri_allows(&self, transport: &str, form: Form) -> bool {
+    pub fn uri_allows(&self, transport: Transport, form: Form) -> bool {
         let bit = match form {
             Form::Plain => 0x1,
             Form::Compressed => 0x2,
             Form::FilePtr => 0x4,
         };
+        if self.uri_filter == 0 {
+            return true;
+        }
         match transport {
-            _ if self.uri_filter == 0 => true,
-            "http" => self.uri_filter & bit != 0,
-            "smb" => self.uri_filter & (bit << 4) != 0,
-            _ => true,
+            Transport::Http => self.uri_filter & bit != 0,
+            Transport::Smb => self.uri_filter & (bit << 4) != 0,
+            // SymProxy's filter names only its two network transports.
+            Transport::Local | Transport::Unavailable => true,
         }
     }
 }
@@ -352,62 +355,6 @@ pub enum CascadeError {
     },
 }
 
-/// A store that can never be reached, standing in for a location no transport could open:
-/// every operation fails with the recorded reason, so the cascade skips it and says why.
-#[derive(Debug)]
-pub struct UnavailableStore {
-    location: String,
-    kind: StoreErrorKind,
-    detail: String,
-}
-
-impl UnavailableStore {
-    /// From the error that prevented opening the store.
-    pub fn from_error(e: &StoreError) -> UnavailableStore {
-        UnavailableStore {
-            location: e.store.clone(),
-            kind: e.kind,
-            detail: e.detail.clone(),
-        }
-    }
-    fn fail<T>(&self, op: &'static str, path: impl std::fmt::Display) -> Result<T, StoreError> {
-        Err(StoreError::new(
-            &self.location,
-            op,
-            path,
-            self.kind,
-            &self.detail,
-        ))
-    }
-}
-
-#[async_trait]
-impl Store for UnavailableStore {
-    fn describe(&self) -> crate::store::StoreDescription {
-        crate::store::StoreDescription {
-            location: self.location.clone(),
-            transport: "unavailable",
-        }
-    }
-    async fn stat(&self, p: &RelPath) -> Result<Option<crate::store::FileMeta>, StoreError> {
-        self.fail("stat", p)
-    }
-    async fn open(&self, p: &RelPath) -> Result<Option<Opened>, StoreError> {
-        self.fail("open", p)
-    }
-    async fn put(
-        &self,
-        p: &RelPath,
-        _: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
-        _: Option<u64>,
-    ) -> Result<crate::store::PutOutcome, StoreError> {
-        self.fail("put", p)
-    }
-    async fn capabilities(&self) -> Result<crate::store::Capabilities, StoreError> {
-        self.fail("capabilities", "")
-    }
-}
-
 /// The engine: resolved chains plus options. Cheap to share (`Arc`) across requests.
 #[derive(Debug)]
 pub struct Cascade {
@@ -510,9 +457,9 @@ impl Cascade {
             opened
                 .entry(loc.clone())
                 .or_insert_with(|| {
-                    let store = opener
-                        .open_store(loc)
-                        .unwrap_or_else(|e| Arc::new(UnavailableStore::from_error(&e)));
+                    let store = opener.open_store(loc).unwrap_or_else(|e| {
+                        Arc::new(crate::store::open::UnavailableStore::from_error(&e))
+                    });
                     let forced = options
                         .uri_tiers
                         .filter(|_| !matches!(loc, Location::Local { .. }));
@@ -606,7 +553,7 @@ impl Cascade {
             }
         }
         let spool = options.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let swept = tokio::task::spawn_blocking(move || sweep_spool_dir(&spool))
+        let swept = tokio::task::spawn_blocking(move || crate::spool::sweep_spool_dir(&spool))
             .await
             .unwrap_or(0);
         if swept > 0 {
@@ -968,7 +915,7 @@ impl Cascade {
                 }
                 FilePtr::Path(_) if !self.options.follow_file_pointers => Ok(None),
                 FilePtr::Path(target) => {
-                    let from_remote = tier.store.describe().transport != "local";
+                    let from_remote = tier.store.describe().transport.is_remote();
                     self.open_target(&tier.name(), &target, text, from_remote)
                         .await
                 }
@@ -1090,7 +1037,7 @@ impl Cascade {
             })
         };
         std::fs::create_dir_all(&dir).map_err(local)?;
-        let raw = new_spool_file(&dir).map_err(local)?;
+        let raw = crate::spool::new_spool_file(&dir).map_err(local)?;
         let f = raw.as_file().try_clone().map_err(local)?;
         let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(f));
         if let Some(t) = tap {
@@ -1465,95 +1412,6 @@ fn local_target_inside(roots: &[PathBuf], dir: &std::path::Path, name: &str) -> 
     Some(ok)
 }
 
-/// Name prefix of spool files (in [`CascadeOptions::spool_dir`], else the system temp folder):
-/// `.symcascade-spool.<pid>.<random>`, next to `.symcascade-spool.<pid>.lock`.
-pub const SPOOL_PREFIX: &str = ".symcascade-spool.";
-
-/// Lock files this process holds, one per spool folder, for its whole life.
-static SPOOL_OWNERS: Mutex<Vec<(PathBuf, std::fs::File)>> = Mutex::new(Vec::new());
-
-fn spool_lock_path(dir: &std::path::Path, pid: u32) -> PathBuf {
-    dir.join(format!("{SPOOL_PREFIX}{pid}.lock"))
-}
-
-/// A new spool file in `dir`, removed on drop. The first one in a folder also creates and
-/// locks (an OS file lock, released when the process ends, however it ends) this process's
-/// lock file there, so that [`sweep_spool_dir`] can tell a live process's spool files from a
-/// dead one's. The spool files themselves are not locked: on Windows a lock would block the
-/// HTTP front reading a spool file while it is written.
-pub(crate) fn new_spool_file(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
-    let pid = std::process::id();
-    {
-        let mut owners = SPOOL_OWNERS.lock().unwrap_or_else(|e| e.into_inner());
-        if !owners.iter().any(|(d, _)| d == dir) {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(spool_lock_path(dir, pid))?;
-            f.try_lock().map_err(std::io::Error::other)?;
-            owners.push((dir.to_path_buf(), f));
-        }
-    }
-    tempfile::Builder::new()
-        .prefix(&format!("{SPOOL_PREFIX}{pid}."))
-        .tempfile_in(dir)
-}
-
-/// Removes this process's spool lock files: call once, at the very end of the process, after
-/// every lookup has ended (a lookup started later would spool without the lock's protection).
-/// A process that ends without calling it leaves a 0-byte lock file, which the next sweep
-/// removes.
-pub fn release_spool_locks() {
-    let owners = std::mem::take(&mut *SPOOL_OWNERS.lock().unwrap_or_else(|e| e.into_inner()));
-    for (dir, f) in owners {
-        drop(f); // Windows cannot remove an open file
-        let _ = std::fs::remove_file(spool_lock_path(&dir, std::process::id()));
-    }
-}
-
-/// Removes the spool files of dead processes from `dir` (a `kill -9`, a crash or a power cut
-/// during a transfer leaves them, up to the size of the file being copied each): the files of
-/// a process whose lock file can be locked (or is gone) have no live owner. Files that cannot
-/// be opened (other accounts') are left alone. Returns how many spool files were removed.
-pub fn sweep_spool_dir(dir: &std::path::Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let me = std::process::id();
-    let mut by_pid: HashMap<u32, Vec<PathBuf>> = HashMap::new();
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SPOOL_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != me {
-            by_pid.entry(pid).or_default().push(e.path());
-        }
-    }
-    let mut removed = 0;
-    for (pid, files) in by_pid {
-        let lock = spool_lock_path(dir, pid);
-        let dead = match std::fs::OpenOptions::new().write(true).open(&lock) {
-            Ok(f) => f.try_lock().is_ok(),
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        };
-        if !dead {
-            continue;
-        }
-        for f in files.iter().filter(|f| **f != lock) {
-            if std::fs::remove_file(f).is_ok() {
-                removed += 1;
-            }
-        }
-        let _ = std::fs::remove_file(&lock);
-    }
-    removed
-}
-
 /// What [`Cascade::deliver`] streams into one store: a spool file of `len` bytes, or (no file)
 /// the `file.ptr` text.
 async fn copy_source(
@@ -1597,54 +1455,6 @@ pub fn flat_file_matches(path: &std::path::Path, key: &Key) -> bool {
 }
 
 #[cfg(test)]
-mod spool_tests {
-    use super::*;
-
-    #[test]
-    fn sweep_removes_only_dead_processes_spool_files() {
-        let d = tempfile::tempdir().unwrap();
-        let put = |n: &str| std::fs::write(d.path().join(n), b"x").unwrap();
-        // A dead process: its lock file is unlocked (or gone).
-        put(".symcascade-spool.4000001.aaaaaa");
-        put(".symcascade-spool.4000001.bbbbbb");
-        put(".symcascade-spool.4000001.lock");
-        put(".symcascade-spool.4000002.cccccc");
-        // A live one: its lock file is locked.
-        put(".symcascade-spool.4000003.dddddd");
-        put(".symcascade-spool.4000003.lock");
-        let live = std::fs::File::options()
-            .write(true)
-            .open(d.path().join(".symcascade-spool.4000003.lock"))
-            .unwrap();
-        live.lock().unwrap();
-        // Ours, and files that are not spool files.
-        let mine = new_spool_file(d.path()).unwrap();
-        put("unrelated.txt");
-        assert_eq!(sweep_spool_dir(d.path()), 3);
-        let mut left: Vec<String> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        let pid = std::process::id();
-        let mut want = vec![
-            ".symcascade-spool.4000003.dddddd".to_string(),
-            ".symcascade-spool.4000003.lock".to_string(),
-            format!(".symcascade-spool.{pid}.lock"),
-            mine.path()
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string(),
-            "unrelated.txt".to_string(),
-        ];
-        want.sort();
-        assert_eq!(left, want);
-    }
-}
-
-#[cfg(test)]
 mod destination_tests {
     use super::*;
 
@@ -1662,7 +1472,7 @@ mod destination_tests {
             spool_dir: Some(root.path().join("spool")),
             ..Default::default()
         };
-        let c = Cascade::resolve(&sp, Arc::new(crate::store::LocalOnly), &dd, opts).await;
+        let c = Cascade::resolve(&sp, Arc::new(crate::store::open::LocalOnly), &dd, opts).await;
         c.destinations(&c.chains()[chain], tier, form)
             .iter()
             .map(|(t, bottom)| {

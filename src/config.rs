@@ -7,9 +7,9 @@
 //! (`"30s"`, `"5m"`).
 
 use crate::cascade::CascadeOptions;
-use crate::smb::{Credentials, SmbConfig};
 use crate::store::blackout::BlackoutPolicy;
 use crate::store::http::{HttpConfig, ProxyCredentials};
+use crate::store::smb::{Credentials, SmbConfig};
 use crate::sympath::{Element, Location, StoreSpec, SymbolPath};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -552,6 +552,17 @@ pub enum InvalidConfig {
         /// Why it cannot work, with a hint.
         problem: PathProblem,
     },
+    /// A chain (symbol path plus `[agent]` settings) the agent cannot replicate with, e.g. no
+    /// store between local and upstream to hold the queue.
+    #[error("key `{key}`: {reason}; {hint}")]
+    Chain {
+        /// The key to change: `sympath`, `agent.branch`, `agent.id`, `agent.queue`.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+        /// What to write instead.
+        hint: String,
+    },
 }
 
 impl InvalidConfig {
@@ -561,7 +572,8 @@ impl InvalidConfig {
             InvalidConfig::Syntax(_) => None,
             InvalidConfig::Value { key, .. }
             | InvalidConfig::Path { key, .. }
-            | InvalidConfig::Duration { key, .. } => Some(key),
+            | InvalidConfig::Duration { key, .. }
+            | InvalidConfig::Chain { key, .. } => Some(key),
             InvalidConfig::SymbolPath(_) | InvalidConfig::SympathStore { .. } => Some("sympath"),
         }
     }

@@ -3,14 +3,14 @@
 //! removed), how much room is left, how long a round trip takes; and, plainly, which tier
 //! SymSrv-style cascading would silently skip and why.
 //!
-//! Data flow: config → `agent::setup` → per tier: a timed `stat` (read + latency),
+//! Data flow: config → `Setup::resolve` → per tier: a timed `stat` (read + latency),
 //! `capabilities` (free space), and for tiers that must be written (all but the upstream) a
 //! probe written and removed in `000Cascade/`. Permissions as Microsoft documents them for
 //! symbol shares: the upstream needs Read; intermediate shares and the local folder need
 //! Read/Change.
 
-use crate::agent::{Setup, admin_folder};
 use crate::layout;
+use crate::setup::{Setup, admin_folder};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ pub async fn check(setup: &Setup, timeout: Duration) -> Vec<TierCheck> {
     let mut out = Vec::new();
     for (i, tier) in setup.chain.tiers.iter().enumerate() {
         let store = tier.store();
-        let role = crate::agent::tier_role(i, n, setup.branch);
+        let role = crate::report::tier_role(i, n, setup.branch);
         let must_write = i + 1 < n && !setup.locations[i].is_http();
         let location = store.describe().location;
         let start = Instant::now();

@@ -11,7 +11,7 @@
 //! possibly in progress only when they are younger than a few seconds; see the agent).
 
 use crate::layout::RelPath;
-use crate::smb::{DirChange, SmbStore};
+use crate::store::smb::{DirChange, SmbStore};
 use crate::store::{StoreError, StoreErrorKind};
 use std::io;
 use std::path::PathBuf;

@@ -618,6 +618,15 @@ mod tests {
         }
     }
 
+    /// A name with one leading dot is an ordinary (hidden) name; its two-tier folder `.x` is a
+    /// safe component (two dots are refused by `key`).
+    #[test]
+    fn one_dot_names_get_a_safe_two_tier_folder() {
+        let k = Key::new(".x.pdb", "12").unwrap();
+        let p = path_for(&k, Tiering::TwoTier, Form::Plain);
+        assert_eq!(p.components()[0], ".x");
+    }
+
     proptest! {
         #[test]
         fn file_ptr_round_trip(target in "[A-Za-z]:(\\\\[A-Za-z0-9_. ]{1,8}){1,3}", msg in "[ -~]{0,30}") {

@@ -14,7 +14,8 @@ use symcascade::cascade::{Cascade, SearchKind};
 use symcascade::config::Config;
 use symcascade::key::{Key, PeKey};
 use symcascade::layout::{Form, Tiering};
-use symcascade::store::{LocalStore, Store, StoreOpener, Transports};
+use symcascade::store::open::{StoreOpener, Transports};
+use symcascade::store::{LocalStore, Store};
 use symcascade::sympath::{self, Element, Location, StoreSpec, SymbolPath};
 
 // `symcascade service …`: the Windows service (platform code lives in service/, outside the
@@ -238,7 +239,7 @@ fn init_logging(
 
 /// Targets of the SMB and authentication crates: at debug and trace they print protocol
 /// messages, NTLM AUTHENTICATE messages among them (crackable offline). They stay at `warn`
-/// whatever `RUST_LOG` or `-vv` asks for; our own `symcascade::smb` logs what an admin needs.
+/// whatever `RUST_LOG` or `-vv` asks for; our own `symcascade::store::smb` logs what an admin needs.
 const QUIET_TARGETS: [&str; 8] = [
     "smb",
     "smb_transport",
@@ -353,7 +354,7 @@ fn main() -> ExitCode {
     // Transfers still running in the background (the front's detached copies) end with the
     // runtime; only then may the spool lock files go.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
-    symcascade::cascade::release_spool_locks();
+    symcascade::spool::release_spool_locks();
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -373,9 +374,9 @@ fn symbol_path(arg: Option<String>, config: &Config) -> Result<SymbolPath> {
 }
 
 fn transports(config: &Config) -> Arc<dyn StoreOpener> {
-    let env = symcascade::smb::Credentials::from_env_with(|k| std::env::var(k).ok());
+    let env = symcascade::store::smb::Credentials::from_env_with(|k| std::env::var(k).ok());
     Arc::new(Transports {
-        smb: symcascade::smb::SmbClient::new(config.smb_config(env)),
+        smb: symcascade::store::smb::SmbClient::new(config.smb_config(env)),
         http: symcascade::store::http::transport_from_env(&config.http_config()),
         blackout: config.blackout(),
     })
@@ -500,19 +501,20 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
                 stop_signal().await;
                 tracing::info!("shutdown requested");
             };
-            symcascade::agent::run(config, default_downstream(), shutdown).await?;
+            let daemon = symcascade::daemon::Daemon::start(config, &default_downstream()).await?;
+            daemon.run(None, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Request { any, name, index } => {
             let key = Key::new(&name, &index)?;
             no_queue_check(&config)?;
-            let setup = symcascade::agent::setup(&config, &default_downstream()).await?;
+            let setup = symcascade::setup::Setup::resolve(&config, &default_downstream()).await?;
             let who = if any {
                 symcascade::queue::ANY.to_string()
             } else {
                 setup.id.clone()
             };
-            let new = symcascade::agent::request(&setup, &key, &who).await?;
+            let new = setup.request(&key, &who).await?;
             println!(
                 "{} {key} in {}",
                 if new { "queued" } else { "already queued" },
@@ -531,7 +533,7 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
         }
         Cmd::Status { json } => status(&config, json).await,
         Cmd::Doctor { json } => {
-            let setup = symcascade::agent::setup(&config, &default_downstream()).await?;
+            let setup = symcascade::setup::Setup::resolve(&config, &default_downstream()).await?;
             let checks = symcascade::doctor::check(
                 &setup,
                 config
@@ -860,7 +862,7 @@ async fn prefetch(
     // A manifest may name a key twice; it is one request and one result.
     let mut seen = std::collections::HashSet::new();
     keys.retain(|k| seen.insert(k.to_string().to_ascii_lowercase()));
-    let setup = symcascade::agent::setup(config, &default_downstream()).await?;
+    let setup = symcascade::setup::Setup::resolve(config, &default_downstream()).await?;
     let who = if mine {
         setup.id.clone()
     } else {
@@ -869,7 +871,7 @@ async fn prefetch(
     let pb = progress(keys.len() as u64, "queueing");
     let mut queued = 0;
     for k in &keys {
-        if symcascade::agent::request(&setup, k, &who).await? {
+        if setup.request(k, &who).await? {
             queued += 1;
         }
         pb.inc(1);
@@ -946,7 +948,7 @@ impl KeyResult {
 /// Polls the queue until every key is copied into tier `target` of the chain or is a known miss
 /// (a current entry in `000Cascade/misses`), or `timeout` expires. Results in `keys` order.
 async fn wait_for_keys(
-    setup: &symcascade::agent::Setup,
+    setup: &symcascade::setup::Setup,
     keys: &[Key],
     who: &str,
     target: usize,
@@ -989,7 +991,7 @@ async fn wait_for_keys(
 /// One key's state: its record still queued (pending, or missing when the agents wrote a current
 /// miss entry), or gone (copied when the target store has it in any form).
 async fn key_result(
-    setup: &symcascade::agent::Setup,
+    setup: &symcascade::setup::Setup,
     key: &Key,
     who: &str,
     target: usize,
@@ -1021,9 +1023,9 @@ async fn key_result(
 }
 
 async fn status(config: &Config, json: bool) -> Result<ExitCode> {
-    let setup = symcascade::agent::setup(config, &default_downstream()).await?;
+    let setup = symcascade::setup::Setup::resolve(config, &default_downstream()).await?;
     let depth = setup.requests().list().await.map(|v| v.len());
-    let stores = symcascade::agent::store_health(
+    let stores = symcascade::report::store_health(
         &setup.chain,
         setup.branch,
         std::time::Duration::from_secs(10),
@@ -1033,10 +1035,10 @@ async fn status(config: &Config, json: bool) -> Result<ExitCode> {
     let running = setup.agent_running();
     // A front-only server (`queue = false`) has no agent to be down.
     let (verdict, reason) =
-        symcascade::agent::verdict(&stores, config.agent.queue.then_some(running));
+        symcascade::report::verdict(&stores, config.agent.queue.then_some(running));
     let code = match verdict {
-        symcascade::agent::Verdict::Ok => 0,
-        symcascade::agent::Verdict::Degraded => 1,
+        symcascade::report::Verdict::Ok => 0,
+        symcascade::report::Verdict::Degraded => 1,
         _ => 2,
     };
     let report = serde_json::json!({

@@ -376,7 +376,7 @@ impl Metrics {
     }
 
     /// Sets the per-store gauges from a health check.
-    pub fn set_store_health(&self, stores: &[crate::agent::StoreHealth]) {
+    pub fn set_store_health(&self, stores: &[crate::report::StoreHealth]) {
         for s in stores {
             let l = StoreLabel {
                 store: lv(&s.store),
@@ -417,7 +417,7 @@ mod tests {
         m.hit("C:\\Symbols", 0);
         m.served(42);
         m.set_agent(3, 1);
-        m.set_store_health(&[crate::agent::StoreHealth {
+        m.set_store_health(&[crate::report::StoreHealth {
             store: "\\\\MainOffice\\Symbols".into(),
             role: "upstream".into(),
             reachable: false,

@@ -247,7 +247,7 @@ pub fn verify_cab(
         }
         return Ok(None);
     }
-    let tmp = crate::cascade::new_spool_file(spool_dir).map_err(out_err)?;
+    let tmp = crate::spool::new_spool_file(spool_dir).map_err(out_err)?;
     let file = tmp.as_file().try_clone().map_err(out_err)?;
     let mut w = io::BufWriter::new(file);
     let (member, len) = compress::expand_cab(input, &mut w, cap).map_err(|e| match e {
@@ -436,7 +436,7 @@ mod tests {
                     .unwrap()
                     .file_name()
                     .to_string_lossy()
-                    .starts_with(crate::cascade::SPOOL_PREFIX)
+                    .starts_with(crate::spool::SPOOL_PREFIX)
                     && !e
                         .as_ref()
                         .unwrap()

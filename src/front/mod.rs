@@ -24,13 +24,13 @@ mod status;
 
 pub use misscache::MissCache;
 
-use crate::agent::{StoreHealth, Transfer};
 use crate::cascade::{Cascade, Chain, Lookup, Spooling, Tier};
 use crate::config::Config;
 use crate::exclusions::ExclusionList;
 use crate::key::Key;
 use crate::layout::{self, FileRequest, Form, RelPath};
 use crate::metrics::{Metrics, Outcome};
+use crate::report::{StoreHealth, Transfer};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -153,7 +153,7 @@ pub struct Front {
     recent: Mutex<VecDeque<Transfer>>,
     started: Instant,
     listen: Mutex<Option<SocketAddr>>,
-    agent_status: Option<PathBuf>,
+    agent_status: Option<tokio::sync::watch::Receiver<crate::report::Status>>,
     /// Permits for cold lookups running at once (`max_cold_lookups`).
     cold: Arc<tokio::sync::Semaphore>,
 }
@@ -170,7 +170,7 @@ impl std::fmt::Debug for Front {
 impl Front {
     /// A front serving `chain`'s downstream store (tier 0, which must be local) and looking
     /// keys up through `cascade`. `branch` is the chain's branch index (for `/status` roles);
-    /// `agent_status` is the agent's `status.json`, shown in `/status` when present.
+    /// `agent_status` is the running agent's status (from the daemon), shown in `/status`.
     ///
     /// # Errors
     /// [`FrontError::Config`] when the chain's downstream store is not a local folder or a
@@ -181,7 +181,7 @@ impl Front {
         branch: Option<usize>,
         opts: FrontOptions,
         metrics: Arc<Metrics>,
-        agent_status: Option<PathBuf>,
+        agent_status: Option<tokio::sync::watch::Receiver<crate::report::Status>>,
     ) -> Result<Front, FrontError> {
         let serving = chain
             .tiers
@@ -189,7 +189,7 @@ impl Front {
             .cloned()
             .ok_or_else(|| FrontError::Config("key `sympath`: empty chain".into()))?;
         let serving_root = PathBuf::from(serving.store().describe().location);
-        if serving.store().describe().transport != "local" {
+        if serving.store().describe().transport != crate::store::Transport::Local {
             return Err(FrontError::Config(format!(
                 "key `sympath`: the HTTP front serves the chain's downstream store, which must be a local folder, not {}",
                 serving.store().describe().location
@@ -1023,7 +1023,7 @@ async fn serve_local(path: &std::path::Path, req: Request) -> Option<Response> {
 
 /// Store health for `/status` (bounded by 3 s per store).
 async fn health(front: &Front) -> Vec<StoreHealth> {
-    crate::agent::store_health(&front.chain, front.branch, Duration::from_secs(3)).await
+    crate::report::store_health(&front.chain, front.branch, Duration::from_secs(3)).await
 }
 
 #[cfg(test)]

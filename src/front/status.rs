@@ -1,12 +1,12 @@
 //! `/status` (HTML for people) and `/status.json` (for scripts): stores and their health, the
 //! agent's queue, the miss cache, transfers in flight and recent ones, request counters.
 //!
-//! Data flow: each request checks store health live (bounded), reads the agent's
-//! `status.json` when the agent runs beside the front, and snapshots the front's own state.
+//! Data flow: each request checks store health live (bounded), takes the agent's latest
+//! status from memory when the agent runs beside the front, and snapshots the front's own state.
 
 use super::Front;
-use crate::agent::{Status as AgentStatus, StoreHealth, Transfer};
 use crate::metrics::Outcome;
+use crate::report::{Status as AgentStatus, StoreHealth, Transfer};
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Json, Response};
 use serde::Serialize;
@@ -43,23 +43,19 @@ pub struct StatusDoc {
     pub agent: Option<AgentStatus>,
 }
 
-/// The verdict of [`crate::agent::verdict`] with its reason.
+/// The verdict of [`crate::report::verdict`] with its reason.
 #[derive(Debug, Serialize)]
 pub struct Health {
     /// OK, DEGRADED or DOWN.
-    pub verdict: crate::agent::Verdict,
+    pub verdict: crate::report::Verdict,
     /// Why, naming the first store at fault.
     pub reason: String,
 }
 
 async fn doc(front: &Front) -> StatusDoc {
     let stores = super::health(front).await;
-    let (verdict, reason) = crate::agent::verdict(&stores, None);
-    let agent = front
-        .agent_status
-        .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let (verdict, reason) = crate::report::verdict(&stores, None);
+    let agent = front.agent_status.as_ref().map(|rx| rx.borrow().clone());
     StatusDoc {
         version: env!("CARGO_PKG_VERSION"),
         listen: front.listen.lock().expect("listen").map(|a| a.to_string()),
@@ -209,7 +205,7 @@ mod tests {
             uptime_secs: 1,
             serving: "<script>".into(),
             health: Health {
-                verdict: crate::agent::Verdict::Degraded,
+                verdict: crate::report::Verdict::Degraded,
                 reason: "branch <b> unreachable".into(),
             },
             stores: vec![],

@@ -165,7 +165,7 @@ impl Store for Blackout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cascade::UnavailableStore;
+    use crate::store::open::UnavailableStore;
 
     #[tokio::test]
     async fn count_timeouts_start_a_blackout_and_auth_failure_at_once() {

@@ -650,7 +650,7 @@ impl Store for HttpStore {
     fn describe(&self) -> StoreDescription {
         StoreDescription {
             location: self.shown.clone(),
-            transport: "http",
+            transport: crate::store::Transport::Http,
         }
     }
 

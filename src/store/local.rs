@@ -368,7 +368,7 @@ impl Store for LocalStore {
     fn describe(&self) -> StoreDescription {
         StoreDescription {
             location: self.shown.clone(),
-            transport: "local",
+            transport: crate::store::Transport::Local,
         }
     }
 

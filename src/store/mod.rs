@@ -10,14 +10,14 @@
 pub mod blackout;
 pub mod http;
 pub mod local;
+pub mod open;
+pub mod smb;
 
 use crate::layout::RelPath;
-use crate::sympath::Location;
 use async_trait::async_trait;
 use serde::Serialize;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use tokio::io::AsyncRead;
 
 pub use local::LocalStore;
@@ -99,8 +99,54 @@ pub struct Capabilities {
 pub struct StoreDescription {
     /// The location as the user wrote it (e.g. `C:\Symbols`, `\\MainOffice\Symbols`).
     pub location: String,
-    /// Transport name: `local`, `smb` or `http`.
-    pub transport: &'static str,
+    /// How the store is reached.
+    pub transport: Transport,
+}
+
+/// How a store is reached. The cascade's rules that depend on it (SymProxy's `UriFilter`, the
+/// `file.ptr` rule that a remote store may not point into local folders) match on it
+/// exhaustively, so a new transport has to be placed in each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Transport {
+    /// A folder of this machine's file system (`C:\Symbols`, `/var/symbols`), or a share the
+    /// operating system has mounted.
+    Local,
+    /// An SMB share reached by the built-in client (`\\MainOffice\Symbols`).
+    Smb,
+    /// An HTTP(S) symbol server (`https://msdl.microsoft.com/download/symbols`).
+    Http,
+    /// A location no transport of this build could open (see [`open::UnavailableStore`]).
+    Unavailable,
+}
+
+impl Transport {
+    /// The lower-case name used in logs, reports and metrics labels: `local`, `smb`, `http`,
+    /// `unavailable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Local => "local",
+            Transport::Smb => "smb",
+            Transport::Http => "http",
+            Transport::Unavailable => "unavailable",
+        }
+    }
+
+    /// Whether the store lies outside this machine (its files are not this machine's to
+    /// point at: per SymSrv, only a store's own side decides what a `file.ptr` may reach).
+    pub fn is_remote(self) -> bool {
+        match self {
+            Transport::Local => false,
+            Transport::Smb | Transport::Http | Transport::Unavailable => true,
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl fmt::Display for StoreDescription {
@@ -311,105 +357,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
     }
 }
 
-/// Opens stores for locations: the seam where transports plug in (local folders here; SMB and
-/// HTTP transports register through their own openers).
-pub trait StoreOpener: Send + Sync + fmt::Debug {
-    /// A store rooted at `location`.
-    ///
-    /// # Errors
-    /// [`StoreError`] with kind `Unsupported` when no transport handles the location, or the
-    /// transport's own error.
-    fn open_store(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError>;
-}
-
-/// The opener for builds with only the local transport: local paths become [`LocalStore`]s;
-/// SMB and HTTP locations are `Unsupported` (and so skipped by the cascade, with that reason).
-#[derive(Debug, Default, Clone)]
-pub struct LocalOnly;
-
-impl StoreOpener for LocalOnly {
-    fn open_store(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError> {
-        match location {
-            Location::Local { path } if !cfg!(windows) && is_drive_path(path) => {
-                Err(StoreError::new(
-                    path.as_str(),
-                    "connect",
-                    "",
-                    StoreErrorKind::Unsupported,
-                    "a Windows drive path cannot be used on this operating system",
-                ))
-            }
-            Location::Local { path } => Ok(Arc::new(LocalStore::new(path))),
-            other => Err(StoreError::new(
-                other.to_string(),
-                "connect",
-                "",
-                StoreErrorKind::Unsupported,
-                "no transport for this kind of location is configured",
-            )),
-        }
-    }
-}
-
 /// `true` for `C:`-style drive paths.
 pub fn is_drive_path(p: &str) -> bool {
     let b = p.as_bytes();
     b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
-}
-
-/// The opener for every transport this build has: local folders ([`LocalStore`]), SMB shares
-/// ([`crate::smb::SmbStore`]) and HTTP(S) servers ([`http::HttpStore`]), each remote store
-/// wrapped in a SymSrv [`blackout::Blackout`].
-#[derive(Debug, Clone)]
-pub struct Transports {
-    /// The SMB client (connection pool, aliases, credentials).
-    pub smb: Arc<crate::smb::SmbClient>,
-    /// The HTTP client (proxy, timeouts, retries), or why it could not be built.
-    pub http: http::HttpTransport,
-    /// Blackout thresholds for remote stores.
-    pub blackout: blackout::BlackoutPolicy,
-}
-
-impl StoreOpener for Transports {
-    fn open_store(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError> {
-        match location {
-            Location::Smb {
-                host,
-                port,
-                share,
-                dirs,
-                ..
-            } => {
-                let s = crate::smb::SmbStore::new(
-                    self.smb.clone(),
-                    host,
-                    *port,
-                    share,
-                    dirs,
-                    &location.to_string(),
-                );
-                Ok(Arc::new(blackout::Blackout::new(
-                    Arc::new(s),
-                    self.blackout,
-                )))
-            }
-            Location::Http { url } => {
-                let client = self.http.as_ref().map_err(|e| {
-                    StoreError::new(
-                        url.as_str(),
-                        "connect",
-                        "",
-                        StoreErrorKind::Unsupported,
-                        e.to_string(),
-                    )
-                })?;
-                let s = http::HttpStore::new(client.clone(), url)?;
-                Ok(Arc::new(blackout::Blackout::new(
-                    Arc::new(s),
-                    self.blackout,
-                )))
-            }
-            other => LocalOnly.open_store(other),
-        }
-    }
 }

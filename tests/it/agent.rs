@@ -7,8 +7,8 @@ use crate::samba::{PASSWORD, Samba, USER};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use symcascade::agent::Status;
 use symcascade::layout::{Form, Tiering};
+use symcascade::report::Status;
 
 pub(crate) struct Office {
     pub(crate) main: Samba,

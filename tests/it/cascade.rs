@@ -119,7 +119,7 @@ async fn compressed_stays_compressed_in_intermediate_and_is_expanded_at_the_bott
         .cascade_with(
             &lab2.three_tier(),
             opts,
-            Arc::new(symcascade::store::LocalOnly),
+            Arc::new(symcascade::store::open::LocalOnly),
         )
         .await;
     c.fetch(&key).await.unwrap().unwrap();
@@ -176,7 +176,7 @@ async fn file_ptr_is_followed_msg_goes_on_and_no_file_pointers_turns_it_off() {
         .cascade_with(
             &lab.three_tier(),
             opts,
-            Arc::new(symcascade::store::LocalOnly),
+            Arc::new(symcascade::store::open::LocalOnly),
         )
         .await;
     assert!(off.fetch(&key).await.unwrap().is_none());
@@ -194,7 +194,7 @@ async fn file_ptr_is_followed_msg_goes_on_and_no_file_pointers_turns_it_off() {
         .cascade_with(
             &lab.three_tier(),
             opts,
-            Arc::new(symcascade::store::LocalOnly),
+            Arc::new(symcascade::store::open::LocalOnly),
         )
         .await;
     let f = c.fetch(&key).await.unwrap().unwrap();
@@ -228,7 +228,7 @@ async fn wantsptr_downstream_gets_the_pointer() {
         .cascade_with(
             &lab.three_tier(),
             opts,
-            Arc::new(symcascade::store::LocalOnly),
+            Arc::new(symcascade::store::open::LocalOnly),
         )
         .await;
     c.fetch(&key).await.unwrap().unwrap();
@@ -777,7 +777,7 @@ async fn bad_cabinets_are_refused_whole_with_and_without_no_uncompress() {
                 .cascade_with(
                     &lab.three_tier(),
                     opts,
-                    Arc::new(symcascade::store::LocalOnly),
+                    Arc::new(symcascade::store::open::LocalOnly),
                 )
                 .await;
             let l = c.lookup(&key).await.unwrap();
@@ -813,7 +813,7 @@ async fn bad_cabinets_are_refused_whole_with_and_without_no_uncompress() {
         .cascade_with(
             &lab.three_tier(),
             opts,
-            Arc::new(symcascade::store::LocalOnly),
+            Arc::new(symcascade::store::open::LocalOnly),
         )
         .await;
     let f = c.fetch(&key).await.unwrap().unwrap();

@@ -15,9 +15,10 @@ use std::task::{Context, Poll};
 use symcascade::cascade::{Cascade, CascadeOptions};
 use symcascade::key::{Key, PeKey};
 use symcascade::layout::{Form, RelPath, Tiering};
+use symcascade::store::open::{LocalOnly, StoreOpener};
 use symcascade::store::{
-    Capabilities, FileMeta, LocalOnly, LocalStore, Opened, PutOutcome, Store, StoreDescription,
-    StoreError, StoreErrorKind, StoreOpener,
+    Capabilities, FileMeta, LocalStore, Opened, PutOutcome, Store, StoreDescription, StoreError,
+    StoreErrorKind,
 };
 use symcascade::sympath::{Location, SymbolPath};
 use tokio::io::{AsyncRead, ReadBuf};

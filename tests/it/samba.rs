@@ -220,8 +220,8 @@ valid users = nobody
         self.run_smbd();
     }
 
-    pub fn credentials(&self) -> symcascade::smb::Credentials {
-        symcascade::smb::Credentials {
+    pub fn credentials(&self) -> symcascade::store::smb::Credentials {
+        symcascade::store::smb::Credentials {
             user: USER.into(),
             password: PASSWORD.into(),
             domain: None,

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use symcascade::cascade::{CascadeOptions, SkipOp};
 use symcascade::layout::{Form, RelPath};
-use symcascade::smb::{Credentials, SmbClient, SmbConfig, SmbStore};
-use symcascade::store::{LocalStore, Store, StoreErrorKind, Transports};
+use symcascade::store::open::Transports;
+use symcascade::store::smb::{Credentials, SmbClient, SmbConfig, SmbStore};
+use symcascade::store::{LocalStore, Store, StoreErrorKind};
 use tokio::io::AsyncReadExt;
 
 fn smb_config(creds: Option<Credentials>) -> SmbConfig {
@@ -421,10 +422,10 @@ async fn a_thousand_change_notifications_complete() {
         };
         idle = 0;
         match change {
-            symcascade::smb::DirChange::Changed(names) => {
+            symcascade::store::smb::DirChange::Changed(names) => {
                 seen.extend(names.into_iter().filter(|n| n.ends_with(".req")));
             }
-            symcascade::smb::DirChange::Rescan => {
+            symcascade::store::smb::DirChange::Rescan => {
                 // What a consumer does on Rescan: list the folder (here, on the server's disk).
                 rescans += 1;
                 for e in std::fs::read_dir(samba.share_dir("BranchOfficeA").join("q")).unwrap() {

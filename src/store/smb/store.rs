@@ -299,7 +299,7 @@ impl Store for SmbStore {
     fn describe(&self) -> StoreDescription {
         StoreDescription {
             location: self.shown.clone(),
-            transport: "smb",
+            transport: crate::store::Transport::Smb,
         }
     }
 

@@ -1,0 +1,171 @@
+//! Store openers: the seam where transports plug in. A [`StoreOpener`] turns a symbol path's
+//! [`Location`] into a [`Store`]; [`Transports`] knows every transport of this build (local
+//! folders, SMB shares, HTTP servers, each remote one wrapped in a SymSrv blackout), while
+//! [`LocalOnly`] serves builds and tests without network transports. A location no transport can
+//! open becomes an [`UnavailableStore`], which the cascade skips with the recorded reason
+//! (per SymSrv: a store that cannot be read is skipped, never an error of the lookup).
+//!
+//! Data flow: config → `Transports` → `Cascade::resolve` calls `open_store` once per location.
+
+use super::{
+    Capabilities, FileMeta, LocalStore, Opened, PutOutcome, Store, StoreDescription, StoreError,
+    StoreErrorKind, Transport, blackout, http, is_drive_path, smb,
+};
+use crate::layout::RelPath;
+use crate::sympath::Location;
+use async_trait::async_trait;
+use std::fmt;
+use std::sync::Arc;
+
+/// Opens stores for locations: the seam where transports plug in (local folders here; SMB and
+/// HTTP transports register through their own openers).
+pub trait StoreOpener: Send + Sync + fmt::Debug {
+    /// A store rooted at `location`.
+    ///
+    /// # Errors
+    /// [`StoreError`] with kind `Unsupported` when no transport handles the location, or the
+    /// transport's own error.
+    fn open_store(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError>;
+}
+
+/// The opener for builds with only the local transport: local paths become [`LocalStore`]s;
+/// SMB and HTTP locations are `Unsupported` (and so skipped by the cascade, with that reason).
+#[derive(Debug, Default, Clone)]
+pub struct LocalOnly;
+
+impl StoreOpener for LocalOnly {
+    fn open_store(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+        match location {
+            Location::Local { path } if !cfg!(windows) && is_drive_path(path) => {
+                Err(StoreError::new(
+                    path.as_str(),
+                    "connect",
+                    "",
+                    StoreErrorKind::Unsupported,
+                    "a Windows drive path cannot be used on this operating system",
+                ))
+            }
+            Location::Local { path } => Ok(Arc::new(LocalStore::new(path))),
+            other => Err(StoreError::new(
+                other.to_string(),
+                "connect",
+                "",
+                StoreErrorKind::Unsupported,
+                "no transport for this kind of location is configured",
+            )),
+        }
+    }
+}
+
+/// The opener for every transport this build has: local folders ([`LocalStore`]), SMB shares
+/// ([`smb::SmbStore`]) and HTTP(S) servers ([`http::HttpStore`]), each remote store
+/// wrapped in a SymSrv [`blackout::Blackout`].
+#[derive(Debug, Clone)]
+pub struct Transports {
+    /// The SMB client (connection pool, aliases, credentials).
+    pub smb: Arc<smb::SmbClient>,
+    /// The HTTP client (proxy, timeouts, retries), or why it could not be built.
+    pub http: http::HttpTransport,
+    /// Blackout thresholds for remote stores.
+    pub blackout: blackout::BlackoutPolicy,
+}
+
+impl StoreOpener for Transports {
+    fn open_store(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+        match location {
+            Location::Smb {
+                host,
+                port,
+                share,
+                dirs,
+                ..
+            } => {
+                let s = smb::SmbStore::new(
+                    self.smb.clone(),
+                    host,
+                    *port,
+                    share,
+                    dirs,
+                    &location.to_string(),
+                );
+                Ok(Arc::new(blackout::Blackout::new(
+                    Arc::new(s),
+                    self.blackout,
+                )))
+            }
+            Location::Http { url } => {
+                let client = self.http.as_ref().map_err(|e| {
+                    StoreError::new(
+                        url.as_str(),
+                        "connect",
+                        "",
+                        StoreErrorKind::Unsupported,
+                        e.to_string(),
+                    )
+                })?;
+                let s = http::HttpStore::new(client.clone(), url)?;
+                Ok(Arc::new(blackout::Blackout::new(
+                    Arc::new(s),
+                    self.blackout,
+                )))
+            }
+            other => LocalOnly.open_store(other),
+        }
+    }
+}
+
+/// A store that can never be reached, standing in for a location no transport could open:
+/// every operation fails with the recorded reason, so the cascade skips it and says why.
+#[derive(Debug)]
+pub struct UnavailableStore {
+    location: String,
+    kind: StoreErrorKind,
+    detail: String,
+}
+
+impl UnavailableStore {
+    /// From the error that prevented opening the store.
+    pub fn from_error(e: &StoreError) -> UnavailableStore {
+        UnavailableStore {
+            location: e.store.clone(),
+            kind: e.kind,
+            detail: e.detail.clone(),
+        }
+    }
+    fn fail<T>(&self, op: &'static str, path: impl std::fmt::Display) -> Result<T, StoreError> {
+        Err(StoreError::new(
+            &self.location,
+            op,
+            path,
+            self.kind,
+            &self.detail,
+        ))
+    }
+}
+
+#[async_trait]
+impl Store for UnavailableStore {
+    fn describe(&self) -> StoreDescription {
+        StoreDescription {
+            location: self.location.clone(),
+            transport: Transport::Unavailable,
+        }
+    }
+    async fn stat(&self, p: &RelPath) -> Result<Option<FileMeta>, StoreError> {
+        self.fail("stat", p)
+    }
+    async fn open(&self, p: &RelPath) -> Result<Option<Opened>, StoreError> {
+        self.fail("open", p)
+    }
+    async fn put(
+        &self,
+        p: &RelPath,
+        _: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        _: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        self.fail("put", p)
+    }
+    async fn capabilities(&self) -> Result<Capabilities, StoreError> {
+        self.fail("capabilities", "")
+    }
+}
