@@ -30,6 +30,8 @@
 //!   `wantsptr.txt` receives the pointer rather than the target;
 //! - several chains are consulted in order until one finds the file; a miss is `Ok(None)`.
 
+pub mod plan;
+
 use crate::compress;
 use crate::key::{Key, PeKey};
 use crate::layout::{
@@ -37,10 +39,10 @@ use crate::layout::{
 };
 use crate::store::open::StoreOpener;
 use crate::store::{Opened, Store, StoreError, StoreErrorKind, Transport};
-use crate::sympath::{Element, Location, StoreSpec, SymbolPath};
+use crate::sympath::{Location, SymbolPath};
 use crate::verify::{self, VerifyError};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -142,6 +144,11 @@ impl Tier {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Whether the tier is never written (HTTP stores).
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     fn name(&self) -> String {
@@ -359,6 +366,10 @@ pub enum CascadeError {
 #[derive(Debug)]
 pub struct Cascade {
     chains: Vec<Chain>,
+    /// The symbol path's plan: its stores and chains by [`plan::StoreId`].
+    shape: plan::Shape,
+    /// The stores of [`Cascade::shape`], by id (one tier per distinct location).
+    tiers: Vec<Arc<Tier>>,
     options: CascadeOptions,
     /// SMB hosts named by the symbol path (lower-case): the only hosts a `file.ptr` may send us
     /// to, besides [`CascadeOptions::file_ptr_hosts`].
@@ -448,110 +459,43 @@ impl Cascade {
         default_downstream: &Location,
         options: CascadeOptions,
     ) -> Cascade {
-        let mut opened: HashMap<Location, Arc<Tier>> = HashMap::new();
-        let mut tier_for = |spec: &StoreSpec| -> Arc<Tier> {
-            let loc = match spec {
-                StoreSpec::DefaultDownstream => default_downstream,
-                StoreSpec::At(l) => l,
-            };
-            opened
-                .entry(loc.clone())
-                .or_insert_with(|| {
-                    let store = opener.open_store(loc).unwrap_or_else(|e| {
-                        Arc::new(crate::store::open::UnavailableStore::from_error(&e))
-                    });
-                    let forced = options
-                        .uri_tiers
-                        .filter(|_| !matches!(loc, Location::Local { .. }));
-                    Tier::with_tiering(store, loc.is_http(), forced)
-                })
-                .clone()
-        };
-        let mut chains = Vec::new();
-        let mut caches: Vec<Arc<Tier>> = Vec::new();
-        for el in &path.elements {
-            let element = el.to_string();
-            match el {
-                Element::Server { stores, .. } => {
-                    let (mut tiers, http): (Vec<_>, Vec<_>) = stores
-                        .iter()
-                        .partition(|s| !matches!(s, StoreSpec::At(l) if l.is_http()));
-                    tiers.extend(http);
-                    let tiers: Vec<Arc<Tier>> = tiers.into_iter().map(&mut tier_for).collect();
-                    let implicit_downstream = (tiers.len() == 1)
-                        .then(|| tier_for(&StoreSpec::DefaultDownstream))
-                        .filter(|d| !Arc::ptr_eq(d, &tiers[0]));
-                    chains.push(Chain {
-                        tiers,
-                        implicit_downstream,
-                        caches: caches.clone(),
-                        search: SearchKind::Store,
-                        element,
-                    });
-                }
-                Element::Cache { store } => {
-                    let t = tier_for(store);
-                    chains.push(Chain {
-                        tiers: vec![t.clone()],
-                        implicit_downstream: None,
-                        caches: caches.clone(),
-                        search: SearchKind::Store,
-                        element,
-                    });
-                    caches.push(t);
-                }
-                Element::Plain { location } => {
-                    let t = tier_for(&StoreSpec::At(location.clone()));
-                    chains.push(Chain {
-                        tiers: vec![t],
-                        implicit_downstream: None,
-                        caches: caches.clone(),
-                        search: SearchKind::Flat,
-                        element,
-                    });
-                }
-            }
-        }
+        let mut shape = plan::shape(path, default_downstream);
+        let tiers: Vec<Arc<Tier>> = shape
+            .stores
+            .iter()
+            .map(|loc| {
+                let store = opener.open_store(loc).unwrap_or_else(|e| {
+                    Arc::new(crate::store::open::UnavailableStore::from_error(&e))
+                });
+                let forced = options
+                    .uri_tiers
+                    .filter(|_| !matches!(loc, Location::Local { .. }));
+                Tier::with_tiering(store, loc.is_http(), forced)
+            })
+            .collect();
         // Autodetection: a plain directory whose root holds pingme.txt is a symbol store.
-        for c in chains.iter_mut().filter(|c| c.search == SearchKind::Flat) {
-            if let Ok(Some(_)) = c.tiers[0].store.stat(&layout::root_file(PINGME_TXT)).await {
+        for c in shape
+            .chains
+            .iter_mut()
+            .filter(|c| c.search == SearchKind::Flat)
+        {
+            let pingme = layout::root_file(PINGME_TXT);
+            if let Ok(Some(_)) = tiers[c.tiers[0]].store.stat(&pingme).await {
                 c.search = SearchKind::Store;
             }
         }
-        let mut known_hosts: HashSet<String> = options
-            .file_ptr_hosts
+        let chains = shape
+            .chains
             .iter()
-            .map(|h| h.to_ascii_lowercase())
+            .map(|c| Chain {
+                tiers: c.tiers.iter().map(|&i| tiers[i].clone()).collect(),
+                implicit_downstream: c.implicit_downstream.map(|i| tiers[i].clone()),
+                caches: c.caches.iter().map(|&i| tiers[i].clone()).collect(),
+                search: c.search,
+                element: c.element.clone(),
+            })
             .collect();
-        let mut local_roots = options.file_ptr_roots.clone();
-        if let Location::Local { path } = default_downstream {
-            local_roots.push(PathBuf::from(path));
-        }
-        for el in &path.elements {
-            let locs: Vec<&Location> = match el {
-                Element::Server { stores, .. } => stores
-                    .iter()
-                    .filter_map(|s| match s {
-                        StoreSpec::At(l) => Some(l),
-                        StoreSpec::DefaultDownstream => None,
-                    })
-                    .collect(),
-                Element::Cache {
-                    store: StoreSpec::At(l),
-                } => vec![l],
-                Element::Plain { location } => vec![location],
-                _ => vec![],
-            };
-            for l in locs {
-                match l {
-                    Location::Smb { host, .. } => {
-                        known_hosts.insert(host.to_ascii_lowercase());
-                    }
-                    Location::Local { path } => local_roots.push(PathBuf::from(path)),
-                    Location::Http { .. } => {}
-                }
-            }
-        }
+        let (known_hosts, local_roots) = file_ptr_scope(&shape, &options, default_downstream);
         let spool = options.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
         let swept = tokio::task::spawn_blocking(move || crate::spool::sweep_spool_dir(&spool))
             .await
@@ -564,6 +508,8 @@ impl Cascade {
         }
         Cascade {
             chains,
+            shape,
+            tiers,
             options,
             known_hosts,
             local_roots,
@@ -635,116 +581,20 @@ impl Cascade {
         tap: Option<&watch::Sender<Spooling>>,
     ) -> Result<Lookup, CascadeError> {
         let start = Instant::now();
-        let mut skipped = Vec::new();
+        let mut run = Run::default();
         let mut fetched = None;
-        // Tiers whose file was refused (bad content under a final name), with the form it was
-        // found in: a verified copy replaces it there (`Store::replace`).
-        let mut refused: Vec<(Arc<Tier>, Form)> = Vec::new();
-        'chains: for (ci, chain) in self.chains.iter().enumerate() {
-            for (ti, tier) in chain.tiers.iter().enumerate() {
-                let found = match self.probe(tier, chain.search, key).await {
-                    Ok(Some(f)) => f,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        self.skip(&mut skipped, SkipOp::Read, &e);
-                        continue;
-                    }
-                };
-                let dests = self.destinations(chain, ti, found.form);
-                if dests.is_empty() && found.via_ptr.is_none() {
-                    let at = (
-                        found.form,
-                        found.opened.len,
-                        found.opened.local_path.clone(),
-                    );
-                    match self.answer_in_place(chain, ci, ti, key, at).await? {
-                        InPlace::Answer(f) => {
-                            fetched = Some(f);
-                            break 'chains;
-                        }
-                        InPlace::Refused(e) => {
-                            self.skip(&mut skipped, SkipOp::Read, &e);
-                            refused.push((tier.clone(), found.form));
-                            continue;
-                        }
-                        InPlace::Unreadable(e) => {
-                            self.skip(&mut skipped, SkipOp::Read, &e);
-                            continue;
-                        }
-                        InPlace::OtherKey => continue,
-                        InPlace::Copy => {}
-                    }
+        'search: for (ci, chain) in self.chains.iter().enumerate() {
+            for ti in 0..chain.tiers.len() {
+                if let Some(f) = self.try_tier(ci, ti, key, tap, &mut run).await? {
+                    fetched = Some(f);
+                    break 'search;
                 }
-                // One destination that takes the source form as it is, and content with nothing
-                // to verify but its length (a name of no keyable type, announced non-empty):
-                // stream straight into it (one local write instead of three passes). Anything
-                // else is spooled and verified before any store sees it.
-                let tapped =
-                    tap.filter(|_| chain.search == SearchKind::Store && found.form == Form::Plain);
-                if let [(dest, _)] = dests.as_slice()
-                    && tapped.is_none()
-                    && chain.search == SearchKind::Store
-                    && found.via_ptr.is_none()
-                    && found.form == Form::Plain
-                    && verify::keyable(key.name()).is_none()
-                    && found.opened.len.is_some_and(|n| n > 0)
-                    && !refused.iter().any(|(t, _)| Arc::ptr_eq(t, dest))
-                {
-                    match self
-                        .stream_direct(chain, ci, ti, key, dest, found, &mut skipped)
-                        .await
-                    {
-                        Some(f) => {
-                            fetched = Some(f);
-                            break 'chains;
-                        }
-                        None => continue, // the source failed midway: try the next store
-                    }
-                }
-                let form = found.form;
-                let spooled = match self
-                    .spool(chain.search, found.form, found.opened, key, tapped)
-                    .await
-                {
-                    Ok(Some(s)) => s,
-                    Ok(None) => continue, // flat-folder file with another key
-                    Err(e) => {
-                        tap_failed(tapped);
-                        match e {
-                            SpoolError::Store(e, bytes) => {
-                                let rel = rel_path(chain.search, tier, key, form).await;
-                                let e = e.with_store(&tier.name(), &rel);
-                                if e.kind == StoreErrorKind::Corrupt {
-                                    refused.push((tier.clone(), form));
-                                }
-                                self.skip_read(&mut skipped, &e, bytes);
-                                continue;
-                            }
-                            SpoolError::Local(e) => return Err(e),
-                        }
-                    }
-                };
-                let f = self
-                    .deliver(
-                        chain,
-                        ci,
-                        ti,
-                        key,
-                        dests,
-                        spooled,
-                        (found.via_ptr, found.ptr_text),
-                        &refused,
-                        &mut skipped,
-                    )
-                    .await;
-                fetched = Some(f);
-                break 'chains;
             }
         }
         let lookup = Lookup {
             key: key.clone(),
             fetched,
-            skipped,
+            skipped: run.skipped,
             elapsed_ms: start.elapsed().as_millis() as u64,
         };
         match &lookup.fetched {
@@ -754,6 +604,98 @@ impl Cascade {
                 ms = lookup.elapsed_ms, "miss"),
         }
         Ok(lookup)
+    }
+
+    /// Tier `ti` of chain `ci`: probe it, plan the delivery ([`plan::delivery`]) and carry it
+    /// out. `Ok(None)` means go on searching (a miss, a skip, a refused or failed source).
+    async fn try_tier(
+        &self,
+        ci: usize,
+        ti: usize,
+        key: &Key,
+        tap: Option<&watch::Sender<Spooling>>,
+        run: &mut Run,
+    ) -> Result<Option<Fetched>, CascadeError> {
+        let chain = &self.chains[ci];
+        let (tier, id) = (&chain.tiers[ti], self.shape.chains[ci].tiers[ti]);
+        let found = match self.probe(tier, chain.search, key).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.skip(&mut run.skipped, SkipOp::Read, &e);
+                return Ok(None);
+            }
+        };
+        let dests = plan::destinations(&self.shape, ci, ti, found.form, self.options.uncompress);
+        let tapped = tap.filter(|_| chain.search == SearchKind::Store && found.form == Form::Plain);
+        let hit = plan::Hit {
+            form: found.form,
+            via_ptr: found.via_ptr.is_some(),
+            keyable: verify::keyable(key.name()).is_some(),
+            len: found.opened.len,
+            tapped: tapped.is_some(),
+        };
+        let refused: Vec<plan::StoreId> = run.refused.iter().map(|(id, _)| *id).collect();
+        match plan::delivery(chain.search, &dests, &hit, &refused) {
+            plan::Delivery::InPlace => {
+                let at = (
+                    found.form,
+                    found.opened.len,
+                    found.opened.local_path.clone(),
+                );
+                match self.answer_in_place(chain, ci, ti, key, at).await? {
+                    InPlace::Answer(f) => return Ok(Some(f)),
+                    InPlace::Refused(e) => {
+                        self.skip(&mut run.skipped, SkipOp::Read, &e);
+                        run.refused.push((id, found.form));
+                        return Ok(None);
+                    }
+                    InPlace::Unreadable(e) => {
+                        self.skip(&mut run.skipped, SkipOp::Read, &e);
+                        return Ok(None);
+                    }
+                    InPlace::OtherKey => return Ok(None),
+                    InPlace::Copy => {}
+                }
+            }
+            plan::Delivery::Direct(d) => {
+                let dest = &self.tiers[d];
+                let at = (ci, ti);
+                return Ok(self
+                    .stream_direct(chain, at, key, dest, found, &mut run.skipped)
+                    .await);
+            }
+            plan::Delivery::Spool => {}
+        }
+        let form = found.form;
+        let spooled = match self
+            .spool(chain.search, form, found.opened, key, tapped)
+            .await
+        {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(None), // flat-folder file with another key
+            Err(SpoolError::Local(e)) => {
+                tap_failed(tapped);
+                return Err(e);
+            }
+            Err(SpoolError::Store(e, bytes)) => {
+                tap_failed(tapped);
+                let rel = rel_path(chain.search, tier, key, form).await;
+                let e = e.with_store(&tier.name(), &rel);
+                if e.kind == StoreErrorKind::Corrupt {
+                    run.refused.push((id, form));
+                }
+                self.skip_read(&mut run.skipped, &e, bytes);
+                return Ok(None);
+            }
+        };
+        let source = Source {
+            chain,
+            at: (ci, ti),
+            via_ptr: found.via_ptr,
+            ptr_text: found.ptr_text,
+        };
+        Ok(Some(self.deliver(&source, key, &dests, spooled, run).await))
     }
 
     fn skip(&self, skipped: &mut Vec<Skip>, op: SkipOp, e: &StoreError) {
@@ -1146,206 +1088,115 @@ impl Cascade {
             .unwrap_or_else(|e| Err(parser_failed(key, &e)))
     }
 
-    /// Destinations for a hit in tier `ti` of `chain`, in cascade order (nearest first), each
-    /// with whether it is bottom-most (receives the expanded form of a compressed hit).
-    fn destinations(&self, chain: &Chain, ti: usize, form: Form) -> Vec<(Arc<Tier>, bool)> {
-        let source = &chain.tiers[ti];
-        let mut dests: Vec<(Arc<Tier>, bool)> = Vec::new();
-        for j in (0..ti).rev() {
-            dests.push((chain.tiers[j].clone(), j == 0));
-        }
-        let compressed_hit = form == Form::Compressed;
-        if ti == 0
-            && compressed_hit
-            && self.options.uncompress
-            && chain.search == SearchKind::Store
-            && chain.implicit_downstream.is_none()
-        {
-            // The bottom-most store holds only the compressed form: expand it in place.
-            dests.push((source.clone(), true));
-        }
-        if let Some(d) = &chain.implicit_downstream
-            && (source.read_only || compressed_hit)
-        {
-            dests.push((d.clone(), true));
-        }
-        for c in chain.caches.iter().rev() {
-            dests.push((c.clone(), true));
-        }
-        let mut seen = HashSet::new();
-        dests.retain(|(t, _)| !t.read_only && seen.insert(Arc::as_ptr(t) as *const () as usize));
-        dests
-    }
-
-    /// Streams a hit straight from its source into its only destination. `None` when the
-    /// source failed midway (the caller goes on searching); a failed write is a skip and the
-    /// hit is still reported (at its source).
-    #[allow(clippy::too_many_arguments)]
+    /// Streams a hit straight from its source into its only destination
+    /// ([`plan::Delivery::Direct`]). `None` when the source failed midway (the caller goes on
+    /// searching); a failed write is a skip and the hit is still reported (at its source).
     async fn stream_direct(
         &self,
         chain: &Chain,
-        ci: usize,
-        ti: usize,
+        (ci, ti): (usize, usize),
         key: &Key,
         dest: &Arc<Tier>,
         found: Found,
         skipped: &mut Vec<Skip>,
     ) -> Option<Fetched> {
         let source = &chain.tiers[ti];
-        let tiering = match dest.tiering().await {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.skip(skipped, SkipOp::Write, &e);
-                None
-            }
-        };
         let mut written = Vec::new();
         let mut local_path = None;
         let mut tracked = crate::store::Watched::new(found.opened.reader);
-        if let Some(tiering) = tiering {
-            let path = layout::path_for(key, tiering, found.form);
-            match dest.store.put(&path, &mut tracked, found.opened.len).await {
-                Ok(outcome) => {
-                    let (bytes, new) = match &outcome {
-                        crate::store::PutOutcome::Written { bytes, .. } => (*bytes, true),
-                        crate::store::PutOutcome::AlreadyPresent { .. } => (0, false),
-                    };
-                    if found.form == Form::Plain {
+        match dest.tiering().await {
+            Ok(tiering) => {
+                let path = layout::path_for(key, tiering, found.form);
+                match dest.store.put(&path, &mut tracked, found.opened.len).await {
+                    Ok(outcome) => {
                         local_path = outcome.local_path().cloned();
+                        written.push(Written::of(dest, &path, found.form, &outcome));
                     }
-                    written.push(Written {
-                        store: dest.name(),
-                        path: path.to_string(),
-                        form: found.form,
-                        bytes,
-                        new,
-                    });
+                    Err(e) if tracked.failed || e.kind == StoreErrorKind::Truncated => {
+                        let e = StoreError::new(source.name(), "open", &path, e.kind, e.detail);
+                        self.skip(skipped, SkipOp::Read, &e);
+                        return None;
+                    }
+                    Err(e) => self.skip(skipped, SkipOp::Write, &e),
                 }
-                Err(e) if tracked.failed || e.kind == StoreErrorKind::Truncated => {
-                    let e = StoreError::new(source.name(), "open", &path, e.kind, e.detail);
-                    self.skip(skipped, SkipOp::Read, &e);
-                    return None;
-                }
-                Err(e) => self.skip(skipped, SkipOp::Write, &e),
             }
+            Err(e) => self.skip(skipped, SkipOp::Write, &e),
         }
-        if local_path.is_none() && found.form == Form::Plain {
-            local_path = found.opened.local_path.clone();
-        }
-        let bytes_written = written.iter().map(|w| w.bytes).sum();
+        let local_path = local_path.or(found.opened.local_path);
+        let location = local_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("{} ({})", source.name(), key));
         Some(Fetched {
             found_in: source.name(),
             chain: ci,
             tier: ti,
             form: found.form,
             via_file_ptr: None,
+            bytes_written: written.iter().map(|w| w.bytes).sum(),
             written,
-            location: local_path
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| format!("{} ({})", source.name(), key)),
+            location,
             local_path,
             bytes_read: tracked.bytes,
-            bytes_written,
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Copies a verified spooled hit into each destination as [`plan::copies`] says, in
+    /// cascade order; a store that cannot be written is skipped. Reports where the file can
+    /// now be read (the bottom-most plain copy, else the source).
     async fn deliver(
         &self,
-        chain: &Chain,
-        ci: usize,
-        ti: usize,
+        src: &Source<'_>,
         key: &Key,
-        dests: Vec<(Arc<Tier>, bool)>,
+        dests: &[plan::Dest],
         spooled: Spooled,
-        (via_ptr, ptr_text): (Option<String>, Option<Vec<u8>>),
-        refused: &[(Arc<Tier>, Form)],
-        skipped: &mut Vec<Skip>,
+        run: &mut Run,
     ) -> Fetched {
-        let source = &chain.tiers[ti];
-        let mut written = Vec::new();
-        let mut bytes_written = 0;
-        let mut local_path = None;
-        for (tier, bottom) in &dests {
-            // A tier whose file was refused gets the verified copy over it; a bad plain file
-            // is replaced by the plain form (else it would shadow the compressed copy).
-            let bad = refused
+        let (ci, ti) = src.at;
+        let source = &src.chain.tiers[ti];
+        let mut facts = Vec::with_capacity(dests.len());
+        for d in dests {
+            let wants_ptr = src.ptr_text.is_some() && self.tiers[d.id].wants_ptr().await;
+            let refused = run
+                .refused
                 .iter()
-                .find(|(t, _)| Arc::ptr_eq(t, tier))
+                .find(|(id, _)| *id == d.id)
                 .map(|(_, f)| *f);
-            let expand = (*bottom || bad == Some(Form::Plain)) && spooled.expanded.is_some();
-            let (form, file, len) = match (&ptr_text, tier.wants_ptr().await) {
-                (Some(_), true) => (Form::FilePtr, None, 0),
-                _ if expand => {
-                    let (f, l) = spooled.expanded.as_ref().expect("expanded");
-                    (Form::Plain, Some(f.path()), *l)
-                }
-                _ => (spooled.form, Some(spooled.raw.path()), spooled.raw_len),
-            };
-            if Arc::ptr_eq(tier, source) && form == spooled.form {
-                continue;
-            }
-            let tiering = match tier.tiering().await {
-                Ok(t) => t,
-                Err(e) => {
-                    self.skip(skipped, SkipOp::Write, &e);
-                    continue;
-                }
-            };
-            let path = layout::path_for(key, tiering, form);
-            let (mut src, len) = match copy_source(file, len, ptr_text.as_deref()).await {
-                Ok(s) => s,
-                Err(e) => {
-                    self.skip(skipped, SkipOp::Write, &e);
-                    continue;
-                }
-            };
-            let result = if bad.is_some() {
-                tier.store.replace(&path, &mut src, Some(len)).await
-            } else {
-                tier.store.put(&path, &mut src, Some(len)).await
-            };
-            match result {
-                Ok(outcome) => {
-                    let (bytes, new) = match &outcome {
-                        crate::store::PutOutcome::Written { bytes, .. } => (*bytes, true),
-                        crate::store::PutOutcome::AlreadyPresent { .. } => (0, false),
-                    };
-                    bytes_written += bytes;
-                    if form == Form::Plain
-                        && let Some(p) = outcome.local_path()
-                    {
-                        local_path = Some(p.clone());
+            facts.push(plan::DestFacts { wants_ptr, refused });
+        }
+        let source_id = self.shape.chains[ci].tiers[ti];
+        let copies = plan::copies(
+            dests,
+            &facts,
+            source_id,
+            spooled.form,
+            src.via_ptr.is_some(),
+            spooled.expanded.is_some(),
+        );
+        let mut written = Vec::new();
+        let mut local_path = None;
+        for copy in copies {
+            let tier = &self.tiers[copy.id];
+            match self
+                .write_copy(tier, key, copy, &spooled, src.ptr_text.as_deref())
+                .await
+            {
+                Ok((w, path)) => {
+                    if w.form == Form::Plain && path.is_some() {
+                        local_path = path;
                     }
-                    tracing::debug!(store = %tier.name(), %path, new, bytes, "copied down");
-                    written.push(Written {
-                        store: tier.name(),
-                        path: path.to_string(),
-                        form,
-                        bytes,
-                        new,
-                    });
+                    written.push(w);
                 }
-                Err(e) => self.skip(skipped, SkipOp::Write, &e),
+                Err(e) => self.skip(&mut run.skipped, SkipOp::Write, &e),
             }
         }
-        if local_path.is_none()
-            && spooled.form == Form::Plain
-            && via_ptr.is_none()
-            && let Ok(t) = source.tiering().await
-        {
-            let p = match chain.search {
-                SearchKind::Store => layout::path_for(key, t, Form::Plain),
-                SearchKind::Flat => RelPath::from_safe([key.name()]),
-            };
-            if let Ok(Some(m)) = source.store.stat(&p).await {
-                local_path = m.local_path;
-            }
+        if local_path.is_none() && spooled.form == Form::Plain && src.via_ptr.is_none() {
+            local_path = self.source_local_path(src.chain, source, key).await;
         }
         let location = match &local_path {
             Some(p) => p.display().to_string(),
-            None => via_ptr
+            None => src
+                .via_ptr
                 .clone()
                 .unwrap_or_else(|| format!("{} ({})", source.name(), key)),
         };
@@ -1353,17 +1204,91 @@ impl Cascade {
             found_in: source.name(),
             chain: ci,
             tier: ti,
-            form: if via_ptr.is_some() {
+            form: if src.via_ptr.is_some() {
                 Form::FilePtr
             } else {
                 spooled.form
             },
-            via_file_ptr: via_ptr,
+            via_file_ptr: src.via_ptr.clone(),
+            bytes_written: written.iter().map(|w| w.bytes).sum(),
             written,
             local_path,
             location,
             bytes_read: spooled.raw_len,
-            bytes_written,
+        }
+    }
+
+    /// One copy of [`Cascade::deliver`]: the store path, the bytes (raw, expanded or the
+    /// pointer text), `put` or `replace`. Returns the record and the copy's local path.
+    async fn write_copy(
+        &self,
+        tier: &Arc<Tier>,
+        key: &Key,
+        copy: plan::Copy,
+        spooled: &Spooled,
+        ptr_text: Option<&[u8]>,
+    ) -> Result<(Written, Option<PathBuf>), StoreError> {
+        let (file, len) = match copy.bytes {
+            plan::Bytes::Raw => (Some(spooled.raw.path()), spooled.raw_len),
+            plan::Bytes::Expanded => match &spooled.expanded {
+                Some((f, l)) => (Some(f.path()), *l),
+                None => (Some(spooled.raw.path()), spooled.raw_len),
+            },
+            plan::Bytes::PtrText => (None, 0),
+        };
+        let path = layout::path_for(key, tier.tiering().await?, copy.form);
+        let (mut src, len) = copy_source(file, len, ptr_text).await?;
+        let outcome = if copy.replace {
+            tier.store.replace(&path, &mut src, Some(len)).await?
+        } else {
+            tier.store.put(&path, &mut src, Some(len)).await?
+        };
+        let w = Written::of(tier, &path, copy.form, &outcome);
+        tracing::debug!(store = %w.store, %path, new = w.new, bytes = w.bytes, "copied down");
+        Ok((w, outcome.local_path().cloned()))
+    }
+
+    /// The local path of a plain hit in its source store, when the source is local.
+    async fn source_local_path(&self, chain: &Chain, source: &Tier, key: &Key) -> Option<PathBuf> {
+        let t = source.tiering().await.ok()?;
+        let p = match chain.search {
+            SearchKind::Store => layout::path_for(key, t, Form::Plain),
+            SearchKind::Flat => RelPath::from_safe([key.name()]),
+        };
+        source.store.stat(&p).await.ok().flatten()?.local_path
+    }
+}
+
+/// What one lookup has learned so far, across the stores it tried.
+#[derive(Default)]
+struct Run {
+    skipped: Vec<Skip>,
+    /// Stores whose file was refused (bad content under a final name), with the form it was
+    /// found in: a verified copy replaces it there (`Store::replace`).
+    refused: Vec<(plan::StoreId, Form)>,
+}
+
+/// Where a spooled hit came from.
+struct Source<'a> {
+    chain: &'a Chain,
+    /// (chain, tier) indexes.
+    at: (usize, usize),
+    via_ptr: Option<String>,
+    ptr_text: Option<Vec<u8>>,
+}
+
+impl Written {
+    fn of(tier: &Tier, path: &RelPath, form: Form, outcome: &crate::store::PutOutcome) -> Written {
+        let (bytes, new) = match outcome {
+            crate::store::PutOutcome::Written { bytes, .. } => (*bytes, true),
+            crate::store::PutOutcome::AlreadyPresent { .. } => (0, false),
+        };
+        Written {
+            store: tier.name(),
+            path: path.to_string(),
+            form,
+            bytes,
+            new,
         }
     }
 }
@@ -1384,6 +1309,33 @@ impl StoreError {
         }
         self
     }
+}
+
+/// Where a `file.ptr` may send us: the SMB hosts the symbol path names (lower-case) plus
+/// `file_ptr_hosts`, and the local folders it names (the default downstream store included)
+/// plus `file_ptr_roots`. Anyone who can write a share can write a `file.ptr`: our credentials
+/// and our disk stay within what the admin named.
+fn file_ptr_scope(
+    shape: &plan::Shape,
+    options: &CascadeOptions,
+    default_downstream: &Location,
+) -> (HashSet<String>, Vec<PathBuf>) {
+    let mut hosts: HashSet<String> = options
+        .file_ptr_hosts
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let mut roots = options.file_ptr_roots.clone();
+    for l in std::iter::once(default_downstream).chain(&shape.stores) {
+        match l {
+            Location::Smb { host, .. } => {
+                hosts.insert(host.to_ascii_lowercase());
+            }
+            Location::Local { path } => roots.push(PathBuf::from(path)),
+            Location::Http { .. } => {}
+        }
+    }
+    (hosts, roots)
 }
 
 /// Whether a local `file.ptr` target `dir\name` (or its compressed form) lies inside one of
@@ -1473,12 +1425,13 @@ mod destination_tests {
             ..Default::default()
         };
         let c = Cascade::resolve(&sp, Arc::new(crate::store::open::LocalOnly), &dd, opts).await;
-        c.destinations(&c.chains()[chain], tier, form)
+        plan::destinations(&c.shape, chain, tier, form, uncompress)
             .iter()
+            .map(|d| (&c.tiers[d.id], d.bottom))
             .map(|(t, bottom)| {
                 let n = t.name();
                 let n = n.rsplit('/').next().unwrap().to_string();
-                if *bottom { format!("{n}!") } else { n }
+                if bottom { format!("{n}!") } else { n }
             })
             .collect::<Vec<_>>()
             .join(" ")
