@@ -206,6 +206,30 @@ impl LocalStore {
             .join(format!("{:02x}.lock", lock_stripe(rel)))
     }
 
+    /// Tries to take the per-key writer lock of the key folder `dir` (e.g. `["a.pdb",
+    /// "<index>"]`), the lock every `put` into that folder holds: `Ok(Some(file))` (the lock,
+    /// released on drop) when no writer of this key is alive, `Ok(None)` when one is. Used by
+    /// store administration (aging) so that it never removes a folder being written.
+    ///
+    /// # Errors
+    /// I/O errors creating or opening the lock file; an unsafe component is `InvalidInput`.
+    pub fn try_lock_key_folder(&self, dir: &[String]) -> io::Result<Option<std::fs::File>> {
+        let rel = RelPath::checked(dir.iter().cloned().chain(["x".to_string()]))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unsafe folder name"))?;
+        let lock_path = self.lock_path(&rel);
+        std::fs::create_dir_all(lock_path.parent().expect("lock has a parent"))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// Removes temp files older than `max_age` anywhere under the root: leftovers of writers
     /// that died before the OS lock protocol could clean them. Returns how many were removed.
     /// Walks the whole store, so the agent runs it rarely.
