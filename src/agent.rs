@@ -544,6 +544,12 @@ pub async fn run(
     let backfills = load_backfills(&setup.state_dir);
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let stop = tokio_util::sync::CancellationToken::new();
+    let _aging = crate::admin::age::spawn_for_agent(
+        &config,
+        &setup.locations,
+        metrics.clone(),
+        stop.clone(),
+    );
     let front = match config.http.listen {
         Some(addr) => {
             let front = Arc::new(crate::front::Front::new(

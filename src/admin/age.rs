@@ -19,8 +19,9 @@ use std::time::{Duration, SystemTime};
 pub const TOUCH_EVERY: Duration = Duration::from_secs(3600);
 
 /// Files written more recently than this are never aged: a writer that is not ours (e.g.
-/// symstore.exe, robocopy) may still be busy with the folder.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(10 * 60);
+/// symstore.exe, robocopy) may still be busy with the folder (its write time moves while it
+/// writes). Our own writers are recognised by their temp names and key locks.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// Records a use of the store file `path` (a hit served or copied): sets its write time to now
 /// when it is older than [`TOUCH_EVERY`]. `modified`: its write time when the caller already
@@ -289,6 +290,7 @@ pub async fn run_agent_aging(
     stores: Vec<AdminStore>,
     policy: AgePolicy,
     interval: Duration,
+    grace: Duration,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -303,7 +305,11 @@ pub async fn run_agent_aging(
             _ = tick.tick() => {}
         }
         for s in &stores {
-            match age_store(s, &policy, AgeOptions::default(), SystemTime::now()).await {
+            let opts = AgeOptions {
+                dry_run: false,
+                grace,
+            };
+            match age_store(s, &policy, opts, SystemTime::now()).await {
                 Ok(r) => {
                     if !r.removed.is_empty() {
                         tracing::info!(store = %r.store, keys = r.removed.len(),
@@ -319,6 +325,39 @@ pub async fn run_agent_aging(
             }
         }
     }
+}
+
+/// Starts [`run_agent_aging`] for an agent: `[aging]` of `config` over the local folder tiers
+/// of `locations` (tier order) that the agent writes (every one but the last, the upstream).
+/// Does nothing when `[aging]` sets no cap. Ends when `stop` is cancelled.
+pub fn spawn_for_agent(
+    config: &crate::config::Config,
+    locations: &[crate::sympath::Location],
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let policy = config.aging.policy();
+    let written = &locations[..locations.len().saturating_sub(1)];
+    let stores: Vec<AdminStore> = written
+        .iter()
+        .filter_map(|l| match l {
+            crate::sympath::Location::Local { path } => Some(AdminStore::Local(
+                crate::store::LocalStore::new(std::path::PathBuf::from(path)),
+            )),
+            _ => None,
+        })
+        .collect();
+    if !policy.is_active() || stores.is_empty() {
+        return None;
+    }
+    for s in &stores {
+        tracing::info!(store = %s.describe(), max_size = ?policy.max_size,
+            unused_for = ?policy.unused_for, "aging this tier");
+    }
+    let (interval, grace) = (config.aging.interval, config.aging.grace);
+    Some(tokio::spawn(run_agent_aging(
+        stores, policy, interval, grace, metrics, stop,
+    )))
 }
 
 mod opt_secs {

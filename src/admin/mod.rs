@@ -8,6 +8,7 @@
 //! prints them. HTTP stores cannot be administered (they are read-only to SymSrv).
 
 pub mod age;
+pub mod cli;
 pub mod query;
 pub mod transaction;
 

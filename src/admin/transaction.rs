@@ -140,7 +140,8 @@ pub fn parse_entry_line(line: &str) -> Result<TxEntry, String> {
         .split_once("\",\"")
         .ok_or("expected \"<name>\\<index>\",\"<source>\"")?;
     let key = key.strip_prefix('"').ok_or("missing opening quote")?;
-    let source = source.strip_suffix('"').ok_or("missing closing quote")?;
+    // PyPI symstore leaves the closing quote out; symstore.exe writes it. Both are read.
+    let source = source.strip_suffix('"').unwrap_or(source);
     let (name, index) = key.split_once('\\').ok_or("expected <name>\\<index>")?;
     if crate::key::Key::new(name, index).is_err() {
         return Err(format!("not a valid key: {name}\\{index}"));
@@ -472,6 +473,13 @@ mod tests {
         };
         let e = l.check().unwrap_err();
         assert!(e.to_string().contains("--comment"), "{e}");
+        // PyPI symstore's lines lack the closing quote.
+        assert_eq!(
+            parse_entry_line(r#""a.pdb\ABC1","/src/a.pdb"#)
+                .unwrap()
+                .source,
+            "/src/a.pdb"
+        );
         for bad in ["", "\"a\\1\"", "\"a.pdb\",\"x\"", "\"a.pdb\\..\",\"x\""] {
             assert!(parse_entry_line(bad).is_err(), "{bad}");
         }
