@@ -44,6 +44,57 @@ pub struct Config {
     /// The SymProxy-compatible HTTP front (off unless `listen` is set).
     #[serde(default)]
     pub http: HttpSection,
+    /// Aging of the local tiers the agent writes (off unless a cap is set).
+    #[serde(default)]
+    pub aging: AgingSection,
+}
+
+/// `[aging]`: the agent keeps each local folder tier it writes under these caps (AgeStore's
+/// job; last use = write time, refreshed at most hourly when a file is served).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgingSection {
+    /// Size cap of each tier, e.g. `"50GB"` or `"512MiB"`; least recently used keys go first.
+    #[serde(default)]
+    pub max_size: Option<String>,
+    /// Keys not used for this long are removed (e.g. `"30d"`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub unused_for: Option<Duration>,
+    /// How often the tiers are checked. Default `1m`.
+    #[serde(default = "d1m", deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Keys with a file written more recently than this are left alone (another program may
+    /// be writing them). Default `30s`.
+    #[serde(default = "d30s", deserialize_with = "duration")]
+    pub grace: Duration,
+}
+
+impl Default for AgingSection {
+    fn default() -> Self {
+        AgingSection {
+            max_size: None,
+            unused_for: None,
+            interval: d1m(),
+            grace: d30s(),
+        }
+    }
+}
+
+fn d1m() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl AgingSection {
+    /// The aging policy (`max_size` in bytes); `max_size` was validated at load.
+    pub fn policy(&self) -> crate::admin::age::AgePolicy {
+        crate::admin::age::AgePolicy {
+            unused_for: self.unused_for,
+            max_size: self
+                .max_size
+                .as_deref()
+                .and_then(|m| crate::admin::parse_size(m).ok()),
+        }
+    }
 }
 
 /// `[http]`: the HTTP front debuggers fetch through (`srv*C:\Symbols*http://127.0.0.1:8775`).
@@ -803,7 +854,42 @@ impl Config {
         cfg.check_smb_and_agent()?;
         cfg.check_cascade_and_http()?;
         cfg.check_http_client()?;
+        cfg.check_aging()?;
         Ok(cfg)
+    }
+
+    /// `[aging]`: a readable size; periods above zero and bounded.
+    fn check_aging(&self) -> Result<(), InvalidConfig> {
+        if let Some(m) = &self.aging.max_size {
+            crate::admin::parse_size(m).map_err(|e| bad("aging.max_size", e.to_string()))?;
+        }
+        let periods = [
+            ("aging.interval", Some(self.aging.interval)),
+            ("aging.unused_for", self.aging.unused_for),
+        ];
+        if self.aging.grace > MAX_DURATION {
+            return Err(InvalidConfig::Duration {
+                key: "aging.grace",
+                value: humantime::format_duration(self.aging.grace).to_string(),
+                problem: DurationProblem::TooLong,
+            });
+        }
+        for (key, d) in periods {
+            let Some(d) = d else { continue };
+            let problem = if d.is_zero() {
+                DurationProblem::Zero
+            } else if d > MAX_DURATION {
+                DurationProblem::TooLong
+            } else {
+                continue;
+            };
+            return Err(InvalidConfig::Duration {
+                key,
+                value: humantime::format_duration(d).to_string(),
+                problem,
+            });
+        }
+        Ok(())
     }
 
     /// Every file or folder key: absolute, and written for `platform`.
@@ -1400,6 +1486,31 @@ mod example_tests {
                 e.contains("key `sympath`") && e.contains("POSIX path"),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn aging_values_are_checked_with_the_key() {
+        use super::Config;
+        use std::time::Duration;
+        let c =
+            Config::parse("[aging]\nmax_size = \"2GB\"\nunused_for = \"30d\"\ninterval = \"5m\"\n")
+                .unwrap();
+        let p = c.aging.policy();
+        assert_eq!(p.max_size, Some(2_000_000_000));
+        assert_eq!(p.unused_for, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(c.aging.interval, Duration::from_secs(300));
+        assert!(!Config::parse("").unwrap().aging.policy().is_active());
+        for (text, key) in [
+            ("max_size = \"lots\"", "aging.max_size"),
+            ("max_size = \"5 parsecs\"", "aging.max_size"),
+            ("interval = \"0s\"", "aging.interval"),
+            ("unused_for = \"0s\"", "aging.unused_for"),
+            ("unused_for = \"400d\"", "aging.unused_for"),
+        ] {
+            let e = Config::parse(&format!("[aging]\n{text}\n")).unwrap_err();
+            assert_eq!(e.key(), Some(key), "{text}: {e}");
+            assert!(e.to_string().contains(key), "{e}");
         }
     }
 }

@@ -181,6 +181,15 @@ impl Daemon {
             None => self.bind().await?,
         };
         let stop = tokio_util::sync::CancellationToken::new();
+        // `[aging]`: the tiers this agent writes stay under their caps (see `admin::age`).
+        let aging = &self.config.aging;
+        let _aging = crate::admin::age::spawn_for_agent(
+            aging.policy(),
+            (aging.interval, aging.grace),
+            &self.setup.locations,
+            self.metrics.clone(),
+            stop.clone(),
+        );
         let front = match (self.front.clone(), listener) {
             (Some(front), Some(listener)) => {
                 let done = stop.clone().cancelled_owned();

@@ -144,10 +144,68 @@ enum Cmd {
         /// Write `file.ptr` pointers to the files instead of copies.
         #[arg(long)]
         pointer: bool,
+        #[command(flatten)]
+        labels: AdminLabels,
         /// Files to add.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Delete an `add` transaction (symstore del /i): removes the key folders only it
+    /// added and records the deletion in 000Admin/history.txt.
+    Del {
+        /// The store's root folder.
+        #[arg(long)]
+        store: PathBuf,
+        /// The transaction id (e.g. 0000000001, as `add` printed).
+        id: String,
+    },
+    /// Remove unused keys from a local or SMB store, as AgeStore does, by last use (write time,
+    /// refreshed hourly when served; not NTFS last-access time).
+    Age {
+        /// Remove keys not used for this long (e.g. 30d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        unused_for: Option<std::time::Duration>,
+        /// Then remove least recently used keys until the store is at most this size (e.g. 50GB).
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Report what would be removed; change nothing (AgeStore -l).
+        #[arg(long)]
+        dry_run: bool,
+        /// Keys written more recently than this are left alone (a writer may be busy).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        grace: std::time::Duration,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The store (a folder, \\host\share\dir or smb://host/share/dir).
+        store: String,
+    },
+    /// List a store's keys, forms and sizes, or (`--queue`) the branch queue.
+    Query {
+        /// List the branch queue of the configured agent instead of a store.
+        #[arg(long, conflicts_with = "store")]
+        queue: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The store (a folder, \\host\share\dir or smb://host/share/dir).
+        #[arg(required_unless_present = "queue")]
+        store: Option<String>,
+    },
+}
+
+/// `add`'s 000Admin fields (symstore.exe /t /v /c).
+#[derive(clap::Args, Debug)]
+struct AdminLabels {
+    /// Product name recorded in 000Admin.
+    #[arg(long, default_value = "")]
+    product: String,
+    /// Product version recorded in 000Admin.
+    #[arg(long, default_value = "")]
+    version: String,
+    /// Comment recorded in 000Admin.
+    #[arg(long, default_value = "")]
+    comment: String,
 }
 
 /// Opens `[log] file` (daily rotated) before anything is logged, so that an unwritable path is
@@ -324,6 +382,7 @@ fn main() -> ExitCode {
                 | Cmd::Prefetch { .. }
                 | Cmd::Status { .. }
                 | Cmd::Doctor { .. }
+                | Cmd::Query { queue: true, .. }
         );
         let p = default_config_path();
         (needs && p.exists()).then_some(p)
@@ -578,8 +637,15 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             store,
             compress,
             pointer,
+            labels,
             files,
         } => {
+            let labels = symcascade::admin::transaction::Labels {
+                product: labels.product,
+                version: labels.version,
+                comment: labels.comment,
+            };
+            labels.check()?;
             let s = LocalStore::new(&store);
             let two = store.join(symcascade::layout::INDEX2_TXT).exists();
             let tiering = if two {
@@ -600,13 +666,57 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             if !ping.exists() {
                 std::fs::write(&ping, b"")?;
             }
+            let mut added = Vec::new();
             for f in files {
                 let abs = std::path::absolute(&f).unwrap_or(f);
                 let (key, path, _) =
                     symcascade::publish::publish_file(&s as &dyn Store, &abs, tiering, form)
                         .await?;
                 println!("{key}\t{path}");
+                added.push((key, abs.display().to_string()));
             }
+            let rec = symcascade::admin::cli::record_add(&store, &added, pointer, &labels)?;
+            println!("{rec}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Del { store, id } => {
+            print!("{}", symcascade::admin::cli::del(&store, &id)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Age {
+            unused_for,
+            max_size,
+            dry_run,
+            grace,
+            json,
+            store,
+        } => {
+            use symcascade::admin::{age::AgeOptions, cli};
+            let policy = cli::policy(unused_for, max_size.as_deref())?;
+            if !policy.is_active() {
+                bail!("age: give --unused-for and/or --max-size");
+            }
+            let client = symcascade::store::smb::SmbClient::new(config.smb_config(
+                symcascade::store::smb::Credentials::from_env_with(|k| std::env::var(k).ok()),
+            ));
+            let opts = AgeOptions { dry_run, grace };
+            let (r, text) = cli::age(&store, &client, policy, opts, json).await?;
+            print!("{text}");
+            Ok(ExitCode::from(u8::from(!r.failed.is_empty())))
+        }
+        Cmd::Query { queue, json, store } => {
+            let text = if queue {
+                let setup =
+                    symcascade::setup::Setup::resolve(&config, &default_downstream()).await?;
+                symcascade::admin::cli::queue(&setup.admin, json).await?
+            } else {
+                let client = symcascade::store::smb::SmbClient::new(config.smb_config(
+                    symcascade::store::smb::Credentials::from_env_with(|k| std::env::var(k).ok()),
+                ));
+                let store = store.unwrap_or_default();
+                symcascade::admin::cli::query(&store, &client, json).await?
+            };
+            print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
     }

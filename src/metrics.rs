@@ -128,6 +128,8 @@ pub struct Metrics {
     lookups: Counter,
     read_bytes: Family<StoreLabel, Counter>,
     written_bytes: Family<StoreLabel, Counter>,
+    aged_keys: Family<StoreLabel, Counter>,
+    aged_bytes: Family<StoreLabel, Counter>,
     served_bytes: Counter,
     latency: Histogram,
     skips: Family<SkipLabel, Counter>,
@@ -162,6 +164,8 @@ impl Metrics {
             lookups: Counter::default(),
             read_bytes: Family::default(),
             written_bytes: Family::default(),
+            aged_keys: Family::default(),
+            aged_bytes: Family::default(),
             served_bytes: Counter::default(),
             // 5 ms .. ~80 s: a warm LAN copy to a large PDB over a slow WAN link.
             latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -232,6 +236,16 @@ impl Metrics {
             "store_written_bytes",
             "Bytes written into a downstream store",
             m.written_bytes.clone(),
+        );
+        registry.register(
+            "aged_keys",
+            "Key folders removed by aging ([aging] max_size / unused_for), by store",
+            m.aged_keys.clone(),
+        );
+        registry.register(
+            "aged_bytes",
+            "Bytes removed by aging, by store",
+            m.aged_bytes.clone(),
         );
         registry.register(
             "http_served_bytes",
@@ -356,6 +370,15 @@ impl Metrics {
                 outcome: outcome.as_str().into(),
             })
             .get()
+    }
+
+    /// Counts key folders (`keys`) and `bytes` that aging removed from `store`.
+    pub fn aged(&self, store: &str, keys: u64, bytes: u64) {
+        let l = StoreLabel {
+            store: store.to_string(),
+        };
+        self.aged_keys.get_or_create(&l).inc_by(keys);
+        self.aged_bytes.get_or_create(&l).inc_by(bytes);
     }
 
     /// Counts bytes streamed to a client out of a store.

@@ -597,6 +597,13 @@ impl Cascade {
             skipped: run.skipped,
             elapsed_ms: start.elapsed().as_millis() as u64,
         };
+        crate::store::local::touch_hit(
+            lookup
+                .fetched
+                .as_ref()
+                .and_then(|f| f.local_path.as_deref()),
+            None,
+        );
         match &lookup.fetched {
             Some(f) => tracing::info!(key = %key, found_in = %f.found_in, form = ?f.form,
                 copies = f.written.len(), bytes = f.bytes_read, ms = lookup.elapsed_ms, "hit"),

@@ -409,7 +409,14 @@ mod tests {
             // can be specified (per chain), and it must be at the end"): tier 1 is \\M\S,
             // tier 2 the HTTP store.
             (r"srv*C:\s1*https://h/sym*\\M\S", 0, 1, P, true, "s1 plain"),
-            (r"srv*C:\s1*https://h/sym*\\M\S", 0, 2, P, true, "S plain, s1 plain"),
+            (
+                r"srv*C:\s1*https://h/sym*\\M\S",
+                0,
+                2,
+                P,
+                true,
+                "S plain, s1 plain",
+            ),
             // cache* receives the hits of every element to its right, nearest first.
             (
                 r"cache*C:\k;srv*C:\a*\\M\S",

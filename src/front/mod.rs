@@ -584,6 +584,7 @@ async fn symbol_file(State(front): State<Arc<Front>>, req: Request) -> Response 
     if let Some(p) = front.local_file(&fr).await
         && let Some(resp) = serve_local(&p, file_request(&req)).await
     {
+        crate::store::local::touch_hit(Some(&p), None);
         front.metrics.request(Outcome::LocalHit);
         front
             .metrics
@@ -942,6 +943,7 @@ impl Front {
         if !self.cascade.verified_local(&path, &fr.key, fr.form).await {
             return None;
         }
+        crate::store::local::touch_hit(Some(&path), m.modified().ok());
         let len = m.len();
         let b = file_response(Some(len)).header(header::ACCEPT_RANGES, "bytes");
         if head {

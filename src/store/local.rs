@@ -206,6 +206,30 @@ impl LocalStore {
             .join(format!("{:02x}.lock", lock_stripe(rel)))
     }
 
+    /// Tries to take the per-key writer lock of the key folder `dir` (e.g. `["a.pdb",
+    /// "<index>"]`), the lock every `put` into that folder holds: `Ok(Some(file))` (the lock,
+    /// released on drop) when no writer of this key is alive, `Ok(None)` when one is. Used by
+    /// store administration (aging) so that it never removes a folder being written.
+    ///
+    /// # Errors
+    /// I/O errors creating or opening the lock file; an unsafe component is `InvalidInput`.
+    pub fn try_lock_key_folder(&self, dir: &[String]) -> io::Result<Option<std::fs::File>> {
+        let rel = RelPath::checked(dir.iter().cloned().chain(["x".to_string()]))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unsafe folder name"))?;
+        let lock_path = self.lock_path(&rel);
+        std::fs::create_dir_all(lock_path.parent().expect("lock has a parent"))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// Removes temp files older than `max_age` anywhere under the root: leftovers of writers
     /// that died before the OS lock protocol could clean them. Returns how many were removed.
     /// Walks the whole store, so the agent runs it rarely.
@@ -557,6 +581,32 @@ impl LocalStore {
                 local_path: Some(final_path),
             }
         })
+    }
+}
+
+/// How often a served file's write time is moved to now, at most (symbolicator's "touch"
+/// period; `admin::age` reads last use from it): a hot file costs one write-time update per hour, not one per request.
+pub const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Records a use of the store file `path` (a hit served or copied): sets its write time to now
+/// when it is older than [`TOUCH_EVERY`]. `modified`: its write time when the caller already
+/// knows it (saves a stat). Best effort: any failure (read-only store, another owner) is
+/// ignored, so it never fails the request. Cheap: a stat, and at most hourly an open and a
+/// time update.
+pub fn touch_hit(path: Option<&Path>, modified: Option<std::time::SystemTime>) {
+    let Some(path) = path else { return };
+    let now = std::time::SystemTime::now();
+    let Some(m) = modified.or_else(|| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+    else {
+        return;
+    };
+    if now.duration_since(m).is_ok_and(|age| age < TOUCH_EVERY) || m > now {
+        return;
+    }
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path)
+        && let Err(e) = f.set_modified(now)
+    {
+        tracing::debug!(path = %path.display(), "recording last use: {e}");
     }
 }
 

@@ -1,6 +1,7 @@
 //! The integration test binary: one binary, one shared harness (`harness.rs`), real files and
 //! real file-system faults. Run with `cargo test` (see README).
 
+mod admin;
 mod agent;
 mod cascade;
 mod cli;

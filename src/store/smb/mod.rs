@@ -16,7 +16,7 @@
 pub mod store;
 pub mod transport;
 
-pub use store::{DirChange, SmbStore};
+pub use store::{DirChange, Listed, SmbStore};
 
 use crate::store::{StoreError, StoreErrorKind};
 use serde::Deserialize;
@@ -549,6 +549,8 @@ pub mod status {
     pub const WRONG_PASSWORD: u32 = 0xC000_006A;
     /// STATUS_QUOTA_EXCEEDED
     pub const QUOTA_EXCEEDED: u32 = 0xC000_0044;
+    /// STATUS_DIRECTORY_NOT_EMPTY.
+    pub const DIRECTORY_NOT_EMPTY: u32 = 0xC000_0101;
 }
 
 /// `true` for "this name does not exist" statuses (a miss, not an error).
