@@ -14,6 +14,7 @@ use symcascade::cascade::{Cascade, SearchKind};
 use symcascade::config::Config;
 use symcascade::key::{Key, PeKey};
 use symcascade::layout::{Form, Tiering};
+use symcascade::store::noisy::{NoisyOpener, ProbeLog, ProbeSink};
 use symcascade::store::{LocalStore, Store, StoreOpener, Transports};
 use symcascade::sympath::{self, Element, Location, StoreSpec, SymbolPath};
 
@@ -40,6 +41,10 @@ struct Cli {
     /// Log as JSON lines instead of human text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Log one line per store probe (store, path, form, result, ms), like SymSrv's
+    /// `!sym noisy`; the same as `[log] noisy = true`.
+    #[arg(long, global = true)]
+    noisy: bool,
     /// Configuration file (TOML); default: $SYMCASCADE_CONFIG when set.
     #[arg(long, global = true, env = "SYMCASCADE_CONFIG")]
     config: Option<PathBuf>,
@@ -69,8 +74,9 @@ enum Cmd {
         /// Keep compressed files compressed everywhere (SymProxy NoUncompress).
         #[arg(long)]
         no_uncompress: bool,
-        /// `NAME INDEX` (e.g. `ntdll.pdb 1EB8…1`), or one PE/PDB file whose key to use.
-        #[arg(required = true, num_args = 1..=2, value_names = ["NAME|FILE", "INDEX"])]
+        /// Keys: `NAME INDEX` pairs (e.g. `ntdll.pdb 1EB8…1`) and PE/PDB files whose key to
+        /// use, in any mix; each is looked up in turn.
+        #[arg(required = true, num_args = 1.., value_name = "NAME INDEX|FILE")]
         what: Vec<String>,
     },
     /// Parse a symbol path and print its chains and stores.
@@ -149,35 +155,7 @@ enum Cmd {
     },
 }
 
-/// Opens `[log] file` (daily rotated) before anything is logged, so that an unwritable path is
-/// a clean error naming the key instead of a panic inside the appender.
-fn open_log_file(path: &std::path::Path) -> Result<tracing_appender::rolling::RollingFileAppender> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "symcascade.log".into());
-    std::fs::create_dir_all(dir)
-        .and_then(|()| {
-            tracing_appender::rolling::Builder::new()
-                .rotation(tracing_appender::rolling::Rotation::DAILY)
-                .filename_prefix(name)
-                .build(dir)
-                .map_err(std::io::Error::other)
-        })
-        .with_context(|| {
-            format!(
-                "key `log.file`: cannot write the log file {}",
-                path.display()
-            )
-        })
-}
-
-/// Console logging (stderr), plus a daily-rotated file when `[log] file` is set. The returned
-/// guard flushes the file on drop.
+/// Installs logging (see `symcascade::logging`).
 ///
 /// # Errors
 /// The log file cannot be created (nothing is installed then).
@@ -187,87 +165,13 @@ fn init_logging(
     log: &symcascade::config::LogSection,
     agent: bool,
 ) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
-    use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let default = match verbose {
-        0 if agent => "info",
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    let opts = symcascade::logging::LogOptions {
+        verbose,
+        json,
+        agent,
+        noisy: log.noisy,
     };
-    let default = log.level.clone().unwrap_or_else(|| default.to_string());
-    let json = json || log.format.as_deref() == Some("json");
-    let spec = log_filter(std::env::var("RUST_LOG").ok().as_deref(), &default);
-    let filter = || EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(&default));
-    let console = if json {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_filter(filter())
-            .boxed()
-    } else {
-        // Colour codes only for a person at a terminal: not in pipes, files or journald.
-        use std::io::IsTerminal;
-        tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .with_filter(filter())
-            .boxed()
-    };
-    let (file, guard) = match &log.file {
-        Some(path) => {
-            let (w, g) = tracing_appender::non_blocking(open_log_file(path)?);
-            let l = tracing_subscriber::fmt::layer()
-                .json()
-                .with_ansi(false)
-                .with_writer(w)
-                .with_filter(filter())
-                .boxed();
-            (Some(l), Some(g))
-        }
-        None => (None, None),
-    };
-    tracing_subscriber::registry()
-        .with(console)
-        .with(file)
-        .init();
-    Ok(guard)
-}
-
-/// Targets of the SMB and authentication crates: at debug and trace they print protocol
-/// messages, NTLM AUTHENTICATE messages among them (crackable offline). They stay at `warn`
-/// whatever `RUST_LOG` or `-vv` asks for; our own `symcascade::smb` logs what an admin needs.
-const QUIET_TARGETS: [&str; 8] = [
-    "smb",
-    "smb_transport",
-    "smb_msg",
-    "smb_fscc",
-    "smb_dtyp",
-    "smb_rpc",
-    "sspi",
-    "picky",
-];
-
-/// The filter spec: `RUST_LOG` (else `default`) with every directive naming a
-/// [`QUIET_TARGETS`] crate removed and those crates capped at `warn`.
-fn log_filter(rust_log: Option<&str>, default: &str) -> String {
-    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or(default);
-    let quiet = |d: &str| {
-        let target = d.split(['=', '[']).next().unwrap_or("").trim();
-        QUIET_TARGETS
-            .iter()
-            .any(|q| target == *q || target.starts_with(&format!("{q}::")))
-    };
-    let mut parts: Vec<String> = base
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty() && !quiet(d))
-        .map(String::from)
-        .collect();
-    parts.extend(QUIET_TARGETS.iter().map(|q| format!("{q}=warn")));
-    parts.join(",")
+    Ok(symcascade::logging::init(opts, log)?)
 }
 
 /// Logging for the Windows service: a log file that cannot be written must not keep the
@@ -327,7 +231,7 @@ fn main() -> ExitCode {
         let p = default_config_path();
         (needs && p.exists()).then_some(p)
     });
-    let config = match &config_path {
+    let mut config = match &config_path {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
             Err(e) => {
@@ -337,6 +241,7 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
+    config.log.noisy |= cli.noisy;
     let _log_guard = match init_logging(
         cli.verbose,
         cli.log_json,
@@ -440,54 +345,24 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             no_uncompress,
             what,
         } => {
-            let key = match what.as_slice() {
-                [name, index] => Key::new(name, index)?,
-                [file] => {
-                    let pe = if image { PeKey::Image } else { PeKey::Pdb };
-                    Key::from_file(std::path::Path::new(file), pe)?
-                }
-                _ => unreachable!("clap enforces 1..=2 values"),
-            };
+            let pe = if image { PeKey::Image } else { PeKey::Pdb };
+            let keys = symcascade::key::keys_from_args(&what, pe)?;
             let path = symbol_path(sympath, &config)?;
             let mut options = config.cascade_options();
             options.follow_file_pointers &= !no_file_pointers;
             options.uncompress &= !no_uncompress;
-            let cascade =
-                Cascade::resolve(&path, transports(&config), &default_downstream(), options).await;
-            // Ctrl-C or SIGTERM: drop the lookup, which removes its spool and temp files (SMB
-            // temp files are delete-pending), then exit 130 as a shell would.
-            let lookup = tokio::select! {
-                l = cascade.lookup(&key) => l?,
-                _ = stop_signal() => {
-                    eprintln!("interrupted: nothing was published, temp files removed");
-                    return Ok(ExitCode::from(130));
-                }
+            let probes = ProbeLog::default();
+            let sink = ProbeSink {
+                noisy: config.log.noisy,
+                record: Some(probes.clone()),
             };
-            let search = Search::of(&cascade, &lookup);
-            if json {
-                let mut v = serde_json::to_value(&lookup)?;
-                v["stores"] = search.stores.into();
-                v["searched"] = search.searched().into();
-                v["not_searched"] = serde_json::to_value(&search.reasons)?;
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                if lookup.fetched.is_some() {
-                    for s in &lookup.skipped {
-                        eprintln!("skipped {:?} {}: {}", s.op, s.store, s.detail);
-                    }
-                } else {
-                    search.explain();
-                }
-                match &lookup.fetched {
-                    Some(f) => println!("{}", f.location),
-                    None => println!("not found"),
-                }
-            }
-            Ok(match (&lookup.fetched, search.reasons.is_empty()) {
-                (Some(_), _) => ExitCode::SUCCESS,
-                (None, true) => ExitCode::from(1),
-                (None, false) => ExitCode::from(3),
-            })
+            // A bar on a terminal for files of 1 MiB and more.
+            let bar = Arc::new(symcascade::store::progress::Bar { min_len: 1 << 20 });
+            let opener =
+                symcascade::store::progress::ProgressOpener::wrap(transports(&config), bar);
+            let opener = NoisyOpener::wrap(opener, sink);
+            let cascade = Cascade::resolve(&path, opener, &default_downstream(), options).await;
+            get_keys(&cascade, &keys, json, &probes).await
         }
         Cmd::Run => {
             tracing::info!(
@@ -608,6 +483,74 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Looks up each key in turn and reports it: the local path (`NAME/INDEX<TAB>path` lines when
+/// several keys), or `not found` with why on stderr; JSON: the lookup with its `"probes"` (an
+/// array of them for several keys). Exit code: the worst of the keys' (0 found, 1 absent from
+/// every store, 3 not found while some store could not be searched).
+async fn get_keys(
+    cascade: &Cascade,
+    keys: &[Key],
+    json: bool,
+    probes: &ProbeLog,
+) -> Result<ExitCode> {
+    let many = keys.len() > 1;
+    let (mut worst, mut reports) = (0u8, Vec::new());
+    for key in keys {
+        // Ctrl-C or SIGTERM: drop the lookup, which removes its spool and temp files (SMB
+        // temp files are delete-pending), then exit 130 as a shell would.
+        let lookup = tokio::select! {
+            l = cascade.lookup(key) => l?,
+            _ = stop_signal() => {
+                eprintln!("interrupted: nothing was published, temp files removed");
+                return Ok(ExitCode::from(130));
+            }
+        };
+        let search = Search::of(cascade, &lookup);
+        let code = match (&lookup.fetched, search.reasons.is_empty()) {
+            (Some(_), _) => 0,
+            (None, true) => 1,
+            (None, false) => 3,
+        };
+        worst = worst.max(code);
+        if json {
+            let mut v = serde_json::to_value(&lookup)?;
+            v["stores"] = search.stores.into();
+            v["searched"] = search.searched().into();
+            v["not_searched"] = serde_json::to_value(&search.reasons)?;
+            v["probes"] = serde_json::to_value(probes.take())?;
+            reports.push(v);
+            continue;
+        }
+        if lookup.fetched.is_some() {
+            for s in &lookup.skipped {
+                eprintln!("skipped {:?} {}: {}", s.op, s.store, s.detail);
+            }
+        } else {
+            if many && !search.reasons.is_empty() {
+                eprintln!("{key}:");
+            }
+            search.explain();
+        }
+        let shown = match &lookup.fetched {
+            Some(f) => f.location.clone(),
+            None => "not found".to_string(),
+        };
+        if many {
+            println!("{key}\t{shown}");
+        } else {
+            println!("{shown}");
+        }
+    }
+    if json {
+        let v = match reports.len() {
+            1 => reports.remove(0),
+            _ => serde_json::Value::Array(reports),
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(ExitCode::from(worst))
 }
 
 /// How complete a lookup's search was: the stores of the symbol path, and those that could not
@@ -837,9 +780,11 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(total);
     pb.set_style(
         // Elapsed, not an ETA: a key that stays pending makes any estimate absurd ("35w").
-        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({elapsed})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {pos}/{len} keys, elapsed {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -1101,20 +1046,4 @@ async fn status(config: &Config, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::log_filter;
-
-    #[test]
-    fn smb_and_sspi_never_log_below_warn() {
-        let f = log_filter(Some("trace"), "info");
-        assert!(f.starts_with("trace,") && f.contains(",smb=warn") && f.contains(",sspi=warn"));
-        let f = log_filter(Some("smb=trace,sspi::ntlm=trace,symcascade=debug"), "info");
-        assert!(!f.contains("trace"), "{f}");
-        assert!(f.starts_with("symcascade=debug,"), "{f}");
-        assert_eq!(log_filter(None, "info"), log_filter(Some(" "), "info"));
-        assert!(log_filter(None, "info").starts_with("info,smb=warn"));
-    }
 }

@@ -10,6 +10,8 @@
 pub mod blackout;
 pub mod http;
 pub mod local;
+pub mod noisy;
+pub mod progress;
 
 use crate::layout::RelPath;
 use crate::sympath::Location;
