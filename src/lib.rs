@@ -12,6 +12,7 @@ pub mod agent;
 pub mod cascade;
 pub mod compress;
 pub mod config;
+pub mod configcheck;
 pub mod doctor;
 pub mod exclusions;
 pub mod folder;

@@ -58,6 +58,13 @@ enum Cmd {
     /// local path (exit 0), or `not found`: exit 1 when every store was searched, exit 3 when
     /// some store could not be searched (wrong credentials, unreachable share, access denied:
     /// stderr says which and why); exit 2 for an error.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade get --sympath 'srv*C:\\Symbols*\\\\BranchOfficeA\\Symbols*\\\\MainOffice\\Symbols' ntdll.pdb 1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21\n",
+        "  symcascade get --noisy C:\\Build\\app.dll        (symbol path from _NT_SYMBOL_PATH)\n",
+        "  symcascade get --json ntdll.pdb 1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21 C:\\Build\\app.pdb\n",
+        "Exit: 0 all found, 1 some key absent from every store, 3 some key not found while a store could not be searched, 2 error."
+    ))]
     Get {
         /// Symbol path; default: _NT_ALT_SYMBOL_PATH;_NT_SYMBOL_PATH.
         #[arg(long)]
@@ -80,6 +87,9 @@ enum Cmd {
         what: Vec<String>,
     },
     /// Parse a symbol path and print its chains and stores.
+    #[command(
+        after_help = "Example:\n  symcascade parse 'srv*C:\\Symbols*\\\\BranchOfficeA\\Symbols*\\\\MainOffice\\Symbols'"
+    )]
     Parse {
         /// Print JSON.
         #[arg(long)]
@@ -89,9 +99,17 @@ enum Cmd {
     },
     /// Run the replication agent: watch the branch share's miss queue and replicate each wanted
     /// key down the cascade (main → branch → local) until Ctrl-C / SIGTERM.
+    #[command(
+        after_help = "Example:\n  symcascade run --config C:\\ProgramData\\symcascade\\symcascade.toml --noisy"
+    )]
     Run,
     /// Queue a request for NAME INDEX on the branch share (the agent fills this machine's local
     /// store; `--any` lets any agent pull it into the branch store).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade request ntdll.pdb 1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21        (for DESKTOP-4F2K9Q1's local store)\n",
+        "  symcascade request --any ntdll.pdb 1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21  (for \\\\BranchOfficeA\\Symbols)"
+    ))]
     Request {
         /// Any agent of the branch may serve it (prefetch into the branch store).
         #[arg(long)]
@@ -102,6 +120,9 @@ enum Cmd {
         index: String,
     },
     /// Queue every key of a SymChk `/om` manifest (`<name>,<index>,1` lines) for the branch.
+    #[command(
+        after_help = "Example:\n  symcascade prefetch --manifest C:\\Temp\\after-patch-tuesday.txt --wait --timeout 30m"
+    )]
     Prefetch {
         /// The manifest file.
         #[arg(long)]
@@ -119,6 +140,9 @@ enum Cmd {
         timeout: Option<std::time::Duration>,
     },
     /// Show queue depth, pending back-fills, each store's health and recent transfers.
+    #[command(
+        after_help = "Examples:\n  symcascade status\n  symcascade status --json --config C:\\ProgramData\\symcascade\\symcascade.toml"
+    )]
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -127,6 +151,9 @@ enum Cmd {
     /// Preflight every store of the chain as this identity: read, write (probe file), free
     /// space, latency; says which tier would be skipped and why. Exit 0 all usable, 1 some tier
     /// would be skipped, 2 error.
+    #[command(
+        after_help = "Example (as the service account, on DESKTOP-4F2K9Q1):\n  symcascade doctor --config C:\\ProgramData\\symcascade\\symcascade.toml"
+    )]
     Doctor {
         /// Print JSON.
         #[arg(long)]
@@ -134,11 +161,19 @@ enum Cmd {
     },
     /// Install and control the agent as a Windows service (install, uninstall, start, stop,
     /// status); on Linux use the systemd unit service/symcascade.service.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade service install --account 'NT AUTHORITY\\NetworkService' --config C:\\ProgramData\\symcascade\\symcascade.toml\n",
+        "  symcascade service status"
+    ))]
     Service {
         #[command(subcommand)]
         cmd: service::ServiceCmd,
     },
     /// Add PE/PDB files to a local store, as `symstore add` does.
+    #[command(
+        after_help = "Example:\n  symcascade add --store D:\\Symbols --compress C:\\Build\\app.pdb C:\\Build\\app.dll"
+    )]
     Add {
         /// The store's root folder.
         #[arg(long)]
@@ -152,6 +187,44 @@ enum Cmd {
         /// Files to add.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Check a configuration: parse and validate it, resolve the agent's chain, bind the HTTP
+    /// listen address, write in the state folder and the log file. Prints each check with OK or
+    /// FAIL; exit 0 all passed, 1 some failed.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade completions bash > /etc/bash_completion.d/symcascade\n",
+        "  symcascade completions powershell >> $PROFILE"
+    ))]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    #[command(
+        after_help = "Example:\n  symcascade man > /usr/local/share/man/man1/symcascade.1 && man symcascade"
+    )]
+    Man,
+}
+
+/// `symcascade config …`.
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Parse, validate and check a configuration (see `symcascade config --help`).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade config check --config C:\\ProgramData\\symcascade\\symcascade.toml\n",
+        "  symcascade config check --json --config /etc/symcascade/symcascade.toml"
+    ))]
+    Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -197,6 +270,16 @@ fn init_service_logging(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "symcascade", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Man => return man_page(),
+        _ => {}
+    }
     if let Cmd::Service { cmd } = cli.cmd {
         // The service loads its own config: a bad one must reach the service manager as an
         // exit code, not end the process before it has talked to it.
@@ -218,6 +301,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Cmd::Config {
+        cmd: ConfigCmd::Check { json },
+    } = &cli.cmd
+    {
+        let path = cli.config.clone().or_else(|| {
+            let p = default_config_path();
+            p.exists().then_some(p)
+        });
+        return rt.block_on(config_check(path, *json));
+    }
     let config_path = cli.config.clone().or_else(|| {
         // `run`, the queue commands and `doctor` fall back to the platform's default config.
         let needs = matches!(
@@ -446,7 +539,9 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Service { .. } => unreachable!("`service` is handled in main"),
+        Cmd::Service { .. } | Cmd::Config { .. } | Cmd::Completions { .. } | Cmd::Man => {
+            unreachable!("handled in main")
+        }
         Cmd::Add {
             store,
             compress,
@@ -482,6 +577,52 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `symcascade man`: the roff page on stdout.
+fn man_page() -> ExitCode {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+        Ok(()) => {
+            use std::io::Write;
+            match std::io::stdout().write_all(&out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the man page: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: rendering the man page: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `symcascade config check`: each check with OK/FAIL (or JSON); exit 0 all passed, 1 not.
+async fn config_check(path: Option<PathBuf>, json: bool) -> ExitCode {
+    let checks = symcascade::configcheck::check(path.as_deref(), &default_downstream()).await;
+    if json {
+        match serde_json::to_string_pretty(&checks) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        for c in &checks {
+            let word = if c.ok { "OK  " } else { "FAIL" };
+            println!("{word} {:<13} {}", c.name, c.detail);
+        }
+    }
+    if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -1046,4 +1187,40 @@ async fn status(config: &Config, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// The definition is consistent (clap's own checks) and every subcommand's help ends with
+    /// an example.
+    #[test]
+    fn every_subcommand_has_an_example() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut seen = 0;
+        for sub in cmd.get_subcommands() {
+            let nested: Vec<_> = sub.get_subcommands().filter(|c| !c.is_hide_set()).collect();
+            let targets = if sub.get_name() == "config" {
+                nested
+            } else {
+                vec![sub]
+            };
+            for c in targets {
+                let help = c
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                assert!(
+                    help.contains("symcascade "),
+                    "`{}` has no example",
+                    c.get_name()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 12, "{seen}");
+    }
 }
