@@ -224,18 +224,70 @@ impl Default for AgentSection {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
     /// `human` (default) or `json`.
     #[serde(default)]
     pub format: Option<String>,
-    /// Also write logs to this file, rotated daily (for services).
+    /// Also write logs to this file (for services). It keeps its name; rotated files are
+    /// `<file>.1` (newest) … `<file>.<max_files>`, see `daily`, `max_size`, `max_files`.
     #[serde(default)]
     pub file: Option<PathBuf>,
     /// Level filter, `RUST_LOG` syntax (e.g. `info`, `symcascade=debug`).
     #[serde(default)]
     pub level: Option<String>,
+    /// One log line per store probe (store, path, form, result, ms), like SymSrv's
+    /// `!sym noisy`; the same as `--noisy`.
+    #[serde(default)]
+    pub noisy: bool,
+    /// Rotate `file` at local midnight (default `true`).
+    #[serde(default = "yes")]
+    pub daily: bool,
+    /// Rotate `file` when it reaches this size: bytes, or a string such as `"10MiB"`, `"50MB"`.
+    #[serde(default, deserialize_with = "opt_size")]
+    pub max_size: Option<u64>,
+    /// Rotated files kept besides the current one (default 7, 1 to 1000).
+    #[serde(default = "d_max_files")]
+    pub max_files: usize,
+    /// How often a long transfer logs its progress (key, bytes, rate); default 10 s.
+    #[serde(default = "d10s", deserialize_with = "duration")]
+    pub progress_interval: Duration,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: None,
+            file: None,
+            level: None,
+            noisy: false,
+            daily: true,
+            max_size: None,
+            max_files: d_max_files(),
+            progress_interval: d10s(),
+        }
+    }
+}
+
+fn d_max_files() -> usize {
+    7
+}
+
+/// A size: integer bytes or a string with a unit (see [`crate::units::parse_size`]).
+fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bytes(b) => Ok(Some(b)),
+        Raw::Text(s) => crate::units::parse_size(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// `[smb]`.
@@ -947,6 +999,7 @@ impl Config {
             ("agent.lease_timeout", a.lease_timeout),
             ("agent.temp_max_age", a.temp_max_age),
             ("http.idle_timeout", self.http.idle_timeout),
+            ("log.progress_interval", self.log.progress_interval),
         ];
         let poll = a.poll_interval.map(|p| ("agent.poll_interval", p));
         let other = [
@@ -1010,6 +1063,12 @@ impl Config {
             && f != "json"
         {
             return Err(bad("log.format", format!("{f:?} is not `human` or `json`")));
+        }
+        if self.log.max_files == 0 || self.log.max_files > 1000 {
+            return Err(bad("log.max_files", "must be between 1 and 1000"));
+        }
+        if self.log.max_size.is_some_and(|s| s < 4096) {
+            return Err(bad("log.max_size", "must be at least 4096 bytes (4KiB)"));
         }
         if self.agent.max_parallel == 0 || self.agent.max_parallel > 64 {
             return Err(bad("agent.max_parallel", "must be between 1 and 64"));

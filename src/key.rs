@@ -414,6 +414,63 @@ impl fmt::Display for Key {
     }
 }
 
+/// The keys named by `get`'s arguments, in order: `NAME INDEX` pairs and PE/PDB files, mixed
+/// (`ntdll.pdb 1EB8…1 app.dll other.pdb 4A5B…1`). A token followed by a token that makes a
+/// valid key with it, and is not itself a file, is a `NAME INDEX` pair (as with two arguments
+/// before); otherwise an existing file gives its key (`pe` chooses image or PDB); a name that is
+/// not a file and has an index after it is a pair whose error is reported.
+///
+/// # Errors
+/// [`KeyError`] for the first argument that names no key (bad name or index, unreadable or
+/// unkeyable file).
+pub fn keys_from_args(args: &[String], pe: PeKey) -> Result<Vec<Key>, KeyError> {
+    let mut keys = Vec::with_capacity(args.len());
+    let mut i = 0;
+    while i < args.len() {
+        let here = Path::new(&args[i]);
+        let next = args.get(i + 1);
+        let pair = next.map(|n| (n, Key::new(&args[i], n)));
+        match pair {
+            Some((n, Ok(k))) if !Path::new(n).exists() => {
+                keys.push(k);
+                i += 2;
+            }
+            Some((_, Err(e))) if !here.exists() => return Err(e),
+            _ => {
+                keys.push(Key::from_file(here, pe)?);
+                i += 1;
+            }
+        }
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+
+    #[test]
+    fn pairs_and_files_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdb = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/attach_amd64.pdb");
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let idx = "1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21";
+        let p = pdb.display().to_string();
+        let keys = keys_from_args(&s(&["a.pdb", idx, &p, "b.pdb", idx]), PeKey::Pdb).unwrap();
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[0].name(), "a.pdb");
+        assert_eq!(keys[1], Key::from_file(&pdb, PeKey::Pdb).unwrap());
+        assert_eq!(keys[2].name(), "b.pdb");
+        // A bad index is reported as such, not as a missing file.
+        let e = keys_from_args(&s(&["a.pdb", "XYZ"]), PeKey::Pdb).unwrap_err();
+        assert!(matches!(e, KeyError::BadIndex { .. }), "{e}");
+        // A lone name that is no file.
+        let missing = dir.path().join("none.pdb").display().to_string();
+        let e = keys_from_args(&s(&[&missing]), PeKey::Pdb).unwrap_err();
+        assert!(matches!(e, KeyError::Io { .. }), "{e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use symcascade::cascade::{Cascade, SearchKind};
 use symcascade::config::Config;
 use symcascade::key::{Key, PeKey};
 use symcascade::layout::{Form, Tiering};
+use symcascade::store::noisy::{NoisyOpener, ProbeLog, ProbeSink};
 use symcascade::store::open::{StoreOpener, Transports};
 use symcascade::store::{LocalStore, Store};
 use symcascade::sympath::{self, Element, Location, StoreSpec, SymbolPath};
@@ -41,6 +42,10 @@ struct Cli {
     /// Log as JSON lines instead of human text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Log one line per store probe (store, path, form, result, ms), like SymSrv's
+    /// `!sym noisy`; the same as `[log] noisy = true`.
+    #[arg(long, global = true)]
+    noisy: bool,
     /// Configuration file (TOML); default: $SYMCASCADE_CONFIG when set.
     #[arg(long, global = true, env = "SYMCASCADE_CONFIG")]
     config: Option<PathBuf>,
@@ -54,6 +59,13 @@ enum Cmd {
     /// local path (exit 0), or `not found`: exit 1 when every store was searched, exit 3 when
     /// some store could not be searched (wrong credentials, unreachable share, access denied:
     /// stderr says which and why); exit 2 for an error.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade get --sympath 'srv*C:\\Symbols*\\\\BranchOfficeA\\Symbols*\\\\MainOffice\\Symbols' ntdll.pdb 1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21\n",
+        "  symcascade get --noisy C:\\Build\\app.dll        (symbol path from _NT_SYMBOL_PATH)\n",
+        "  symcascade get --json ntdll.pdb 1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21 C:\\Build\\app.pdb\n",
+        "Exit: 0 all found, 1 some key absent from every store, 3 some key not found while a store could not be searched, 2 error."
+    ))]
     Get {
         /// Symbol path; default: _NT_ALT_SYMBOL_PATH;_NT_SYMBOL_PATH.
         #[arg(long)]
@@ -70,11 +82,15 @@ enum Cmd {
         /// Keep compressed files compressed everywhere (SymProxy NoUncompress).
         #[arg(long)]
         no_uncompress: bool,
-        /// `NAME INDEX` (e.g. `ntdll.pdb 1EB8…1`), or one PE/PDB file whose key to use.
-        #[arg(required = true, num_args = 1..=2, value_names = ["NAME|FILE", "INDEX"])]
+        /// Keys: `NAME INDEX` pairs (e.g. `ntdll.pdb 1EB8…1`) and PE/PDB files whose key to
+        /// use, in any mix; each is looked up in turn.
+        #[arg(required = true, num_args = 1.., value_name = "NAME INDEX|FILE")]
         what: Vec<String>,
     },
     /// Parse a symbol path and print its chains and stores.
+    #[command(
+        after_help = "Example:\n  symcascade parse 'srv*C:\\Symbols*\\\\BranchOfficeA\\Symbols*\\\\MainOffice\\Symbols'"
+    )]
     Parse {
         /// Print JSON.
         #[arg(long)]
@@ -84,9 +100,17 @@ enum Cmd {
     },
     /// Run the replication agent: watch the branch share's miss queue and replicate each wanted
     /// key down the cascade (main → branch → local) until Ctrl-C / SIGTERM.
+    #[command(
+        after_help = "Example:\n  symcascade run --config C:\\ProgramData\\symcascade\\symcascade.toml --noisy"
+    )]
     Run,
     /// Queue a request for NAME INDEX on the branch share (the agent fills this machine's local
     /// store; `--any` lets any agent pull it into the branch store).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade request ntdll.pdb 1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21        (for DESKTOP-4F2K9Q1's local store)\n",
+        "  symcascade request --any ntdll.pdb 1EB8F7F0C2F1E0A2A5F2D8E0B7C9A1B21  (for \\\\BranchOfficeA\\Symbols)"
+    ))]
     Request {
         /// Any agent of the branch may serve it (prefetch into the branch store).
         #[arg(long)]
@@ -97,6 +121,9 @@ enum Cmd {
         index: String,
     },
     /// Queue every key of a SymChk `/om` manifest (`<name>,<index>,1` lines) for the branch.
+    #[command(
+        after_help = "Example:\n  symcascade prefetch --manifest C:\\Temp\\after-patch-tuesday.txt --wait --timeout 30m"
+    )]
     Prefetch {
         /// The manifest file.
         #[arg(long)]
@@ -114,6 +141,9 @@ enum Cmd {
         timeout: Option<std::time::Duration>,
     },
     /// Show queue depth, pending back-fills, each store's health and recent transfers.
+    #[command(
+        after_help = "Examples:\n  symcascade status\n  symcascade status --json --config C:\\ProgramData\\symcascade\\symcascade.toml"
+    )]
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -122,6 +152,9 @@ enum Cmd {
     /// Preflight every store of the chain as this identity: read, write (probe file), free
     /// space, latency; says which tier would be skipped and why. Exit 0 all usable, 1 some tier
     /// would be skipped, 2 error.
+    #[command(
+        after_help = "Example (as the service account, on DESKTOP-4F2K9Q1):\n  symcascade doctor --config C:\\ProgramData\\symcascade\\symcascade.toml"
+    )]
     Doctor {
         /// Print JSON.
         #[arg(long)]
@@ -129,11 +162,19 @@ enum Cmd {
     },
     /// Install and control the agent as a Windows service (install, uninstall, start, stop,
     /// status); on Linux use the systemd unit service/symcascade.service.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade service install --account 'NT AUTHORITY\\NetworkService' --config C:\\ProgramData\\symcascade\\symcascade.toml\n",
+        "  symcascade service status"
+    ))]
     Service {
         #[command(subcommand)]
         cmd: service::ServiceCmd,
     },
     /// Add PE/PDB files to a local store, as `symstore add` does.
+    #[command(
+        after_help = "Example:\n  symcascade add --store D:\\Symbols --compress C:\\Build\\app.pdb C:\\Build\\app.dll"
+    )]
     Add {
         /// The store's root folder.
         #[arg(long)]
@@ -192,6 +233,28 @@ enum Cmd {
         #[arg(required_unless_present = "queue")]
         store: Option<String>,
     },
+    /// Check a configuration: parse and validate it, resolve the agent's chain, bind the HTTP
+    /// listen address, write in the state folder and the log file. Prints each check with OK or
+    /// FAIL; exit 0 all passed, 1 some failed.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade completions bash > /etc/bash_completion.d/symcascade\n",
+        "  symcascade completions powershell >> $PROFILE"
+    ))]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    #[command(
+        after_help = "Example:\n  symcascade man > /usr/local/share/man/man1/symcascade.1 && man symcascade"
+    )]
+    Man,
 }
 
 /// `add`'s 000Admin fields (symstore.exe /t /v /c).
@@ -208,35 +271,23 @@ struct AdminLabels {
     comment: String,
 }
 
-/// Opens `[log] file` (daily rotated) before anything is logged, so that an unwritable path is
-/// a clean error naming the key instead of a panic inside the appender.
-fn open_log_file(path: &std::path::Path) -> Result<tracing_appender::rolling::RollingFileAppender> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "symcascade.log".into());
-    std::fs::create_dir_all(dir)
-        .and_then(|()| {
-            tracing_appender::rolling::Builder::new()
-                .rotation(tracing_appender::rolling::Rotation::DAILY)
-                .filename_prefix(name)
-                .build(dir)
-                .map_err(std::io::Error::other)
-        })
-        .with_context(|| {
-            format!(
-                "key `log.file`: cannot write the log file {}",
-                path.display()
-            )
-        })
+/// `symcascade config …`.
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Parse, validate and check a configuration (see `symcascade config --help`).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade config check --config C:\\ProgramData\\symcascade\\symcascade.toml\n",
+        "  symcascade config check --json --config /etc/symcascade/symcascade.toml"
+    ))]
+    Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-/// Console logging (stderr), plus a daily-rotated file when `[log] file` is set. The returned
-/// guard flushes the file on drop.
+/// Installs logging (see `symcascade::logging`).
 ///
 /// # Errors
 /// The log file cannot be created (nothing is installed then).
@@ -246,87 +297,13 @@ fn init_logging(
     log: &symcascade::config::LogSection,
     agent: bool,
 ) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
-    use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let default = match verbose {
-        0 if agent => "info",
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    let opts = symcascade::logging::LogOptions {
+        verbose,
+        json,
+        agent,
+        noisy: log.noisy,
     };
-    let default = log.level.clone().unwrap_or_else(|| default.to_string());
-    let json = json || log.format.as_deref() == Some("json");
-    let spec = log_filter(std::env::var("RUST_LOG").ok().as_deref(), &default);
-    let filter = || EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(&default));
-    let console = if json {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_filter(filter())
-            .boxed()
-    } else {
-        // Colour codes only for a person at a terminal: not in pipes, files or journald.
-        use std::io::IsTerminal;
-        tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .with_filter(filter())
-            .boxed()
-    };
-    let (file, guard) = match &log.file {
-        Some(path) => {
-            let (w, g) = tracing_appender::non_blocking(open_log_file(path)?);
-            let l = tracing_subscriber::fmt::layer()
-                .json()
-                .with_ansi(false)
-                .with_writer(w)
-                .with_filter(filter())
-                .boxed();
-            (Some(l), Some(g))
-        }
-        None => (None, None),
-    };
-    tracing_subscriber::registry()
-        .with(console)
-        .with(file)
-        .init();
-    Ok(guard)
-}
-
-/// Targets of the SMB and authentication crates: at debug and trace they print protocol
-/// messages, NTLM AUTHENTICATE messages among them (crackable offline). They stay at `warn`
-/// whatever `RUST_LOG` or `-vv` asks for; our own `symcascade::store::smb` logs what an admin needs.
-const QUIET_TARGETS: [&str; 8] = [
-    "smb",
-    "smb_transport",
-    "smb_msg",
-    "smb_fscc",
-    "smb_dtyp",
-    "smb_rpc",
-    "sspi",
-    "picky",
-];
-
-/// The filter spec: `RUST_LOG` (else `default`) with every directive naming a
-/// [`QUIET_TARGETS`] crate removed and those crates capped at `warn`.
-fn log_filter(rust_log: Option<&str>, default: &str) -> String {
-    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or(default);
-    let quiet = |d: &str| {
-        let target = d.split(['=', '[']).next().unwrap_or("").trim();
-        QUIET_TARGETS
-            .iter()
-            .any(|q| target == *q || target.starts_with(&format!("{q}::")))
-    };
-    let mut parts: Vec<String> = base
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty() && !quiet(d))
-        .map(String::from)
-        .collect();
-    parts.extend(QUIET_TARGETS.iter().map(|q| format!("{q}=warn")));
-    parts.join(",")
+    Ok(symcascade::logging::init(opts, log)?)
 }
 
 /// Logging for the Windows service: a log file that cannot be written must not keep the
@@ -352,6 +329,16 @@ fn init_service_logging(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "symcascade", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Man => return man_page(),
+        _ => {}
+    }
     if let Cmd::Service { cmd } = cli.cmd {
         // The service loads its own config: a bad one must reach the service manager as an
         // exit code, not end the process before it has talked to it.
@@ -373,6 +360,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Cmd::Config {
+        cmd: ConfigCmd::Check { json },
+    } = &cli.cmd
+    {
+        let path = cli.config.clone().or_else(|| {
+            let p = default_config_path();
+            p.exists().then_some(p)
+        });
+        return rt.block_on(config_check(path, *json));
+    }
     let config_path = cli.config.clone().or_else(|| {
         // `run`, the queue commands and `doctor` fall back to the platform's default config.
         let needs = matches!(
@@ -387,7 +384,7 @@ fn main() -> ExitCode {
         let p = default_config_path();
         (needs && p.exists()).then_some(p)
     });
-    let config = match &config_path {
+    let mut config = match &config_path {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
             Err(e) => {
@@ -397,6 +394,7 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
+    config.log.noisy |= cli.noisy;
     let _log_guard = match init_logging(
         cli.verbose,
         cli.log_json,
@@ -500,54 +498,24 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             no_uncompress,
             what,
         } => {
-            let key = match what.as_slice() {
-                [name, index] => Key::new(name, index)?,
-                [file] => {
-                    let pe = if image { PeKey::Image } else { PeKey::Pdb };
-                    Key::from_file(std::path::Path::new(file), pe)?
-                }
-                _ => unreachable!("clap enforces 1..=2 values"),
-            };
+            let pe = if image { PeKey::Image } else { PeKey::Pdb };
+            let keys = symcascade::key::keys_from_args(&what, pe)?;
             let path = symbol_path(sympath, &config)?;
             let mut options = config.cascade_options();
             options.follow_file_pointers &= !no_file_pointers;
             options.uncompress &= !no_uncompress;
-            let cascade =
-                Cascade::resolve(&path, transports(&config), &default_downstream(), options).await;
-            // Ctrl-C or SIGTERM: drop the lookup, which removes its spool and temp files (SMB
-            // temp files are delete-pending), then exit 130 as a shell would.
-            let lookup = tokio::select! {
-                l = cascade.lookup(&key) => l?,
-                _ = stop_signal() => {
-                    eprintln!("interrupted: nothing was published, temp files removed");
-                    return Ok(ExitCode::from(130));
-                }
+            let probes = ProbeLog::default();
+            let sink = ProbeSink {
+                noisy: config.log.noisy,
+                record: Some(probes.clone()),
             };
-            let search = Search::of(&cascade, &lookup);
-            if json {
-                let mut v = serde_json::to_value(&lookup)?;
-                v["stores"] = search.stores.into();
-                v["searched"] = search.searched().into();
-                v["not_searched"] = serde_json::to_value(&search.reasons)?;
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                if lookup.fetched.is_some() {
-                    for s in &lookup.skipped {
-                        eprintln!("skipped {:?} {}: {}", s.op, s.store, s.detail);
-                    }
-                } else {
-                    search.explain();
-                }
-                match &lookup.fetched {
-                    Some(f) => println!("{}", f.location),
-                    None => println!("not found"),
-                }
-            }
-            Ok(match (&lookup.fetched, search.reasons.is_empty()) {
-                (Some(_), _) => ExitCode::SUCCESS,
-                (None, true) => ExitCode::from(1),
-                (None, false) => ExitCode::from(3),
-            })
+            // A bar on a terminal for files of 1 MiB and more.
+            let bar = Arc::new(symcascade::store::progress::Bar { min_len: 1 << 20 });
+            let opener =
+                symcascade::store::progress::ProgressOpener::wrap(transports(&config), bar);
+            let opener = NoisyOpener::wrap(opener, sink);
+            let cascade = Cascade::resolve(&path, opener, &default_downstream(), options).await;
+            get_keys(&cascade, &keys, json, &probes).await
         }
         Cmd::Run => {
             tracing::info!(
@@ -632,7 +600,9 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Service { .. } => unreachable!("`service` is handled in main"),
+        Cmd::Service { .. } | Cmd::Config { .. } | Cmd::Completions { .. } | Cmd::Man => {
+            unreachable!("handled in main")
+        }
         Cmd::Add {
             store,
             compress,
@@ -720,6 +690,120 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `symcascade man`: the roff page on stdout.
+fn man_page() -> ExitCode {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+        Ok(()) => {
+            use std::io::Write;
+            match std::io::stdout().write_all(&out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the man page: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: rendering the man page: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `symcascade config check`: each check with OK/FAIL (or JSON); exit 0 all passed, 1 not.
+async fn config_check(path: Option<PathBuf>, json: bool) -> ExitCode {
+    let checks = symcascade::configcheck::check(path.as_deref(), &default_downstream()).await;
+    if json {
+        match serde_json::to_string_pretty(&checks) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        for c in &checks {
+            let word = if c.ok { "OK  " } else { "FAIL" };
+            println!("{word} {:<13} {}", c.name, c.detail);
+        }
+    }
+    if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Looks up each key in turn and reports it: the local path (`NAME/INDEX<TAB>path` lines when
+/// several keys), or `not found` with why on stderr; JSON: the lookup with its `"probes"` (an
+/// array of them for several keys). Exit code: the worst of the keys' (0 found, 1 absent from
+/// every store, 3 not found while some store could not be searched).
+async fn get_keys(
+    cascade: &Cascade,
+    keys: &[Key],
+    json: bool,
+    probes: &ProbeLog,
+) -> Result<ExitCode> {
+    let many = keys.len() > 1;
+    let (mut worst, mut reports) = (0u8, Vec::new());
+    for key in keys {
+        // Ctrl-C or SIGTERM: drop the lookup, which removes its spool and temp files (SMB
+        // temp files are delete-pending), then exit 130 as a shell would.
+        let lookup = tokio::select! {
+            l = cascade.lookup(key) => l?,
+            _ = stop_signal() => {
+                eprintln!("interrupted: nothing was published, temp files removed");
+                return Ok(ExitCode::from(130));
+            }
+        };
+        let search = Search::of(cascade, &lookup);
+        let code = match (&lookup.fetched, search.reasons.is_empty()) {
+            (Some(_), _) => 0,
+            (None, true) => 1,
+            (None, false) => 3,
+        };
+        worst = worst.max(code);
+        if json {
+            let mut v = serde_json::to_value(&lookup)?;
+            v["stores"] = search.stores.into();
+            v["searched"] = search.searched().into();
+            v["not_searched"] = serde_json::to_value(&search.reasons)?;
+            v["probes"] = serde_json::to_value(probes.take())?;
+            reports.push(v);
+            continue;
+        }
+        if lookup.fetched.is_some() {
+            for s in &lookup.skipped {
+                eprintln!("skipped {:?} {}: {}", s.op, s.store, s.detail);
+            }
+        } else {
+            if many && !search.reasons.is_empty() {
+                eprintln!("{key}:");
+            }
+            search.explain();
+        }
+        let shown = match &lookup.fetched {
+            Some(f) => f.location.clone(),
+            None => "not found".to_string(),
+        };
+        if many {
+            println!("{key}\t{shown}");
+        } else {
+            println!("{shown}");
+        }
+    }
+    if json {
+        let v = match reports.len() {
+            1 => reports.remove(0),
+            _ => serde_json::Value::Array(reports),
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(ExitCode::from(worst))
 }
 
 /// How complete a lookup's search was: the stores of the symbol path, and those that could not
@@ -949,9 +1033,11 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(total);
     pb.set_style(
         // Elapsed, not an ETA: a key that stays pending makes any estimate absurd ("35w").
-        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({elapsed})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {pos}/{len} keys, elapsed {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -1217,16 +1303,36 @@ async fn status(config: &Config, json: bool) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::Cli;
+    use clap::CommandFactory;
 
+    /// The definition is consistent (clap's own checks) and every subcommand's help ends with
+    /// an example.
     #[test]
-    fn smb_and_sspi_never_log_below_warn() {
-        let f = log_filter(Some("trace"), "info");
-        assert!(f.starts_with("trace,") && f.contains(",smb=warn") && f.contains(",sspi=warn"));
-        let f = log_filter(Some("smb=trace,sspi::ntlm=trace,symcascade=debug"), "info");
-        assert!(!f.contains("trace"), "{f}");
-        assert!(f.starts_with("symcascade=debug,"), "{f}");
-        assert_eq!(log_filter(None, "info"), log_filter(Some(" "), "info"));
-        assert!(log_filter(None, "info").starts_with("info,smb=warn"));
+    fn every_subcommand_has_an_example() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut seen = 0;
+        for sub in cmd.get_subcommands() {
+            let nested: Vec<_> = sub.get_subcommands().filter(|c| !c.is_hide_set()).collect();
+            let targets = if sub.get_name() == "config" {
+                nested
+            } else {
+                vec![sub]
+            };
+            for c in targets {
+                let help = c
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                assert!(
+                    help.contains("symcascade "),
+                    "`{}` has no example",
+                    c.get_name()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 12, "{seen}");
     }
 }

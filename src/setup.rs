@@ -83,6 +83,16 @@ impl Setup {
             http: crate::store::http::transport_from_env(&config.http_config()),
             blackout: config.blackout(),
         });
+        // Long transfers log their progress; `[log] noisy` logs every probe.
+        let every = crate::store::progress::LogEvery {
+            every: config.log.progress_interval,
+        };
+        let opener = crate::store::progress::ProgressOpener::wrap(opener, Arc::new(every));
+        let sink = crate::store::noisy::ProbeSink {
+            noisy: config.log.noisy,
+            record: None,
+        };
+        let opener = crate::store::noisy::NoisyOpener::wrap(opener, sink);
         let cascade = Arc::new(
             Cascade::resolve(&path, opener, default_downstream, config.cascade_options()).await,
         );

@@ -10,7 +10,9 @@
 pub mod blackout;
 pub mod http;
 pub mod local;
+pub mod noisy;
 pub mod open;
+pub mod progress;
 pub mod smb;
 
 use crate::layout::RelPath;

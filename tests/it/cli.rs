@@ -723,7 +723,10 @@ fn prefetch_wait_progress_shows_elapsed_time() {
     };
     let shown = String::from_utf8_lossy(&o.stdout);
     assert!(shown.contains("replicated ["), "{shown}");
-    assert!(shown.contains("0/1 (2s)"), "elapsed time shown: {shown}");
+    assert!(
+        shown.contains("0/1 keys, elapsed 2s"),
+        "elapsed time, labelled: {shown}"
+    );
     assert!(shown.contains("timed out after 3s"), "{shown}");
 }
 

@@ -10,6 +10,7 @@ mod harness;
 mod http_upstream;
 mod httpd;
 mod keys;
+mod ops;
 mod relay;
 mod samba;
 mod smb;
