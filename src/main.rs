@@ -459,31 +459,34 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Completes on Ctrl-C, or SIGTERM on Unix (what `systemctl stop` and `kill` send).
-async fn stop_signal() {
+/// Installs the stop signals' handlers at once and returns a future that completes on
+/// Ctrl-C, or SIGTERM/SIGHUP on Unix (what `systemctl stop` and `kill` send). Installed
+/// before the work starts, not when the future is first polled: a signal arriving while the
+/// daemon starts (or between two polls) must stop it gracefully, not kill it outright.
+// Not an `async fn`: its body would only run (and install the handlers) when first polled.
+#[allow(clippy::manual_async_fn)]
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let listeners = {
         use tokio::signal::unix::{SignalKind, signal};
         // SIGHUP (a closed terminal, `systemctl reload` without ExecReload) stops gracefully
         // too, rather than killing the process mid-transfer.
-        match (
+        (
             signal(SignalKind::terminate()),
             signal(SignalKind::hangup()),
-        ) {
-            (Ok(mut term), Ok(mut hup)) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                    _ = hup.recv() => {}
-                }
+            signal(SignalKind::interrupt()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        if let (Ok(mut term), Ok(mut hup), Ok(mut int)) = listeners {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
             }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -524,8 +527,9 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
                 sympath = config.sympath.as_deref().unwrap_or("(from _NT_SYMBOL_PATH)"),
                 "symcascade starting"
             );
+            let stop = stop_signal();
             let shutdown = async {
-                stop_signal().await;
+                stop.await;
                 tracing::info!("shutdown requested");
             };
             let daemon = symcascade::daemon::Daemon::start(config, &default_downstream()).await?;
@@ -750,12 +754,14 @@ async fn get_keys(
 ) -> Result<ExitCode> {
     let many = keys.len() > 1;
     let (mut worst, mut reports) = (0u8, Vec::new());
+    let stop = stop_signal();
+    tokio::pin!(stop);
     for key in keys {
         // Ctrl-C or SIGTERM: drop the lookup, which removes its spool and temp files (SMB
         // temp files are delete-pending), then exit 130 as a shell would.
         let lookup = tokio::select! {
             l = cascade.lookup(key) => l?,
-            _ = stop_signal() => {
+            _ = &mut stop => {
                 eprintln!("interrupted: nothing was published, temp files removed");
                 return Ok(ExitCode::from(130));
             }
