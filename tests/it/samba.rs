@@ -1,5 +1,5 @@
 //! The Samba lab: a real `smbd` (Debian `samba`) started per test as a standalone server on
-//! 127.0.0.1 and a free port, with config, passdb and all state in a temp dir.
+//! 127.0.0.1 and a port below the ephemeral range (see `next_port`), with config, passdb and all state in a temp dir.
 //!
 //! Shares: `MainOffice` (read-only), `BranchOfficeA` (read-write), `BranchOfficeARO` (the same
 //! folder, read-only), `Forbidden` (the test user is not a valid user). The SMB user `symuser`
@@ -8,7 +8,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,12 +23,14 @@ pub struct Samba {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Ports for smbd, which cannot be told to bind port 0 and report the port: below the OS's
+/// ephemeral range (32768-60999 on Linux), so no socket the OS hands out can take one between
+/// our choice and smbd's bind; spread by process id, so concurrent test runs rarely meet. A
+/// port already taken makes smbd exit, and the next one is tried (see `run_smbd`).
+fn next_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 20;
+    20_000 + (std::process::id() % 600) as u16 * 20 + n
 }
 
 impl Samba {
@@ -67,7 +69,7 @@ impl Samba {
         std::fs::write(d.join("usermap"), format!("root = {USER}\n")).unwrap();
         let mut s = Samba {
             dir,
-            port: free_port(),
+            port: next_port(),
             child: None,
         };
         s.write_conf();
@@ -93,6 +95,16 @@ impl Samba {
             "smbpasswd: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        for _ in 0..40 {
+            match s.try_run_smbd() {
+                Ok(()) => return s,
+                // Taken by another process: the next port.
+                Err(_) => {
+                    s.port = next_port();
+                    s.write_conf();
+                }
+            }
+        }
         s.run_smbd();
         s
     }
@@ -152,6 +164,14 @@ valid users = nobody
     }
 
     fn run_smbd(&mut self) {
+        if let Err(log) = self.try_run_smbd() {
+            panic!("smbd did not start on port {}: {log}", self.port);
+        }
+    }
+
+    /// Starts smbd and waits until it listens; `Err` with its log when it exits first (its
+    /// port is taken) or does not listen within 15 s.
+    fn try_run_smbd(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.path().join("smbd.out")).unwrap();
         // No --no-process-group: with it smbd kills its whole process group (the test runner)
         // on SIGTERM.
@@ -165,13 +185,25 @@ valid users = nobody
             .unwrap_or_else(|e| panic!("starting {SMBD}: {e}"));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(self.addr()).is_err() {
-            if Instant::now() > deadline
-                || self.child.as_mut().unwrap().try_wait().unwrap().is_some()
-            {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("smbd.out")).unwrap_or_default();
-                panic!("smbd did not start on port {}: {log}", self.port);
+        let log = || std::fs::read_to_string(self.dir.path().join("smbd.out")).unwrap_or_default();
+        loop {
+            // A listener on the port is ours only while our smbd lives: one that failed to
+            // bind exits at once, so look again a moment after the port answers.
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap().is_some();
+            if exited {
+                self.child = None;
+                return Err(log());
+            }
+            if TcpStream::connect(self.addr()).is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+                if self.child.as_mut().unwrap().try_wait().unwrap().is_none() {
+                    return Ok(());
+                }
+                self.child = None;
+                return Err(log());
+            }
+            if Instant::now() > deadline {
+                return Err(log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
