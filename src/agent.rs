@@ -247,6 +247,7 @@ impl Agent {
                 return;
             }
         };
+        self.status.lock().expect("status").scans += 1;
         self.status.lock().expect("status").queue_depth = names.len();
         // Forget records that are gone, so the map stays as small as the queue.
         due.retain(|n, _| names.binary_search(n).is_ok());
