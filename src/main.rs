@@ -192,6 +192,7 @@ enum Cmd {
     },
     /// Delete an `add` transaction (symstore del /i): removes the key folders only it
     /// added and records the deletion in 000Admin/history.txt.
+    #[command(after_help = "Example:\n  symcascade del --store D:\\Symbols 0000000042")]
     Del {
         /// The store's root folder.
         #[arg(long)]
@@ -201,6 +202,11 @@ enum Cmd {
     },
     /// Remove unused keys from a local or SMB store, as AgeStore does, by last use (write time,
     /// refreshed hourly when served; not NTFS last-access time).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade age --unused-for 30d --dry-run C:\\Symbols\n",
+        "  symcascade age --max-size 50GB \\\\BranchOfficeA\\Symbols"
+    ))]
     Age {
         /// Remove keys not used for this long (e.g. 30d).
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -221,6 +227,11 @@ enum Cmd {
         store: String,
     },
     /// List a store's keys, forms and sizes, or (`--queue`) the branch queue.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade query \\\\MainOffice\\Symbols\n",
+        "  symcascade query --queue --json --config C:\\ProgramData\\symcascade\\symcascade.toml"
+    ))]
     Query {
         /// List the branch queue of the configured agent instead of a store.
         #[arg(long, conflicts_with = "store")]

@@ -350,6 +350,7 @@ impl Lookup {
 
 /// Failures that stop a lookup: only local problems outside any store (the spool directory).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CascadeError {
     /// The spool directory cannot be used.
     #[error("spool directory {dir}: {source}")]

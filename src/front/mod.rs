@@ -58,6 +58,7 @@ const RECENT: usize = 50;
 
 /// Why the front cannot start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrontError {
     /// The configuration cannot serve (names the key).
     #[error("config: {0}")]
@@ -126,7 +127,7 @@ impl FrontOptions {
 }
 
 /// What a finished lookup left for the clients waiting on it.
-type Done = Arc<Result<Lookup, String>>;
+type Done = Arc<Result<Lookup, crate::cascade::CascadeError>>;
 
 /// A lookup in flight: its result when it ends, and the progress of a plain hit being read
 /// (clients are served from the spool file while the cascade copies it down).
@@ -381,11 +382,7 @@ impl Front {
         let key = key.clone();
         tokio::spawn(async move {
             let permit = me.cold.clone().acquire_owned().await;
-            let result = me
-                .cascade
-                .lookup_tapped(&key, Some(&stx))
-                .await
-                .map_err(|e| e.to_string());
+            let result = me.cascade.lookup_tapped(&key, Some(&stx)).await;
             drop(permit);
             if let Ok(l) = &result {
                 me.after_lookup(l);
