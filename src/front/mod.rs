@@ -143,7 +143,9 @@ pub struct Front {
     chain: Chain,
     branch: Option<usize>,
     serving: Arc<Tier>,
-    serving_root: PathBuf,
+    /// The front's own store as a local folder: the warm path maps a request to its file
+    /// through it ([`crate::store::LocalStore::canonical_path`]).
+    serving_root: crate::store::LocalStore,
     local_hits: prometheus_client::metrics::counter::Counter,
     local_hit_requests: prometheus_client::metrics::counter::Counter,
     opts: FrontOptions,
@@ -189,7 +191,7 @@ impl Front {
             .first()
             .cloned()
             .ok_or_else(|| FrontError::Config("key `sympath`: empty chain".into()))?;
-        let serving_root = PathBuf::from(serving.store().describe().location);
+        let serving_root = crate::store::LocalStore::new(serving.store().describe().location);
         if serving.store().describe().transport != crate::store::Transport::Local {
             return Err(FrontError::Config(format!(
                 "key `sympath`: the HTTP front serves the chain's downstream store, which must be a local folder, not {}",
@@ -973,10 +975,7 @@ impl Front {
         use std::io::Read;
         let tiering = self.serving.tiering().await.ok()?;
         let rel = layout::path_for(&fr.key, tiering, fr.form);
-        let path = rel
-            .components()
-            .iter()
-            .fold(self.serving_root.clone(), |p, c| p.join(c));
+        let path = self.serving_root.canonical_path(&rel);
         let mut f = std::fs::File::open(&path).ok()?;
         let m = f.metadata().ok()?;
         if !m.is_file() {

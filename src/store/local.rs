@@ -69,6 +69,15 @@ impl LocalStore {
         &self.root
     }
 
+    /// Where `rel` lives under this store's root, in its canonical case (the case the cascade
+    /// writes). Pure: no I/O; a file stored in another case is found by [`Store::stat`] and
+    /// [`Store::open`], which match names case-insensitively.
+    pub fn canonical_path(&self, rel: &RelPath) -> PathBuf {
+        rel.components()
+            .iter()
+            .fold(self.root.clone(), |p, c| p.join(c))
+    }
+
     fn err(&self, op: &'static str, path: &RelPath, e: &io::Error) -> StoreError {
         StoreError::from_io(&self.shown, op, path, e)
     }

@@ -240,6 +240,15 @@ struct Handle {
     temp: bool,
 }
 
+/// A temp file filled and flushed, ready to be renamed into place.
+struct Temp {
+    server: Arc<Server>,
+    live: Arc<super::Live>,
+    file: Arc<File>,
+    /// Bytes written.
+    total: u64,
+}
+
 impl Handle {
     async fn get(&self) -> Result<(Arc<Server>, Arc<super::Live>, Arc<File>), StoreError> {
         let mut g = self.cur.lock().await;
@@ -468,7 +477,9 @@ impl Store for SmbStore {
 
 impl SmbStore {
     /// `put` (`replace == false`: an existing file is kept, a name collision at the rename
-    /// keeps theirs) or `replace` (renamed with `ReplaceIfExists`).
+    /// keeps theirs) or `replace` (renamed with `ReplaceIfExists`): a delete-pending temp file
+    /// in the destination folder ([`SmbStore::create_temp`]), filled and checked
+    /// ([`SmbStore::fill_temp`]), then renamed into place ([`SmbStore::publish_temp`]).
     async fn write(
         &self,
         path: &RelPath,
@@ -479,58 +490,18 @@ impl SmbStore {
         if !replace && self.stat(path).await?.is_some() {
             return Ok(PutOutcome::AlreadyPresent { local_path: None });
         }
-        let (server, live, tree) = self.tree().await?;
-        let final_path = self.share_path(path.components());
-        let parent: Vec<String> = path.parent().to_vec();
-        let tmp_rel: Vec<String> = parent
+        let tmp_rel: Vec<String> = path
+            .parent()
             .iter()
             .cloned()
             .chain(std::iter::once(temp_name(path.file_name())))
             .collect();
         let tmp_path = self.share_path(&tmp_rel);
-        let args = FileCreateArgs {
-            disposition: CreateDisposition::Create,
-            attributes: FileAttributes::new(),
-            options: CreateOptions::new().with_non_directory_file(true),
-            desired_access: FileAccessMask::new()
-                .with_generic_read(true)
-                .with_generic_write(true)
-                .with_delete(true),
-        };
-        let mut created = self
-            .call(
-                &server,
-                &live,
-                "put",
-                &tmp_path,
-                tree.create(&tmp_path, &args),
-            )
-            .await?;
-        if matches!(&created, Err(e) if is_not_found(e)) {
-            self.create_dirs(&server, &live, &tree, path).await?;
-            created = self
-                .call(
-                    &server,
-                    &live,
-                    "put",
-                    &tmp_path,
-                    tree.create(&tmp_path, &args),
-                )
-                .await?;
-        }
-        let file = match created {
-            Ok(Resource::File(f)) => f,
-            Ok(_) => {
-                return Err(StoreError::new(
-                    &self.shown,
-                    "put",
-                    path,
-                    StoreErrorKind::Io,
-                    "temp name is not a file",
-                ));
-            }
-            Err(e) => return Err(map_error(&self.shown, "put", path, &e)),
-        };
+        let access = FileAccessMask::new()
+            .with_generic_read(true)
+            .with_generic_write(true)
+            .with_delete(true);
+        let (server, live, file) = self.create_temp(path, &tmp_path, access).await?;
         // Delete-pending until renamed: a dropped connection, a killed process or a cancelled
         // transfer makes the server delete the temp file when its handle closes, so nothing
         // is left behind on the share. Best effort: a server refusing it still gets the
@@ -538,13 +509,67 @@ impl SmbStore {
         let _ = self.set_delete_pending(&file, true).await;
         let handle = Arc::new(Handle {
             store: self.clone(),
-            path: tmp_path.clone(),
+            path: tmp_path,
             disposition: CreateDisposition::Open,
-            access: args.desired_access,
-            cur: tokio::sync::Mutex::new((server.clone(), live.clone(), Arc::new(file))),
+            access,
+            cur: tokio::sync::Mutex::new((server, live, Arc::new(file))),
             temp: true,
         });
-        let written = self.write_all(&handle, src, path).await;
+        let (server, live, file, total) = self.fill_temp(&handle, src, path, len).await?;
+        let tmp = RelPath::from_safe(tmp_rel);
+        let done = Temp {
+            server,
+            live,
+            file,
+            total,
+        };
+        self.publish_temp(done, path, &tmp, replace).await
+    }
+
+    /// Creates the temp file `tmp_path` for `path` (creating the store's folders when they are
+    /// missing).
+    async fn create_temp(
+        &self,
+        path: &RelPath,
+        tmp_path: &str,
+        access: FileAccessMask,
+    ) -> Result<(Arc<Server>, Arc<super::Live>, File), StoreError> {
+        let (server, live, tree) = self.tree().await?;
+        let args = FileCreateArgs {
+            disposition: CreateDisposition::Create,
+            attributes: FileAttributes::new(),
+            options: CreateOptions::new().with_non_directory_file(true),
+            desired_access: access,
+        };
+        let create = || tree.create(tmp_path, &args);
+        let mut created = self.call(&server, &live, "put", tmp_path, create()).await?;
+        if matches!(&created, Err(e) if is_not_found(e)) {
+            self.create_dirs(&server, &live, &tree, path).await?;
+            created = self.call(&server, &live, "put", tmp_path, create()).await?;
+        }
+        match created {
+            Ok(Resource::File(f)) => Ok((server, live, f)),
+            Ok(_) => Err(StoreError::new(
+                &self.shown,
+                "put",
+                path,
+                StoreErrorKind::Io,
+                "temp name is not a file",
+            )),
+            Err(e) => Err(map_error(&self.shown, "put", path, &e)),
+        }
+    }
+
+    /// Writes `src` into the temp file, checks the length against `len`, flushes it and lifts
+    /// its delete-pending mark; on any failure the temp file is discarded.
+    async fn fill_temp(
+        &self,
+        handle: &Arc<Handle>,
+        src: &mut (dyn AsyncRead + Send + Unpin),
+        path: &RelPath,
+        len: Option<u64>,
+    ) -> Result<(Arc<Server>, Arc<super::Live>, Arc<File>, u64), StoreError> {
+        let written = self.write_all(handle, src, path).await;
         let (server, live, file) = match handle.get().await {
             Ok(v) => v,
             Err(e) => {
@@ -552,90 +577,86 @@ impl SmbStore {
                 return Err(e);
             }
         };
-        let total = match written {
+        let fail = |kind, detail: String| StoreError::new(&self.shown, "put", path, kind, detail);
+        let checked = match written {
+            Ok(n) if len.is_some_and(|want| want != n) => Err(fail(
+                StoreErrorKind::Truncated,
+                format!("expected {} bytes, got {n}", len.unwrap_or_default()),
+            )),
+            other => other,
+        };
+        let total = match checked {
             Ok(n) => n,
             Err(e) => {
                 self.discard(&file).await;
                 return Err(e);
             }
         };
-        if let Some(want) = len
-            && want != total
-        {
-            self.discard(&file).await;
-            return Err(StoreError::new(
-                &self.shown,
-                "put",
-                path,
-                StoreErrorKind::Truncated,
-                format!("expected {want} bytes, got {total}"),
-            ));
-        }
-        if let Err(e) = self
-            .call(&server, &live, "put", &tmp_path, async {
+        let flushed = self
+            .call(&server, &live, "put", &handle.path, async {
                 file.flush().await.map_err(smb::Error::from)
             })
-            .await?
-        {
+            .await?;
+        let ready = match flushed {
+            Ok(()) => self.set_delete_pending(&file, false).await,
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = ready {
             self.discard(&file).await;
-            return Err(StoreError::new(
-                &self.shown,
-                "put",
-                path,
-                StoreErrorKind::Io,
-                e.to_string(),
-            ));
+            return Err(fail(StoreErrorKind::Io, e));
         }
-        if let Err(e) = self.set_delete_pending(&file, false).await {
-            self.discard(&file).await;
-            return Err(StoreError::new(
-                &self.shown,
-                "put",
-                path,
-                StoreErrorKind::Io,
-                e,
-            ));
-        }
+        Ok((server, live, file, total))
+    }
+
+    /// Renames the filled temp file `tmp` to `path` (replacing only when `replace`). A name
+    /// collision keeps theirs; an unknown outcome is settled by looking at the share.
+    async fn publish_temp(
+        &self,
+        t: Temp,
+        path: &RelPath,
+        tmp: &RelPath,
+        replace: bool,
+    ) -> Result<PutOutcome, StoreError> {
+        let final_path = self.share_path(path.components());
         let rename = FileRenameInformation {
             replace_if_exists: replace.into(),
             root_directory: 0,
             file_name: final_path.as_str().into(),
         };
         let renamed = self
-            .call(&server, &live, "put", &final_path, file.set_info(rename))
+            .call(
+                &t.server,
+                &t.live,
+                "put",
+                &final_path,
+                t.file.set_info(rename),
+            )
             .await;
+        let written = PutOutcome::Written {
+            bytes: t.total,
+            local_path: None,
+        };
         match renamed {
             Ok(Ok(())) => {
-                let _ = tokio::time::timeout(self.timeout(), file.close()).await;
-                Ok(PutOutcome::Written {
-                    bytes: total,
-                    local_path: None,
-                })
+                let _ = tokio::time::timeout(self.timeout(), t.file.close()).await;
+                Ok(written)
             }
             Ok(Err(e)) if super::nt_status(&e) == Some(status::NAME_COLLISION) => {
                 // Someone published the same key meanwhile: keep theirs, drop ours.
-                self.discard(&file).await;
+                self.discard(&t.file).await;
                 Ok(PutOutcome::AlreadyPresent { local_path: None })
             }
             other => {
                 // The outcome is unknown (e.g. the crate rejected an interim response although
                 // the server went on): look instead of guessing.
-                drop(file);
+                drop(t.file);
                 if let Ok(Some(m)) = self.stat(path).await
-                    && m.len == total
+                    && m.len == t.total
                 {
-                    return Ok(PutOutcome::Written {
-                        bytes: total,
-                        local_path: None,
-                    });
+                    return Ok(written);
                 }
-                if let Ok(Some((_, _, f))) = self
-                    .open_file(
-                        &RelPath::from_safe(tmp_rel.clone()),
-                        FileAccessMask::new().with_delete(true),
-                    )
-                    .await
-                {
+                let delete = FileAccessMask::new().with_delete(true);
+                if let Ok(Some((_, _, f))) = self.open_file(tmp, delete).await {
                     self.discard(&f).await;
                 }
                 Err(match other {
