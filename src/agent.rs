@@ -119,7 +119,9 @@ impl Agent {
             .into_iter()
             .map(|b| (b, (Instant::now(), 0)))
             .collect();
-        let stores = setup.locations.iter().map(|l| l.to_string()).collect();
+        let stores = (setup.chain.tiers.iter())
+            .map(|t| t.store().describe().location)
+            .collect();
         metrics.set_chain(stores, setup.branch);
         let mut first = status.borrow().clone();
         first.started = queue::now_secs();

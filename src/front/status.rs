@@ -142,7 +142,7 @@ h1{margin:0 0 .2em;font-size:1.6em}h2{font-size:1.15em;margin:1.6em 0 .4em}\
 .cards{display:flex;flex-wrap:wrap;gap:.8em}.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:11em}\
 .card .n{font-size:1.5em;font-weight:600}.card .l{color:#555;font-size:.9em}\
 table{border-collapse:collapse;background:#fff;min-width:40%}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}\
-th{background:#f0f0f0}tr:nth-child(even) td{background:#fbfbfb}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+th{background:#f0f0f0}tr:nth-child(even) td{background:#fbfbfb}td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}\
 .bad{color:#b00}.muted{color:#777}";
 
 /// The HTML page; `refresh` seconds between reloads (0: none).
