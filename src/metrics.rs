@@ -215,6 +215,13 @@ impl Metrics {
             chain: Default::default(),
             registry: Registry::default(),
         };
+        m.register_health(&mut registry);
+        m.register_traffic(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Registers the health gauges: build, queue, back-fills, stores, WAN.
+    fn register_health(&self, registry: &mut Registry) {
         let build: Family<VersionLabel, Gauge> = Family::default();
         build
             .get_or_create(&VersionLabel {
@@ -225,114 +232,117 @@ impl Metrics {
         registry.register(
             "queue_depth",
             "Requests in the branch queue at the agent's last scan",
-            m.queue_depth.clone(),
+            self.queue_depth.clone(),
         );
         registry.register(
             "queue_oldest_request_age_seconds",
             "Age of the oldest request in the branch queue (0 when it is empty)",
-            m.queue_oldest.clone(),
+            self.queue_oldest.clone(),
         );
         registry.register(
             "queue_requests",
             "Requests in the branch queue by state (queued, in_progress, waiting_for_retry, miss_cached)",
-            m.queue_states.clone(),
+            self.queue_states.clone(),
         );
         registry.register(
             "wan_read_bytes",
             "Bytes read from stores beyond the WAN (the tiers after the branch store)",
-            m.wan_read.clone(),
+            self.wan_read.clone(),
         );
         registry.register(
             "wan_saved_bytes",
             "Bytes delivered without crossing the WAN: served from the front's store, copied down from this side of the WAN, or copies after the first of a file read over it",
-            m.wan_saved.clone(),
+            self.wan_saved.clone(),
         );
         registry.register(
             "reads_in_flight",
             "Symbol files being read out of stores now (agent and front)",
-            m.reads_in_flight.clone(),
+            self.reads_in_flight.clone(),
         );
         registry.register(
             "backfills_pending",
             "Copies into skipped tiers waiting to be retried",
-            m.backfills.clone(),
+            self.backfills.clone(),
         );
         registry.register(
             "store_up",
             "1 when the store answered the last health check, else 0",
-            m.store_up.clone(),
+            self.store_up.clone(),
         );
         registry.register(
             "store_free_bytes",
             "Free space of the store at the last health check, where it can tell",
-            m.store_free.clone(),
+            self.store_free.clone(),
         );
+    }
+
+    /// Registers the traffic metrics: answers, hits, bytes, latency, skips, the miss cache.
+    fn register_traffic(&self, registry: &mut Registry) {
         registry.register(
             "http_requests",
             "Symbol-file requests answered by the HTTP front, by outcome",
-            m.requests.clone(),
+            self.requests.clone(),
         );
         registry.register(
             "hits",
             "Cascade hits by the store (and its tier index in the chain) that had the file",
-            m.hits.clone(),
+            self.hits.clone(),
         );
         registry.register(
             "misses",
             "Cascade lookups that found the file nowhere",
-            m.misses.clone(),
+            self.misses.clone(),
         );
         registry.register(
             "lookups",
             "Cascade lookups run (each asks every store it needs once)",
-            m.lookups.clone(),
+            self.lookups.clone(),
         );
         registry.register(
             "store_read_bytes",
             "Bytes read from a source store (each byte once per lookup)",
-            m.read_bytes.clone(),
+            self.read_bytes.clone(),
         );
         registry.register(
             "store_written_bytes",
             "Bytes written into a downstream store",
-            m.written_bytes.clone(),
+            self.written_bytes.clone(),
         );
         registry.register(
             "aged_keys",
             "Key folders removed by aging ([aging] max_size / unused_for), by store",
-            m.aged_keys.clone(),
+            self.aged_keys.clone(),
         );
         registry.register(
             "aged_bytes",
             "Bytes removed by aging, by store",
-            m.aged_bytes.clone(),
+            self.aged_bytes.clone(),
         );
         registry.register(
             "http_served_bytes",
             "Bytes sent to HTTP clients from stores",
-            m.served_bytes.clone(),
+            self.served_bytes.clone(),
         );
         registry.register(
             "transfer_duration_seconds",
             "Time of lookups that found a file (probe, copy down the cascade)",
-            m.latency.clone(),
+            self.latency.clone(),
         );
         registry.register(
             "skips",
             "Stores skipped during lookups, by store, operation and reason",
-            m.skips.clone(),
+            self.skips.clone(),
         );
         registry.register(
             "miss_cache_entries",
             "Keys in the HTTP front's miss cache",
-            m.miss_cache_entries.clone(),
+            self.miss_cache_entries.clone(),
         );
         registry.register(
             "transfers_in_flight",
             "Lookups running in the background for the HTTP front",
-            m.in_flight.clone(),
+            self.in_flight.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Counts one finished lookup: hit (store, tier, bytes, latency) or miss (nothing found,
