@@ -21,7 +21,9 @@ use crate::key::Key;
 use crate::layout::{self, Form};
 use crate::metrics::Metrics;
 use crate::queue::{self, Backfill, Lease, Miss, Record};
-use crate::report::{Status, Transfer, store_health};
+use crate::report::{
+    Activity, Actor, QueueEntry, QueueState, Status, Transfer, acting_as, store_health,
+};
 use crate::setup::Setup;
 use crate::store::StoreError;
 use crate::sympath::Location;
@@ -52,6 +54,17 @@ struct Queue {
     rejected: Folder,
 }
 
+/// Records read per scan for the status' queue table (a long queue is known after a few
+/// scans; the records being worked on are read anyway).
+const VIEW_READS_PER_SCAN: usize = 256;
+
+/// What the agent knows of each record of the queue, by file name, for the status: its key,
+/// requester and age (read once), and what the last try of it said.
+#[derive(Default)]
+struct QueueView {
+    entries: HashMap<String, QueueEntry>,
+}
+
 /// The replication agent of one branch queue (see the module header). Built by the daemon,
 /// run by [`Agent::run`].
 pub struct Agent {
@@ -68,6 +81,9 @@ pub struct Agent {
     status_tx: tokio::sync::watch::Sender<Status>,
     backfills: Mutex<HashMap<Backfill, (Instant, u32)>>,
     metrics: Arc<Metrics>,
+    /// Reads in flight and recent transfers, shared with the front.
+    activity: Arc<Activity>,
+    view: Mutex<QueueView>,
 }
 
 impl Settings {
@@ -103,15 +119,23 @@ impl Agent {
             .into_iter()
             .map(|b| (b, (Instant::now(), 0)))
             .collect();
+        let stores = (setup.chain.tiers.iter())
+            .map(|t| t.store().describe().location)
+            .collect();
+        metrics.set_chain(stores, setup.branch);
+        let mut first = status.borrow().clone();
+        first.started = queue::now_secs();
         Agent {
             metrics,
+            activity: setup.activity.clone(),
+            view: Mutex::new(QueueView::default()),
             queue: Queue {
                 requests: setup.admin.join(queue::REQUESTS),
                 leases: setup.admin.join(queue::LEASES),
                 misses: setup.admin.join(queue::MISSES),
                 rejected: setup.admin.join(queue::REJECTED),
             },
-            status: Mutex::new(status.borrow().clone()),
+            status: Mutex::new(first),
             status_tx: status.clone(),
             backfills: Mutex::new(backfills),
             s,
@@ -171,11 +195,12 @@ impl Agent {
                 _ = rescan.tick() => scan_now = true,
                 _ = backfill.tick() => self.run_backfills().await,
                 _ = health.tick() => {
-                    let h = store_health(&self.chain, self.branch, Duration::from_secs(10)).await;
+                    let mut h = store_health(&self.chain, self.branch, Duration::from_secs(10)).await;
+                    self.activity.observe_health(&mut h);
                     self.metrics.set_store_health(&h);
                     self.status.lock().expect("status").stores = h;
                 }
-                _ = publish.tick() => self.publish_status(in_flight.len()),
+                _ = publish.tick() => self.publish_status(&in_flight),
                 _ = sweep.tick() => self.sweep_local_tiers(),
                 Some(done) = tasks.join_next_with_id() => {
                     self.finished(done, &mut in_flight, &mut due);
@@ -185,7 +210,7 @@ impl Agent {
             }
         }
         self.drain(tasks).await;
-        self.publish_status(0);
+        self.publish_status(&HashMap::new());
     }
 
     /// Schedules a finished record's next turn in `due`.
@@ -251,6 +276,7 @@ impl Agent {
         self.status.lock().expect("status").queue_depth = names.len();
         // Forget records that are gone, so the map stays as small as the queue.
         due.retain(|n, _| names.binary_search(n).is_ok());
+        self.refresh_view(&names).await;
         let now = Instant::now();
         for name in names {
             if tasks.len() >= self.s.max_parallel {
@@ -276,45 +302,167 @@ impl Agent {
 
     /// Processes one record; says when to look at it again if it stays.
     async fn process(&self, name: &str, tries: u32) -> Outcome {
-        let (key, known_miss) = match self.admit(name, tries).await {
+        let (requester, key, known_miss) = match self.admit(name, tries).await {
             Ok(k) => k,
             Err(outcome) => return outcome,
         };
+        let actor = Actor {
+            by: format!("agent {}", self.s.id),
+            requester: Some(requester),
+        };
+        acting_as(actor, self.replicate(name, &key, known_miss, tries)).await
+    }
+
+    /// Replicates an admitted record's key: lease, cascade lookup, back-fills or miss entry.
+    async fn replicate(
+        &self,
+        name: &str,
+        key: &Key,
+        known_miss: Option<Miss>,
+        tries: u32,
+    ) -> Outcome {
         // Lease: one agent of the branch pulls a key over the WAN at a time.
-        let lease_file = queue::key_file(&key, "lease");
+        let lease_file = queue::key_file(key, "lease");
         match self.take_lease(&lease_file, tries).await {
             LeaseState::Held => {}
-            LeaseState::Busy(left) => return Outcome::Retry(left.min(Duration::from_secs(1))),
+            LeaseState::Busy(left) => {
+                let after = left.min(Duration::from_secs(1));
+                let why = "another agent of the branch holds the key's lease".to_string();
+                return self.retry(name, QueueState::WaitingForRetry, why, after);
+            }
             LeaseState::Unavailable => {}
         }
-        let lookup = self.cascade.lookup(&key).await;
+        let lookup = self.cascade.lookup(key).await;
         let _ = self.queue.leases.remove(&lease_file).await;
         let lookup = match lookup {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(key = %key, "lookup failed: {e}");
-                return Outcome::Retry(self.s.rescan);
+                let why = format!("lookup failed: {e}");
+                return self.retry(name, QueueState::WaitingForRetry, why, self.s.rescan);
             }
         };
         self.metrics.record_lookup(&lookup);
         self.count(&lookup);
         match &lookup.fetched {
-            Some(_) => self.finish_hit(name, &key, &lookup).await,
+            Some(_) => self.finish_hit(name, key, &lookup).await,
             None if !lookup.is_definitive_miss() => {
                 // Some store could not answer: not a definitive miss. Keep the record. (A
                 // corrupt file is an answer: it is cached as a miss below, with its reason.)
                 tracing::info!(key = %key, "not found while some stores were unreachable; will retry");
-                Outcome::Retry(self.s.rescan)
+                let why = lookup
+                    .skipped
+                    .iter()
+                    .filter(|s| s.op == SkipOp::Read)
+                    .map(|s| format!("{}: {}", s.store, s.detail))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let why = format!("not found while some stores could not answer: {why}");
+                self.retry(name, QueueState::WaitingForRetry, why, self.s.rescan)
             }
-            None => self.finish_miss(&key, known_miss, &lookup).await,
+            None => {
+                let outcome = self.finish_miss(key, known_miss, &lookup).await;
+                let why = lookup
+                    .miss_reason()
+                    .unwrap_or_else(|| "no store has it".into());
+                self.retry(name, QueueState::MissCached, why, self.s.miss_timeout);
+                outcome
+            }
         }
+    }
+
+    /// Notes in the queue view why record `name` waits and when it is tried again; the
+    /// outcome that makes it wait `after`.
+    fn retry(&self, name: &str, state: QueueState, why: String, after: Duration) -> Outcome {
+        if let Some(e) = self.view.lock().expect("view").entries.get_mut(name) {
+            e.state = state;
+            e.last_error = Some(why);
+            e.next_try = Some(queue::now_secs() + after.as_secs());
+        }
+        Outcome::Retry(after)
+    }
+
+    /// Reads the records of `names` the queue view does not know yet (at most
+    /// [`VIEW_READS_PER_SCAN`], 16 at a time) and forgets those that are gone. Unreadable or
+    /// malformed records are left out (the agent rejects malformed ones when it gets to them).
+    async fn refresh_view(&self, names: &[String]) {
+        use futures_util::StreamExt;
+        let unknown: Vec<String> = {
+            let mut v = self.view.lock().expect("view");
+            v.entries.retain(|n, _| names.binary_search(n).is_ok());
+            names
+                .iter()
+                .filter(|n| n.ends_with(".req") && !v.entries.contains_key(*n))
+                .take(VIEW_READS_PER_SCAN)
+                .cloned()
+                .collect()
+        };
+        let read = futures_util::stream::iter(unknown)
+            .map(|n| async move {
+                let bytes = self.queue.requests.read(&n).await.ok().flatten()?;
+                Record::parse(&bytes).ok().map(|(r, k)| (n, r, k))
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        for (n, r, k) in read.into_iter().flatten() {
+            self.remember(&n, &r, &k);
+        }
+    }
+
+    /// Adds record `name` to the queue view (kept as is when known).
+    fn remember(&self, name: &str, record: &Record, key: &Key) {
+        let mut v = self.view.lock().expect("view");
+        v.entries.entry(name.to_string()).or_insert(QueueEntry {
+            key: key.to_string(),
+            requester: record.requester.clone(),
+            requested: record.requested,
+            state: QueueState::Queued,
+            last_error: None,
+            next_try: None,
+        });
+    }
+
+    /// The queue view for a status: the [`crate::report::QUEUE_SHOWN`] oldest requests
+    /// (records being worked on are `in progress`; a wait that is over is `queued` again),
+    /// the oldest request's age, and the count per state.
+    fn queue_snapshot(
+        &self,
+        in_flight: &HashMap<tokio::task::Id, String>,
+    ) -> (Vec<QueueEntry>, Option<u64>, Vec<(QueueState, usize)>) {
+        let now = queue::now_secs();
+        let busy: std::collections::HashSet<&String> = in_flight.values().collect();
+        let mut all: Vec<QueueEntry> = self
+            .view
+            .lock()
+            .expect("view")
+            .entries
+            .iter()
+            .map(|(n, e)| {
+                let mut e = e.clone();
+                if busy.contains(n) {
+                    e.state = QueueState::InProgress;
+                } else if e.next_try.is_none_or(|t| t <= now) {
+                    e.state = QueueState::Queued;
+                }
+                e
+            })
+            .collect();
+        all.sort_by(|a, b| (a.requested, &a.key).cmp(&(b.requested, &b.key)));
+        let oldest = all.first().map(|e| now.saturating_sub(e.requested));
+        let counts = QueueState::ALL
+            .iter()
+            .map(|s| (*s, all.iter().filter(|e| e.state == *s).count()))
+            .collect();
+        all.truncate(crate::report::QUEUE_SHOWN);
+        (all, oldest, counts)
     }
 
     /// Reads record `name` and decides whether to work on it now: `Ok` with its key and the
     /// branch's miss entry for it (SymProxy `MissTimeout`, shared through the share), or the
     /// outcome when not (gone, not ours, malformed: rejected, a miss not yet expired, or one
     /// older than `MissAgeTimeout`: dropped).
-    async fn admit(&self, name: &str, tries: u32) -> Result<(Key, Option<Miss>), Outcome> {
+    async fn admit(&self, name: &str, tries: u32) -> Result<(String, Key, Option<Miss>), Outcome> {
         let q = &self.queue;
         let bytes = match q.requests.read(name).await {
             Ok(Some(b)) => b,
@@ -335,6 +483,7 @@ impl Agent {
                 return Err(Outcome::Done);
             }
         };
+        self.remember(name, &record, &key);
         if !record.requester.eq_ignore_ascii_case(&self.s.id) && record.requester != queue::ANY {
             return Err(Outcome::Retry(self.s.rescan * 10));
         }
@@ -350,14 +499,16 @@ impl Agent {
                 return Err(Outcome::Done);
             }
             if m.expires > now {
-                return Err(Outcome::Retry(Duration::from_secs(m.expires - now)));
+                let why = m.reason.clone().unwrap_or_else(|| "no store has it".into());
+                let after = Duration::from_secs(m.expires - now);
+                return Err(self.retry(name, QueueState::MissCached, why, after));
             }
         }
-        Ok((key, known_miss))
+        Ok((record.requester, key, known_miss))
     }
 
     /// Counts a lookup in the status: lookups, hits, bytes read per store (corrupt files
-    /// refused on the way were downloaded too), recent transfers (the last 20).
+    /// refused on the way were downloaded too); its transfer goes to the recent ones.
     fn count(&self, lookup: &crate::cascade::Lookup) {
         let mut st = self.status.lock().expect("status");
         st.lookups += 1;
@@ -367,9 +518,8 @@ impl Agent {
         if let Some(f) = &lookup.fetched {
             st.hits += 1;
             *st.bytes_read.entry(f.found_in.clone()).or_default() += f.bytes_read;
-            st.recent.extend(Transfer::of(lookup));
-            while st.recent.len() > 20 {
-                st.recent.pop_front();
+            if let Some(t) = Transfer::of(lookup) {
+                self.activity.record(t);
             }
         }
     }
@@ -530,7 +680,11 @@ impl Agent {
         }
         let mut changed = false;
         for (b, attempts) in due {
-            let done = match self.backfill_one(&b).await {
+            let actor = Actor {
+                by: format!("agent {} (back-fill)", self.s.id),
+                requester: None,
+            };
+            let done = match acting_as(actor, self.backfill_one(&b)).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::debug!(store = %b.store, key = %format!("{}/{}", b.name, b.index), "back-fill not yet possible: {e}");
@@ -596,6 +750,8 @@ impl Agent {
                     StoreError::from_io("spool", "open", spool.path().display(), &e)
                 })?;
                 target.store().put(&dest, &mut f, len).await?;
+                let source = source.store().describe().location;
+                self.metrics.copied(&source, len.unwrap_or(0));
                 return Ok(());
             }
         }
@@ -657,10 +813,18 @@ impl Agent {
         }
     }
 
-    fn publish_status(&self, in_flight: usize) {
+    fn publish_status(&self, in_flight: &HashMap<tokio::task::Id, String>) {
+        let (entries, oldest, counts) = self.queue_snapshot(in_flight);
+        self.metrics.set_queue(oldest.unwrap_or(0), &counts);
         let mut st = self.status.lock().expect("status").clone();
         st.updated = queue::now_secs();
-        st.in_flight = in_flight;
+        st.in_flight = in_flight.len();
+        st.queue = entries;
+        st.queue_oldest_age_secs = oldest;
+        st.transfers = self.activity.in_flight();
+        self.metrics.set_reads_in_flight(st.transfers.len());
+        st.recent = self.activity.recent();
+        st.traffic = self.metrics.traffic();
         st.backfills = self
             .backfills
             .lock()

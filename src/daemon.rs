@@ -122,6 +122,7 @@ impl Daemon {
                 setup.branch,
                 FrontOptions::from_config(&config),
                 metrics.clone(),
+                setup.activity.clone(),
                 config.agent.queue.then_some(status_rx),
             )?)),
             None => None,

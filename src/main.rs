@@ -1152,6 +1152,10 @@ async fn status(config: &Config, json: bool) -> Result<ExitCode> {
         "backfills": agent.as_ref().map(|a| a.backfills.clone()).unwrap_or_default(),
         "stores": stores,
         "recent": agent.as_ref().map(|a| a.recent.clone()).unwrap_or_default(),
+        "queue_entries": agent.as_ref().map(|a| a.queue.clone()).unwrap_or_default(),
+        "queue_oldest_age_secs": agent.as_ref().and_then(|a| a.queue_oldest_age_secs),
+        "transfers": agent.as_ref().map(|a| a.transfers.clone()).unwrap_or_default(),
+        "traffic": agent.as_ref().map(|a| a.traffic.clone()),
         "counters": agent.as_ref().map(|a| serde_json::json!({
             "lookups": a.lookups, "hits": a.hits, "misses": a.misses, "bytes_read": a.bytes_read,
         })),
@@ -1191,17 +1195,10 @@ async fn status(config: &Config, json: bool) -> Result<ExitCode> {
         println!("  {:<12} {:<40} {state}", s.role, s.store);
     }
     if let Some(a) = &agent {
-        println!("recent transfers:");
-        for t in a.recent.iter().rev().take(10) {
-            println!(
-                "  {} from {} -> {} ({} B, {} ms)",
-                t.key,
-                t.found_in,
-                t.written.join(", "),
-                t.bytes_read,
-                t.ms
-            );
-        }
+        print!(
+            "{}",
+            symcascade::report::details_text(a, symcascade::queue::now_secs())
+        );
     }
     Ok(ExitCode::from(code))
 }

@@ -57,6 +57,29 @@ struct OutcomeLabel {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// The chain the status reports on: its stores in tier order, and where the WAN begins.
+#[derive(Debug, Default, Clone)]
+struct ChainView {
+    stores: Vec<String>,
+    branch: Option<usize>,
+}
+
+impl ChainView {
+    /// Whether `store` lies beyond the WAN: a tier after the branch (see
+    /// [`crate::report::is_wan_tier`]), or a store of another chain of the symbol path.
+    fn is_wan(&self, store: &str) -> bool {
+        match self.stores.iter().position(|s| s == store) {
+            Some(i) => crate::report::is_wan_tier(i, self.branch),
+            None => true,
+        }
+    }
+}
+
 /// How the HTTP front answered a request (the `outcome` label of
 /// `symcascade_http_requests_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +162,12 @@ pub struct Metrics {
     backfills: Gauge,
     store_up: Family<StoreLabel, Gauge>,
     store_free: Family<StoreLabel, Gauge>,
+    queue_oldest: Gauge,
+    queue_states: Family<StateLabel, Gauge>,
+    reads_in_flight: Gauge,
+    wan_read: Counter,
+    wan_saved: Counter,
+    chain: std::sync::RwLock<ChainView>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -178,8 +207,21 @@ impl Metrics {
             backfills: Gauge::default(),
             store_up: Family::default(),
             store_free: Family::default(),
+            queue_oldest: Gauge::default(),
+            queue_states: Family::default(),
+            reads_in_flight: Gauge::default(),
+            wan_read: Counter::default(),
+            wan_saved: Counter::default(),
+            chain: Default::default(),
             registry: Registry::default(),
         };
+        m.register_health(&mut registry);
+        m.register_traffic(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Registers the health gauges: build, queue, back-fills, stores, WAN.
+    fn register_health(&self, registry: &mut Registry) {
         let build: Family<VersionLabel, Gauge> = Family::default();
         build
             .get_or_create(&VersionLabel {
@@ -190,89 +232,117 @@ impl Metrics {
         registry.register(
             "queue_depth",
             "Requests in the branch queue at the agent's last scan",
-            m.queue_depth.clone(),
+            self.queue_depth.clone(),
+        );
+        registry.register(
+            "queue_oldest_request_age_seconds",
+            "Age of the oldest request in the branch queue (0 when it is empty)",
+            self.queue_oldest.clone(),
+        );
+        registry.register(
+            "queue_requests",
+            "Requests in the branch queue by state (queued, in_progress, waiting_for_retry, miss_cached)",
+            self.queue_states.clone(),
+        );
+        registry.register(
+            "wan_read_bytes",
+            "Bytes read from stores beyond the WAN (the tiers after the branch store)",
+            self.wan_read.clone(),
+        );
+        registry.register(
+            "wan_saved_bytes",
+            "Bytes delivered without crossing the WAN: served from the front's store, copied down from this side of the WAN, or copies after the first of a file read over it",
+            self.wan_saved.clone(),
+        );
+        registry.register(
+            "reads_in_flight",
+            "Symbol files being read out of stores now (agent and front)",
+            self.reads_in_flight.clone(),
         );
         registry.register(
             "backfills_pending",
             "Copies into skipped tiers waiting to be retried",
-            m.backfills.clone(),
+            self.backfills.clone(),
         );
         registry.register(
             "store_up",
             "1 when the store answered the last health check, else 0",
-            m.store_up.clone(),
+            self.store_up.clone(),
         );
         registry.register(
             "store_free_bytes",
             "Free space of the store at the last health check, where it can tell",
-            m.store_free.clone(),
+            self.store_free.clone(),
         );
+    }
+
+    /// Registers the traffic metrics: answers, hits, bytes, latency, skips, the miss cache.
+    fn register_traffic(&self, registry: &mut Registry) {
         registry.register(
             "http_requests",
             "Symbol-file requests answered by the HTTP front, by outcome",
-            m.requests.clone(),
+            self.requests.clone(),
         );
         registry.register(
             "hits",
             "Cascade hits by the store (and its tier index in the chain) that had the file",
-            m.hits.clone(),
+            self.hits.clone(),
         );
         registry.register(
             "misses",
             "Cascade lookups that found the file nowhere",
-            m.misses.clone(),
+            self.misses.clone(),
         );
         registry.register(
             "lookups",
             "Cascade lookups run (each asks every store it needs once)",
-            m.lookups.clone(),
+            self.lookups.clone(),
         );
         registry.register(
             "store_read_bytes",
             "Bytes read from a source store (each byte once per lookup)",
-            m.read_bytes.clone(),
+            self.read_bytes.clone(),
         );
         registry.register(
             "store_written_bytes",
             "Bytes written into a downstream store",
-            m.written_bytes.clone(),
+            self.written_bytes.clone(),
         );
         registry.register(
             "aged_keys",
             "Key folders removed by aging ([aging] max_size / unused_for), by store",
-            m.aged_keys.clone(),
+            self.aged_keys.clone(),
         );
         registry.register(
             "aged_bytes",
             "Bytes removed by aging, by store",
-            m.aged_bytes.clone(),
+            self.aged_bytes.clone(),
         );
         registry.register(
             "http_served_bytes",
-            "Bytes sent to HTTP clients from stores (not counting Range-limited local files)",
-            m.served_bytes.clone(),
+            "Bytes sent to HTTP clients from stores",
+            self.served_bytes.clone(),
         );
         registry.register(
             "transfer_duration_seconds",
             "Time of lookups that found a file (probe, copy down the cascade)",
-            m.latency.clone(),
+            self.latency.clone(),
         );
         registry.register(
             "skips",
             "Stores skipped during lookups, by store, operation and reason",
-            m.skips.clone(),
+            self.skips.clone(),
         );
         registry.register(
             "miss_cache_entries",
             "Keys in the HTTP front's miss cache",
-            m.miss_cache_entries.clone(),
+            self.miss_cache_entries.clone(),
         );
         registry.register(
             "transfers_in_flight",
             "Lookups running in the background for the HTTP front",
-            m.in_flight.clone(),
+            self.in_flight.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Counts one finished lookup: hit (store, tier, bytes, latency) or miss (nothing found,
@@ -280,9 +350,23 @@ impl Metrics {
     /// read from skipped stores.
     pub fn record_lookup(&self, lookup: &Lookup) {
         self.lookups.inc();
+        let chain = self.chain.read().expect("chain").clone();
         match &lookup.fetched {
             Some(f) => {
                 self.hit(&f.found_in, f.tier);
+                let new: Vec<u64> = f
+                    .written
+                    .iter()
+                    .filter(|w| w.new)
+                    .map(|w| w.bytes)
+                    .collect();
+                if chain.is_wan(&f.found_in) {
+                    // It crossed the WAN once: the first copy needed it, the others did not.
+                    self.wan_read.inc_by(f.bytes_read);
+                    self.wan_saved.inc_by(new.iter().skip(1).sum());
+                } else {
+                    self.wan_saved.inc_by(new.iter().sum());
+                }
                 self.read_bytes
                     .get_or_create(&StoreLabel {
                         store: lv(&f.found_in),
@@ -305,6 +389,9 @@ impl Metrics {
         for s in &lookup.skipped {
             // Bytes of a refused (corrupt) file crossed the link too.
             if s.bytes_read > 0 {
+                if chain.is_wan(&s.store) {
+                    self.wan_read.inc_by(s.bytes_read);
+                }
                 self.read_bytes
                     .get_or_create(&StoreLabel {
                         store: lv(&s.store),
@@ -386,6 +473,86 @@ impl Metrics {
         self.served_bytes.inc_by(bytes);
     }
 
+    /// Counts bytes sent to a client out of the front's own store (a warm hit): served, and
+    /// saved from crossing the WAN.
+    pub fn served_local(&self, bytes: u64) {
+        self.served_bytes.inc_by(bytes);
+        self.wan_saved.inc_by(bytes);
+    }
+
+    /// Counts a copy of `bytes` from `source` into another store outside a lookup (an agent's
+    /// back-fill): bytes read from the source, over the WAN or saved from crossing it.
+    pub fn copied(&self, source: &str, bytes: u64) {
+        self.read_bytes
+            .get_or_create(&StoreLabel { store: lv(source) })
+            .inc_by(bytes);
+        if self.chain.read().expect("chain").is_wan(source) {
+            self.wan_read.inc_by(bytes);
+        } else {
+            self.wan_saved.inc_by(bytes);
+        }
+    }
+
+    /// Names the chain the status reports on (its store locations in tier order) and its
+    /// branch store: the tiers after the branch (after the local store without one) and
+    /// stores of other chains are beyond the WAN. Set by the agent and the front.
+    pub fn set_chain(&self, stores: Vec<String>, branch: Option<usize>) {
+        *self.chain.write().expect("chain") = ChainView { stores, branch };
+    }
+
+    /// Sets the queue's age and state gauges: the oldest request's age in seconds (0 when
+    /// the queue is empty) and the requests per state.
+    pub fn set_queue(&self, oldest_age_secs: u64, states: &[(crate::report::QueueState, usize)]) {
+        self.queue_oldest
+            .set(oldest_age_secs.min(i64::MAX as u64) as i64);
+        for (state, n) in states {
+            self.queue_states
+                .get_or_create(&StateLabel {
+                    state: state.label().into(),
+                })
+                .set(*n as i64);
+        }
+    }
+
+    /// Sets the number of symbol files being read out of stores now.
+    pub fn set_reads_in_flight(&self, n: usize) {
+        self.reads_in_flight.set(n as i64);
+    }
+
+    /// Per-tier hits, hit ratios and bytes read of the chain named by [`Metrics::set_chain`],
+    /// and the WAN counters.
+    pub fn traffic(&self) -> crate::report::Traffic {
+        let chain = self.chain.read().expect("chain").clone();
+        let mut tiers: Vec<crate::report::TierTraffic> = chain
+            .stores
+            .iter()
+            .enumerate()
+            .map(|(i, store)| crate::report::TierTraffic {
+                store: store.clone(),
+                role: crate::report::tier_role(i, chain.stores.len(), chain.branch).into(),
+                wan: crate::report::is_wan_tier(i, chain.branch),
+                hits: self.hit_counter(store, i).get(),
+                hit_ratio: None,
+                bytes_read: self
+                    .read_bytes
+                    .get_or_create(&StoreLabel { store: lv(store) })
+                    .get(),
+            })
+            .collect();
+        let misses = self.misses.get();
+        let answers = tiers.iter().map(|t| t.hits).sum::<u64>() + misses;
+        for t in &mut tiers {
+            t.hit_ratio = (answers > 0).then(|| t.hits as f64 / answers as f64);
+        }
+        crate::report::Traffic {
+            tiers,
+            misses,
+            wan_bytes_read: self.wan_read.get(),
+            wan_bytes_saved: self.wan_saved.get(),
+            bytes_served: self.served_bytes.get(),
+        }
+    }
+
     /// Sets the gauges sampled at render time.
     pub fn set_gauges(&self, miss_cache_entries: usize, in_flight: usize) {
         self.miss_cache_entries.set(miss_cache_entries as i64);
@@ -446,7 +613,7 @@ mod tests {
             reachable: false,
             writable: false,
             free_bytes: Some(7),
-            error: None,
+            ..Default::default()
         }]);
         let text = m.render();
         for want in [
@@ -478,5 +645,64 @@ mod tests {
         assert!(text.contains("# TYPE symcascade_transfer_duration_seconds histogram"));
         assert_eq!(m.requests(Outcome::LocalHit), 2);
         assert_eq!(m.requests(Outcome::Miss), 0);
+    }
+    #[test]
+    fn traffic_counts_wan_reads_and_savings_per_tier() {
+        use crate::cascade::{Fetched, Lookup, Written};
+        let m = Metrics::new();
+        // local ← branch ← main: main is beyond the WAN.
+        m.set_chain(vec!["/l".into(), "/b".into(), "/m".into()], Some(1));
+        let w = |store: &str, bytes| Written {
+            store: store.into(),
+            path: String::new(),
+            form: crate::layout::Form::Plain,
+            bytes,
+            new: true,
+        };
+        let hit = |found_in: &str, tier, read, written: Vec<Written>| Lookup {
+            key: crate::key::Key::new("a.pdb", "AB12").unwrap(),
+            fetched: Some(Fetched {
+                found_in: found_in.into(),
+                chain: 0,
+                tier,
+                form: crate::layout::Form::Plain,
+                via_file_ptr: None,
+                written,
+                local_path: None,
+                location: String::new(),
+                bytes_read: read,
+                bytes_written: 0,
+            }),
+            skipped: vec![],
+            elapsed_ms: 1,
+        };
+        // Over the WAN once, into the branch and the local store: the local copy is saved.
+        m.record_lookup(&hit("/m", 2, 100, vec![w("/b", 100), w("/l", 100)]));
+        // From the branch into the local store: all saved.
+        m.record_lookup(&hit("/b", 1, 40, vec![w("/l", 40)]));
+        m.served_local(7);
+        m.hit("/l", 0);
+        m.copied("/m", 5);
+        let t = m.traffic();
+        assert_eq!(t.wan_bytes_read, 105);
+        assert_eq!(t.wan_bytes_saved, 100 + 40 + 7);
+        assert_eq!(t.bytes_served, 7);
+        let hits: Vec<u64> = t.tiers.iter().map(|x| x.hits).collect();
+        assert_eq!(hits, [1, 1, 1]);
+        assert_eq!(t.tiers[2].hit_ratio, Some(1.0 / 3.0));
+        assert!(t.tiers[2].wan && !t.tiers[1].wan && !t.tiers[0].wan);
+        assert_eq!(t.tiers[2].bytes_read, 105);
+        m.set_queue(42, &[(crate::report::QueueState::MissCached, 2)]);
+        let text = m.render();
+        for want in [
+            "# TYPE symcascade_queue_oldest_request_age_seconds gauge",
+            "symcascade_queue_oldest_request_age_seconds 42",
+            "symcascade_queue_requests{state=\"miss_cached\"} 2",
+            "# TYPE symcascade_wan_saved_bytes counter",
+            "symcascade_wan_saved_bytes_total 147",
+            "symcascade_wan_read_bytes_total 105",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
     }
 }

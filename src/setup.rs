@@ -59,6 +59,9 @@ pub struct Setup {
     pub locations: Vec<Location>,
     /// The SMB client shared by the cascade's stores.
     pub client: Arc<SmbClient>,
+    /// What the agent and the front are doing (reads in flight, recent transfers, store
+    /// health history); the cascade's stores report their reads to it.
+    pub activity: Arc<crate::report::Activity>,
 }
 
 impl Setup {
@@ -88,6 +91,9 @@ impl Setup {
             every: config.log.progress_interval,
         };
         let opener = crate::store::progress::ProgressOpener::wrap(opener, Arc::new(every));
+        // Reads in flight for the status (`/status`, `status.json`).
+        let activity = crate::report::Activity::new();
+        let opener = crate::store::progress::ProgressOpener::wrap(opener, activity.sink());
         let sink = crate::store::noisy::ProbeSink {
             noisy: config.log.noisy,
             record: None,
@@ -144,6 +150,7 @@ impl Setup {
             state_dir,
             locations,
             client,
+            activity,
         })
     }
 

@@ -30,14 +30,14 @@ use crate::exclusions::ExclusionList;
 use crate::key::Key;
 use crate::layout::{self, FileRequest, Form, RelPath};
 use crate::metrics::{Metrics, Outcome};
-use crate::report::{StoreHealth, Transfer};
+use crate::report::{Activity, Actor, StoreHealth, Transfer};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -53,8 +53,6 @@ pub const RECEIVE_TIMEOUT_HEADER: &str = "symbol-agent-receive-timeout";
 pub const STATUS_HEADER: &str = "symbol-agent-status";
 /// SymProxy merges at most this many upstream stores per virtual directory.
 pub const MAX_UPSTREAMS: usize = 10;
-/// Recent transfers kept for `/status`.
-const RECENT: usize = 50;
 
 /// Why the front cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +151,8 @@ pub struct Front {
     inflight: Mutex<HashMap<Key, Inflight>>,
     exclusions: Option<ExclusionList>,
     metrics: Arc<Metrics>,
-    recent: Mutex<VecDeque<Transfer>>,
+    /// Reads in flight and recent transfers, shared with the agent.
+    activity: Arc<Activity>,
     started: Instant,
     listen: Mutex<Option<SocketAddr>>,
     agent_status: Option<tokio::sync::watch::Receiver<crate::report::Status>>,
@@ -172,8 +171,10 @@ impl std::fmt::Debug for Front {
 
 impl Front {
     /// A front serving `chain`'s downstream store (tier 0, which must be local) and looking
-    /// keys up through `cascade`. `branch` is the chain's branch index (for `/status` roles);
-    /// `agent_status` is the running agent's status (from the daemon), shown in `/status`.
+    /// keys up through `cascade`. `branch` is the chain's branch index (for `/status` roles
+    /// and where the WAN begins); `activity` is the process's (shared with the agent, fed by
+    /// the cascade's stores); `agent_status` is the running agent's status (from the daemon),
+    /// shown in `/status`.
     ///
     /// # Errors
     /// [`FrontError::Config`] when the chain's downstream store is not a local folder or a
@@ -184,6 +185,7 @@ impl Front {
         branch: Option<usize>,
         opts: FrontOptions,
         metrics: Arc<Metrics>,
+        activity: Arc<Activity>,
         agent_status: Option<tokio::sync::watch::Receiver<crate::report::Status>>,
     ) -> Result<Front, FrontError> {
         let serving = chain
@@ -208,6 +210,12 @@ impl Front {
             }
         }
         let opts_cold = opts.max_cold_lookups.max(1);
+        let stores = chain
+            .tiers
+            .iter()
+            .map(|t| t.store().describe().location)
+            .collect();
+        metrics.set_chain(stores, branch);
         Ok(Front {
             misses: Mutex::new(MissCache::new(opts.miss_timeout, opts.miss_age_timeout)),
             exclusions: opts.exclusions.as_ref().map(ExclusionList::new),
@@ -221,7 +229,7 @@ impl Front {
             opts,
             inflight: Mutex::new(HashMap::new()),
             metrics,
-            recent: Mutex::new(VecDeque::new()),
+            activity,
             started: Instant::now(),
             listen: Mutex::new(None),
             agent_status,
@@ -382,7 +390,11 @@ impl Front {
         drop(map);
         let me = self.clone();
         let key = key.clone();
-        tokio::spawn(async move {
+        let front = Actor {
+            by: "front".into(),
+            requester: None,
+        };
+        tokio::spawn(crate::report::acting_as(front, async move {
             let permit = me.cold.clone().acquire_owned().await;
             let result = me.cascade.lookup_tapped(&key, Some(&stx)).await;
             drop(permit);
@@ -393,7 +405,7 @@ impl Front {
             // finds the file in the front's store or the miss in the miss cache.
             let _ = tx.send(Some(Arc::new(result)));
             me.inflight.lock().expect("inflight").remove(&key);
-        });
+        }));
         Some(f)
     }
 
@@ -403,10 +415,8 @@ impl Front {
         match &l.fetched {
             Some(_) => {
                 self.misses.lock().expect("misses").clear(&l.key);
-                let mut r = self.recent.lock().expect("recent");
-                r.extend(Transfer::of(l));
-                while r.len() > RECENT {
-                    r.pop_front();
+                if let Some(t) = Transfer::of(l) {
+                    self.activity.record(t);
                 }
             }
             // Only a definitive miss is cached: a store that could not answer may have it. A
@@ -516,6 +526,9 @@ async fn metrics(State(front): State<Arc<Front>>) -> Response {
     let entries = front.misses.lock().expect("misses").len();
     let inflight = front.inflight.lock().expect("inflight").len();
     front.metrics.set_gauges(entries, inflight);
+    front
+        .metrics
+        .set_reads_in_flight(front.activity.in_flight().len());
     if front.agent_status.is_none() {
         // No agent checks the stores periodically (front only): check them per scrape.
         front.metrics.set_store_health(&health(&front).await);
@@ -623,6 +636,14 @@ async fn own_store(
     let p = front.local_file(fr).await?;
     let resp = serve_local(&p, file_request(req)).await?;
     crate::store::local::touch_hit(Some(&p), None);
+    if req.method != Method::HEAD
+        && let Some(n) = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        front.metrics.served_local(n);
+    }
     front
         .metrics
         .hit(&front.serving.store().describe().location, 0);
@@ -998,7 +1019,7 @@ impl Front {
             if buf.len() as u64 != len {
                 return None;
             }
-            self.metrics.served(len);
+            self.metrics.served_local(len);
             return Some(b.body(Body::from(buf)).expect("valid response"));
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(2);
@@ -1010,7 +1031,7 @@ impl Front {
                     Ok(0) => return,
                     Ok(n) => {
                         buf.truncate(n);
-                        metrics.served(n as u64);
+                        metrics.served_local(n as u64);
                         if tx.blocking_send(Ok(buf.freeze())).is_err() {
                             return; // the client went away
                         }
@@ -1065,9 +1086,13 @@ async fn serve_local(path: &std::path::Path, req: Request) -> Option<Response> {
     Some(resp)
 }
 
-/// Store health for `/status` (bounded by 3 s per store).
+/// Store health for `/status` (bounded by 3 s per store), with since when each store is in
+/// its state and its last error.
 async fn health(front: &Front) -> Vec<StoreHealth> {
-    crate::report::store_health(&front.chain, front.branch, Duration::from_secs(3)).await
+    let mut h =
+        crate::report::store_health(&front.chain, front.branch, Duration::from_secs(3)).await;
+    front.activity.observe_health(&mut h);
+    h
 }
 
 #[cfg(test)]

@@ -15,4 +15,5 @@ mod relay;
 mod samba;
 mod smb;
 mod soak;
+mod status;
 mod wine;
