@@ -537,16 +537,14 @@ impl Reporter {
 /// The status handle, for the control handler (registered before the handle exists).
 static REPORTER: std::sync::OnceLock<Reporter> = std::sync::OnceLock::new();
 
-fn serve(job: Job) -> Result<()> {
-    let stop_hint = job
-        .config
-        .as_ref()
-        .map(|c| c.agent.shutdown_grace)
-        .unwrap_or_default()
-        + STOP_MARGIN;
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let handle = service_control_handler::register(SERVICE_NAME, move |control| match control {
-        // Stop from `sc stop`/Services, Shutdown when Windows shuts down: both stop gracefully.
+/// Registers the handler of the service manager's controls: Stop (`sc stop`, Services) and
+/// Shutdown (Windows shutting down) both report StopPending with `stop_hint` at once and set
+/// `stop`.
+fn register_control_handler(
+    stop_hint: Duration,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> Result<service_control_handler::ServiceStatusHandle> {
+    service_control_handler::register(SERVICE_NAME, move |control| match control {
         ServiceControl::Stop | ServiceControl::Shutdown => {
             // StopPending and its wait hint right away, so that the status ControlService
             // hands back to `service stop` already carries them.
@@ -558,13 +556,68 @@ fn serve(job: Job) -> Result<()> {
                     ServiceExitCode::NO_ERROR,
                 );
             }
-            tx.send_replace(true);
+            stop.send_replace(true);
             ServiceControlHandlerResult::NoError
         }
         ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
         _ => ServiceControlHandlerResult::NotImplemented,
     })
-    .context("registering the service control handler")?;
+    .context("registering the service control handler")
+}
+
+/// Starts the daemon (reporting Running only once it has: a bad symbol path fails `service
+/// start` with exit code EXIT_CONFIG instead of a service that is "running" and does nothing),
+/// then runs it until `stop`, with a fresh StopPending checkpoint every second while it stops.
+async fn run_daemon(
+    config: symcascade::config::Config,
+    dd: symcascade::sympath::Location,
+    scm: Reporter,
+    stop_hint: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::result::Result<(), (u32, String)> {
+    let daemon = match symcascade::daemon::Daemon::start(config, &dd).await {
+        Ok(d) => d,
+        Err(e) => return Err((EXIT_CONFIG, e.to_string())),
+    };
+    scm.report(
+        ServiceState::Running,
+        0,
+        Duration::ZERO,
+        ServiceExitCode::NO_ERROR,
+    );
+    tracing::info!(service = SERVICE_NAME, "service running");
+    let mut ticker = None;
+    let shutdown = async {
+        let _ = stop.wait_for(|stop| *stop).await;
+        tracing::info!(service = SERVICE_NAME, wait_hint = ?stop_hint, "service stop requested");
+        ticker = Some(tokio::spawn(async move {
+            for checkpoint in 2.. {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                scm.report(
+                    ServiceState::StopPending,
+                    checkpoint,
+                    stop_hint,
+                    ServiceExitCode::NO_ERROR,
+                );
+            }
+        }));
+    };
+    let r = daemon.run(None, shutdown).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    r.map_err(|e| (EXIT_AGENT, e.to_string()))
+}
+
+fn serve(job: Job) -> Result<()> {
+    let stop_hint = job
+        .config
+        .as_ref()
+        .map(|c| c.agent.shutdown_grace)
+        .unwrap_or_default()
+        + STOP_MARGIN;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let handle = register_control_handler(stop_hint, tx)?;
     let scm = *REPORTER.get_or_init(|| Reporter(handle));
     scm.report(
         ServiceState::StartPending,
@@ -595,34 +648,7 @@ fn serve(job: Job) -> Result<()> {
         }
     };
     let dd = job.default_downstream;
-    let result = rt.block_on(async {
-        // Running only once the daemon has started (resolved once): a bad symbol path fails
-        // `service start` with exit code EXIT_CONFIG instead of a service that is "running"
-        // and does nothing.
-        let daemon = match symcascade::daemon::Daemon::start(config, &dd).await {
-            Ok(d) => d,
-            Err(e) => return Err((EXIT_CONFIG, e.to_string())),
-        };
-        scm.report(ServiceState::Running, 0, Duration::ZERO, ServiceExitCode::NO_ERROR);
-        tracing::info!(service = SERVICE_NAME, "service running");
-        let mut ticker = None;
-        let shutdown = async {
-            let _ = rx.wait_for(|stop| *stop).await;
-            tracing::info!(service = SERVICE_NAME, wait_hint = ?stop_hint, "service stop requested");
-            // A fresh checkpoint every second tells the SCM the stop is progressing.
-            ticker = Some(tokio::spawn(async move {
-                for checkpoint in 2.. {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    scm.report(ServiceState::StopPending, checkpoint, stop_hint, ServiceExitCode::NO_ERROR);
-                }
-            }));
-        };
-        let r = daemon.run(None, shutdown).await;
-        if let Some(t) = ticker {
-            t.abort();
-        }
-        r.map_err(|e| (EXIT_AGENT, e.to_string()))
-    });
+    let result = rt.block_on(run_daemon(config, dd, scm, stop_hint, rx));
     // Blocking file work left behind by dropped copies gets a moment, never the whole hint.
     rt.shutdown_timeout(Duration::from_secs(2));
     match result {

@@ -562,22 +562,7 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             pointer,
             labels,
             files,
-        } => {
-            let form = match (compress, pointer) {
-                (true, _) => Form::Compressed,
-                (_, true) => Form::FilePtr,
-                _ => Form::Plain,
-            };
-            let labels = symcascade::admin::transaction::Labels {
-                product: labels.product,
-                version: labels.version,
-                comment: labels.comment,
-            };
-            for line in symcascade::admin::cli::add(&store, files, form, &labels).await? {
-                println!("{line}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => add(&store, compress, pointer, labels, files).await,
         Cmd::Del { store, id } => {
             print!("{}", symcascade::admin::cli::del(&store, &id)?);
             Ok(ExitCode::SUCCESS)
@@ -600,19 +585,50 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             print!("{text}");
             Ok(ExitCode::from(u8::from(!r.failed.is_empty())))
         }
-        Cmd::Query { queue, json, store } => {
-            let text = if queue {
-                let setup =
-                    symcascade::setup::Setup::resolve(&config, &default_downstream()).await?;
-                symcascade::admin::cli::queue(&setup.admin, json).await?
-            } else {
-                let store = store.unwrap_or_default();
-                symcascade::admin::cli::query(&store, &smb_client(&config), json).await?
-            };
-            print!("{text}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Query { queue, json, store } => query(&config, queue, json, store).await,
     }
+}
+
+/// `symcascade add`: files into a local store with a `000Admin` transaction.
+async fn add(
+    store: &std::path::Path,
+    compress: bool,
+    pointer: bool,
+    labels: AdminLabels,
+    files: Vec<PathBuf>,
+) -> Result<ExitCode> {
+    let form = match (compress, pointer) {
+        (true, _) => Form::Compressed,
+        (_, true) => Form::FilePtr,
+        _ => Form::Plain,
+    };
+    let labels = symcascade::admin::transaction::Labels {
+        product: labels.product,
+        version: labels.version,
+        comment: labels.comment,
+    };
+    for line in symcascade::admin::cli::add(store, files, form, &labels).await? {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `symcascade query`: a store's keys, or (`--queue`) the branch queue.
+async fn query(
+    config: &Config,
+    queue: bool,
+    json: bool,
+    store: Option<String>,
+) -> Result<ExitCode> {
+    let text = if queue {
+        let setup = symcascade::setup::Setup::resolve(config, &default_downstream()).await?;
+        symcascade::admin::cli::queue(&setup.admin, json).await?
+    } else {
+        let store = store.unwrap_or_default();
+        symcascade::admin::cli::query(&store, &smb_client(config), json).await?
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The SMB client for commands that reach shares outside a symbol path (`age`, `query`).

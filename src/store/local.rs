@@ -208,6 +208,53 @@ impl LocalStore {
         Ok(cur)
     }
 
+    /// Takes the per-key OS lock (see [`LocalStore::lock_path`]), waiting for another
+    /// process writing the same key; released when the file is dropped.
+    async fn lock_key(&self, path: &RelPath) -> io::Result<std::fs::File> {
+        let lock_path = self.lock_path(path);
+        blocking(move || {
+            std::fs::create_dir_all(lock_path.parent().expect("lock has a parent"))?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await
+    }
+
+    /// A temp file beside `path`'s final name (its folder created, dead temps of the same
+    /// name removed); refused up front when `len` bytes do not fit, rather than filling the
+    /// disk and failing midway.
+    async fn new_temp(
+        &self,
+        path: &RelPath,
+        len: Option<u64>,
+    ) -> io::Result<(PathBuf, tempfile::NamedTempFile)> {
+        let me = self.clone();
+        let rel = path.clone();
+        let file_name = path.file_name().to_string();
+        blocking(move || {
+            let dir = me.ensure_parent(&rel)?;
+            remove_dead_temps(&dir, &file_name);
+            if let Some(need) = len
+                && let Ok(free) = fs4::available_space(&dir)
+                && free < need
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!("{need} bytes needed, {free} free"),
+                ));
+            }
+            let prefix = layout::temp_prefix(&file_name, TMP_RANDOM);
+            let tmp = shared_tempfile(&dir, &prefix, TMP_SUFFIX)?;
+            Ok((dir, tmp))
+        })
+        .await
+    }
+
     fn lock_path(&self, rel: &RelPath) -> PathBuf {
         self.root
             .join(ADMIN_DIR)
@@ -494,19 +541,7 @@ impl LocalStore {
             });
         }
         // Per-key OS lock: waits while another process writes the same key.
-        let lock_path = self.lock_path(path);
-        let _lock = blocking(move || {
-            std::fs::create_dir_all(lock_path.parent().expect("lock has a parent"))?;
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)?;
-            f.lock()?;
-            Ok(f)
-        })
-        .await
-        .map_err(|e| err(&e))?;
+        let _lock = self.lock_key(path).await.map_err(|e| err(&e))?;
         // Replacing: rename over the existing name whatever its case.
         let existing = self.stat(path).await?;
         if !replace && let Some(m) = existing {
@@ -514,32 +549,7 @@ impl LocalStore {
                 local_path: m.local_path,
             });
         }
-        let me = self.clone();
-        let rel = path.clone();
-        let file_name = path.file_name().to_string();
-        let (dir, tmp) = blocking(move || {
-            let dir = me.ensure_parent(&rel)?;
-            remove_dead_temps(&dir, &file_name);
-            if let Some(need) = len {
-                // Refuse up front rather than fill the disk and fail midway.
-                if let Ok(free) = fs4::available_space(&dir)
-                    && free < need
-                {
-                    return Err(io::Error::new(
-                        io::ErrorKind::StorageFull,
-                        format!("{need} bytes needed, {free} free"),
-                    ));
-                }
-            }
-            let tmp = shared_tempfile(
-                &dir,
-                &layout::temp_prefix(&file_name, TMP_RANDOM),
-                TMP_SUFFIX,
-            )?;
-            Ok((dir, tmp))
-        })
-        .await
-        .map_err(|e| err(&e))?;
+        let (dir, tmp) = self.new_temp(path, len).await.map_err(|e| err(&e))?;
         let std_file = tmp.as_file().try_clone().map_err(|e| err(&e))?;
         let sync_file = tmp.as_file().try_clone().map_err(|e| err(&e))?;
         let mut out = tokio::fs::File::from_std(std_file);
@@ -569,17 +579,9 @@ impl LocalStore {
             Some(p) if replace => p,
             _ => dir.join(path.file_name()),
         };
-        let fp = final_path.clone();
-        let persisted = blocking(move || match tmp.persist_noclobber(&fp) {
-            Ok(_) => Ok(true),
-            Err(e) if replace && e.error.kind() == io::ErrorKind::AlreadyExists => {
-                e.file.persist(&fp).map(|_| true).map_err(|e| e.error)
-            }
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e.error),
-        })
-        .await
-        .map_err(|e| err(&e))?;
+        let persisted = publish_temp(tmp, final_path.clone(), replace)
+            .await
+            .map_err(|e| err(&e))?;
         Ok(if persisted {
             PutOutcome::Written {
                 bytes,
@@ -617,6 +619,24 @@ pub fn touch_hit(path: Option<&Path>, modified: Option<std::time::SystemTime>) {
     {
         tracing::debug!(path = %path.display(), "recording last use: {e}");
     }
+}
+
+/// Renames a complete temp file to `to` without replacing (`Ok(false)`: a file appeared
+/// there meanwhile and is kept), or replacing when `replace`.
+async fn publish_temp(
+    tmp: tempfile::NamedTempFile,
+    to: PathBuf,
+    replace: bool,
+) -> io::Result<bool> {
+    blocking(move || match tmp.persist_noclobber(&to) {
+        Ok(_) => Ok(true),
+        Err(e) if replace && e.error.kind() == io::ErrorKind::AlreadyExists => {
+            e.file.persist(&to).map(|_| true).map_err(|e| e.error)
+        }
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e.error),
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -249,6 +249,42 @@ struct Temp {
     total: u64,
 }
 
+/// One WRITE of `buf` at offset `at` (repeated while the server takes less), on whichever
+/// connection `handle` holds now, within `timeout` (a timed-out connection is poisoned).
+/// Spawned by `write_all`, so the connection slot is released as soon as the WRITE completes,
+/// even while the caller is busy reading the source.
+async fn write_chunk(
+    handle: Arc<Handle>,
+    buf: Vec<u8>,
+    at: u64,
+    timeout: std::time::Duration,
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let (server, live, f) = handle
+            .get()
+            .await
+            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()))?;
+        let _slot = live.slots.acquire().await.map_err(io::Error::other)?;
+        let write = f.write_block(&buf[done..], at + done as u64, None);
+        let w = match tokio::time::timeout(timeout, write).await {
+            Err(_) => {
+                server.poison(&live);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"));
+            }
+            Ok(r) => r?,
+        };
+        if w == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "server accepted 0 bytes",
+            ));
+        }
+        done += w;
+    }
+    Ok(())
+}
+
 impl Handle {
     async fn get(&self) -> Result<(Arc<Server>, Arc<super::Live>, Arc<File>), StoreError> {
         let mut g = self.cur.lock().await;
@@ -668,6 +704,18 @@ impl SmbStore {
         }
     }
 
+    /// A failed WRITE as a store error: a full disk or quota, denied access and timeouts
+    /// are told apart (the status comes from the crate's message, see `nt_status`).
+    fn write_error(&self, path: &RelPath, e: &io::Error) -> StoreError {
+        let kind = match super::status_in_text(&e.to_string()) {
+            Some(status::DISK_FULL | status::QUOTA_EXCEEDED) => StoreErrorKind::DiskFull,
+            Some(status::ACCESS_DENIED) => StoreErrorKind::PermissionDenied,
+            _ if e.kind() == io::ErrorKind::TimedOut => StoreErrorKind::Timeout,
+            _ => StoreErrorKind::Io,
+        };
+        StoreError::new(&self.shown, "put", path, kind, e.to_string())
+    }
+
     /// Streams `src` into the handle's file with several WRITEs in flight; returns the byte
     /// count.
     async fn write_all(
@@ -705,38 +753,7 @@ impl SmbStore {
                 let handle = handle.clone();
                 // Spawned, so the WRITE's connection slot is released when it completes even
                 // while this loop is busy reading the source.
-                pending.push(tokio::spawn(async move {
-                    let mut done = 0;
-                    while done < buf.len() {
-                        let (server, live, f) = handle.get().await.map_err(|e| {
-                            io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())
-                        })?;
-                        let _slot = live.slots.acquire().await.map_err(io::Error::other)?;
-                        let w = match tokio::time::timeout(
-                            timeout,
-                            f.write_block(&buf[done..], at + done as u64, None),
-                        )
-                        .await
-                        {
-                            Err(_) => {
-                                server.poison(&live);
-                                return Err(io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    "write timed out",
-                                ));
-                            }
-                            Ok(r) => r?,
-                        };
-                        if w == 0 {
-                            return Err(io::Error::new(
-                                io::ErrorKind::WriteZero,
-                                "server accepted 0 bytes",
-                            ));
-                        }
-                        done += w;
-                    }
-                    Ok::<_, io::Error>(())
-                }));
+                pending.push(tokio::spawn(write_chunk(handle, buf, at, timeout)));
                 if n < chunk {
                     eof = true;
                 }
@@ -747,23 +764,7 @@ impl SmbStore {
                 .map(|r| r.unwrap_or_else(|e| Err(io::Error::other(e))))
             {
                 Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    let kind = match super::status_in_text(&e.to_string()) {
-                        Some(status::DISK_FULL | status::QUOTA_EXCEEDED) => {
-                            StoreErrorKind::DiskFull
-                        }
-                        Some(status::ACCESS_DENIED) => StoreErrorKind::PermissionDenied,
-                        _ if e.kind() == io::ErrorKind::TimedOut => StoreErrorKind::Timeout,
-                        _ => StoreErrorKind::Io,
-                    };
-                    return Err(StoreError::new(
-                        &self.shown,
-                        "put",
-                        path,
-                        kind,
-                        e.to_string(),
-                    ));
-                }
+                Some(Err(e)) => return Err(self.write_error(path, &e)),
                 None if eof => return Ok(off),
                 None => {}
             }
