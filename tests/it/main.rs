@@ -7,6 +7,7 @@ mod cascade;
 mod cli;
 mod front;
 mod harness;
+mod house;
 mod http_upstream;
 mod httpd;
 mod keys;
