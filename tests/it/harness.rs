@@ -329,3 +329,55 @@ pub fn same(a: &Path, b: &Path) {
         b.display()
     );
 }
+
+/// A daemon run in this process, as `symcascade run` and the Windows service run it
+/// (`Daemon::start`, then `Daemon::run`), with its front on a listener bound to `127.0.0.1:0`
+/// here (the OS picks the port: nothing is probed). Stopped by [`InProcessDaemon::stop`], or
+/// when dropped.
+pub struct InProcessDaemon {
+    /// Where the front listens.
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), symcascade::daemon::DaemonError>>>,
+}
+
+impl InProcessDaemon {
+    /// Starts a daemon from config text (which must set `[http] listen`; its address is not
+    /// used).
+    pub async fn start(config: &str, dd: &Location) -> InProcessDaemon {
+        let config = symcascade::config::Config::parse(config).unwrap();
+        let daemon = symcascade::daemon::Daemon::start(config, dd).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(daemon.run(Some(listener), async {
+            let _ = rx.await;
+        }));
+        InProcessDaemon {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Asks the daemon to stop and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), symcascade::daemon::DaemonError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for InProcessDaemon {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

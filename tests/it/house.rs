@@ -163,7 +163,12 @@ fn no_module_imports_one_that_imports_it_back() {
     assert!(all.len() > 20, "{} modules found", all.len());
     let graph: BTreeMap<String, BTreeSet<String>> = all
         .iter()
-        .map(|(m, p)| (m.clone(), edges(m, &code(&std::fs::read_to_string(p).unwrap()), &all)))
+        .map(|(m, p)| {
+            (
+                m.clone(),
+                edges(m, &code(&std::fs::read_to_string(p).unwrap()), &all),
+            )
+        })
         .collect();
     // The checker sees edges at all (a broken parser would pass vacuously).
     assert!(graph["daemon"].contains("agent") && graph["daemon"].contains("front"));
@@ -251,7 +256,10 @@ fn no_function_over_80_lines_without_a_reason() {
             }
         }
     }
-    assert!(found.is_empty(), "functions over {MAX_LINES} lines: {found:#?}");
+    assert!(
+        found.is_empty(),
+        "functions over {MAX_LINES} lines: {found:#?}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod admin;
 mod agent;
 mod cascade;
 mod cli;
+mod daemon;
 mod front;
 mod harness;
 mod house;
