@@ -33,6 +33,35 @@ pub struct TierCheck {
     pub ok: bool,
     /// Plain words: `ok`, `unreachable: …`, `would be skipped: not writable (…)`.
     pub verdict: String,
+    /// How the store is reached and as whom: `local folder`, `built-in SMB client as DOM\bob
+    /// (configured credentials)`, `Windows SMB client as this process's identity`, `HTTP`.
+    pub reached_by: String,
+}
+
+/// How tier `i` of `setup`'s chain is reached, and with which identity (never a secret).
+pub fn reached_by(setup: &Setup, i: usize) -> String {
+    use crate::store::Transport;
+    match setup.chain.tiers[i].store().describe().transport {
+        Transport::Local => "local folder, as this process's identity".into(),
+        Transport::OsSmb => {
+            "Windows SMB client, as this process's identity (Kerberos/NTLM, signing, encryption and DFS as Windows negotiates them)".into()
+        }
+        Transport::Smb => {
+            let host = match &setup.locations[i] {
+                crate::sympath::Location::Smb { host, .. } => host.as_str(),
+                _ => "",
+            };
+            match setup.client.config().credentials_for(host) {
+                Some(c) => match &c.domain {
+                    Some(d) => format!("built-in SMB client as {d}\\{} (configured credentials)", c.user),
+                    None => format!("built-in SMB client as {} (configured credentials)", c.user),
+                },
+                None => "built-in SMB client, no credentials configured".into(),
+            }
+        }
+        Transport::Http => "HTTP(S) client".into(),
+        _ => "no transport of this build".into(),
+    }
 }
 
 /// Checks every tier of the agent's chain, each bounded by `timeout`.
@@ -55,6 +84,7 @@ pub async fn check(setup: &Setup, timeout: Duration) -> Vec<TierCheck> {
         };
         if let Some(e) = read_err {
             out.push(TierCheck {
+                reached_by: reached_by(setup, i),
                 store: location,
                 role: role.into(),
                 readable: false,
@@ -101,6 +131,7 @@ pub async fn check(setup: &Setup, timeout: Duration) -> Vec<TierCheck> {
             }
         }
         out.push(TierCheck {
+            reached_by: reached_by(setup, i),
             store: location,
             role: role.into(),
             readable: true,

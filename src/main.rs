@@ -719,6 +719,7 @@ async fn doctor(config: &Config, json: bool) -> Result<ExitCode> {
                 .map(|b| format!(", {:.1} GiB free", b as f64 / (1u64 << 30) as f64))
                 .unwrap_or_default();
             println!("{:<12} {:<40} {}{lat}{free}", c.role, c.store, c.verdict);
+            println!("{:<12} reached by: {}", "", c.reached_by);
         }
     }
     Ok(if checks.iter().all(|c| c.ok) {

@@ -329,8 +329,22 @@ fn chain_locations(path: &SymbolPath, ci: usize, dd: &Location) -> Vec<Location>
 /// A folder for control files in a store's root (`000Cascade/<sub>`), for local and SMB
 /// stores; `None` for HTTP.
 pub fn admin_folder(location: &Location, client: &Arc<SmbClient>) -> Option<Folder> {
+    use crate::store::open::{SmbRoute, smb_route};
     match location {
         Location::Local { path } => Some(Folder::Local(PathBuf::from(path).join(queue::ADMIN_DIR))),
+        // Reached through the OS's client (Windows, no credentials configured): the queue is a
+        // folder of the UNC path, watched with the OS's own change notifications (`notify`).
+        Location::Smb { host, port, .. }
+            if smb_route(
+                cfg!(windows),
+                client.config().has_credentials(host),
+                port.is_some(),
+            ) == SmbRoute::Os =>
+        {
+            Some(Folder::Local(
+                PathBuf::from(location.to_string()).join(queue::ADMIN_DIR),
+            ))
+        }
         Location::Smb {
             host,
             port,

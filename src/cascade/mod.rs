@@ -90,7 +90,7 @@ impl CascadeOptions {
         }
         match transport {
             Transport::Http => self.uri_filter & bit != 0,
-            Transport::Smb => self.uri_filter & (bit << 4) != 0,
+            Transport::Smb | Transport::OsSmb => self.uri_filter & (bit << 4) != 0,
             // SymProxy's filter names only its two network transports.
             Transport::Local | Transport::Unavailable => true,
         }

@@ -37,6 +37,8 @@ pub struct LocalStore {
     /// root holds one folder per file name (200,000 in a big store), so listing it per miss
     /// made every miss O(store). Shared by clones.
     root_index: std::sync::Arc<std::sync::Mutex<RootIndex>>,
+    /// `Local`, or `OsSmb` for a share reached through the operating system's client.
+    transport: crate::store::Transport,
 }
 
 /// How long a root listing answers case-insensitive lookups before it is taken again. A
@@ -61,6 +63,18 @@ impl LocalStore {
             shown: root.display().to_string(),
             root,
             root_index: Default::default(),
+            transport: crate::store::Transport::Local,
+        }
+    }
+
+    /// A store on a share the operating system's SMB client reaches (`\\host\share\dir`
+    /// through the file system, Windows): the same file operations as a local folder,
+    /// described as [`crate::store::Transport::OsSmb`] so the cascade treats it as remote
+    /// (its `file.ptr` may not point into local folders; `UriFilter`'s UNC bits apply).
+    pub fn os_share(unc: impl AsRef<Path>) -> LocalStore {
+        LocalStore {
+            transport: crate::store::Transport::OsSmb,
+            ..LocalStore::new(unc)
         }
     }
 
@@ -448,7 +462,7 @@ impl Store for LocalStore {
     fn describe(&self) -> StoreDescription {
         StoreDescription {
             location: self.shown.clone(),
-            transport: crate::store::Transport::Local,
+            transport: self.transport,
         }
     }
 

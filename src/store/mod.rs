@@ -119,18 +119,24 @@ pub enum Transport {
     Smb,
     /// An HTTP(S) symbol server (`https://msdl.microsoft.com/download/symbols`).
     Http,
+    /// An SMB share reached through the operating system's own client: on Windows, a UNC
+    /// path through the file system for a host the config gives no credentials for, so the
+    /// process's identity (the logged-on user, or a service's machine account or gMSA) and
+    /// whatever the OS negotiates (Kerberos, signing, encryption, DFS) apply, as with SymSrv.
+    OsSmb,
     /// A location no transport of this build could open (see [`open::UnavailableStore`]).
     Unavailable,
 }
 
 impl Transport {
     /// The lower-case name used in logs, reports and metrics labels: `local`, `smb`, `http`,
-    /// `unavailable`.
+    /// `os-smb`, `unavailable`.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Local => "local",
             Transport::Smb => "smb",
             Transport::Http => "http",
+            Transport::OsSmb => "os-smb",
             Transport::Unavailable => "unavailable",
         }
     }
@@ -140,7 +146,7 @@ impl Transport {
     pub fn is_remote(self) -> bool {
         match self {
             Transport::Local => false,
-            Transport::Smb | Transport::Http | Transport::Unavailable => true,
+            Transport::Smb | Transport::OsSmb | Transport::Http | Transport::Unavailable => true,
         }
     }
 }

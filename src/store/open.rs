@@ -79,6 +79,24 @@ impl StoreOpener for Transports {
                 share,
                 dirs,
                 ..
+            } if smb_route(
+                cfg!(windows),
+                self.smb.config().has_credentials(host),
+                port.is_some(),
+            ) == SmbRoute::Os =>
+            {
+                let s = LocalStore::os_share(location.to_string());
+                Ok(Arc::new(blackout::Blackout::new(
+                    Arc::new(s),
+                    self.blackout,
+                )))
+            }
+            Location::Smb {
+                host,
+                port,
+                share,
+                dirs,
+                ..
             } => {
                 let s = smb::SmbStore::new(
                     self.smb.clone(),
@@ -111,6 +129,30 @@ impl StoreOpener for Transports {
             }
             other => LocalOnly.open_store(other),
         }
+    }
+}
+
+/// How an SMB location (`\\host\share\dir`) is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmbRoute {
+    /// The built-in client (`store::smb`), with the configured credentials.
+    BuiltIn,
+    /// The operating system's client: the UNC path through the file system, as the process's
+    /// identity ([`LocalStore::os_share`]).
+    Os,
+}
+
+/// The route for an SMB location: on Windows a host the config gives no credentials for goes
+/// through Windows' own client, as SymSrv does (the debugger's user; a service's machine
+/// account or gMSA: no password stored anywhere, Kerberos, DFS and encryption as Windows
+/// negotiates them — Microsoft, "Choosing Network Security Credentials"). Explicit
+/// credentials, a port in the path (`\\host:4445\share`, which a UNC path cannot carry) and
+/// every other platform use the built-in client.
+pub fn smb_route(windows: bool, has_credentials: bool, has_port: bool) -> SmbRoute {
+    if windows && !has_credentials && !has_port {
+        SmbRoute::Os
+    } else {
+        SmbRoute::BuiltIn
     }
 }
 
@@ -167,5 +209,37 @@ impl Store for UnavailableStore {
     }
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
         self.fail("capabilities", "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smb_routes() {
+        // (windows, credentials configured, port in the path) → route
+        let rows = [
+            (true, false, false, SmbRoute::Os),
+            (true, true, false, SmbRoute::BuiltIn),
+            (true, false, true, SmbRoute::BuiltIn),
+            (false, false, false, SmbRoute::BuiltIn),
+            (false, true, false, SmbRoute::BuiltIn),
+        ];
+        for (w, c, p, want) in rows {
+            assert_eq!(
+                smb_route(w, c, p),
+                want,
+                "windows {w} credentials {c} port {p}"
+            );
+        }
+    }
+
+    #[test]
+    fn os_shares_are_remote_stores() {
+        let d = LocalStore::os_share(r"\\MainOffice\Symbols").describe();
+        assert_eq!(d.transport, Transport::OsSmb);
+        assert!(d.transport.is_remote());
+        assert!(!LocalStore::new("/var/sym").describe().transport.is_remote());
     }
 }

@@ -638,6 +638,12 @@ async fn doctor_names_the_tier_that_would_be_skipped() {
     let (code, out) = doctor(&cfg);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(out.matches(" ok").count(), 3, "{out}");
+    // Which client reaches each store, as whom (on Linux every share goes through the
+    // built-in client; no password is printed).
+    assert!(out.contains("reached by: local folder"), "{out}");
+    let smb = format!("reached by: built-in SMB client as {}", crate::samba::USER);
+    assert_eq!(out.matches(&smb).count(), 2, "{out}");
+    assert!(!out.contains(crate::samba::PASSWORD), "{out}");
     // A read-only branch share.
     let ro = office.dir.path().join("ro.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(

@@ -93,6 +93,37 @@ pub struct SmbConfig {
     pub retire_after_lost_credits: u64,
 }
 
+impl SmbConfig {
+    /// Whether the built-in client has credentials for `host` (as written in the UNC path;
+    /// its alias target counts too): a per-host entry or default credentials. On Windows a
+    /// host without any is reached through the operating system's own SMB client instead, as
+    /// SymSrv does, with the process's identity (see `store::open::Transports`).
+    pub fn has_credentials(&self, host: &str) -> bool {
+        self.credentials_for(host).is_some()
+    }
+
+    /// The credentials the built-in client uses for `host`: the entry for the host as
+    /// written, its alias target or the target's host name, else the default credentials.
+    pub fn credentials_for(&self, host: &str) -> Option<&Credentials> {
+        let target = self
+            .aliases
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(host))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| host.to_string());
+        let thost = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
+        [host, target.as_str(), thost]
+            .iter()
+            .find_map(|h| {
+                self.credentials
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(h))
+                    .map(|(_, c)| c)
+            })
+            .or(self.default_credentials.as_ref())
+    }
+}
+
 impl Default for SmbConfig {
     fn default() -> Self {
         SmbConfig {
@@ -680,6 +711,28 @@ mod tests {
             map_error("s", "open", "p", &smb::Error::ConnectionStopped).kind,
             StoreErrorKind::Unreachable
         );
+    }
+
+    #[test]
+    fn credentials_known_per_host_alias_or_default() {
+        let mut c = SmbConfig {
+            default_credentials: None,
+            ..SmbConfig::default()
+        };
+        assert!(!c.has_credentials("MainOffice"));
+        c.aliases.insert("MainOffice".into(), "10.0.0.5:445".into());
+        c.credentials.insert(
+            "10.0.0.5".into(),
+            Credentials {
+                user: "u".into(),
+                password: "p".into(),
+                domain: None,
+            },
+        );
+        assert!(c.has_credentials("mainoffice"), "through the alias target");
+        assert!(!c.has_credentials("BranchOfficeA"));
+        c.default_credentials = c.credentials.get("10.0.0.5").cloned();
+        assert!(c.has_credentials("BranchOfficeA"));
     }
 
     #[test]
