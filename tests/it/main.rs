@@ -19,4 +19,6 @@ mod smb;
 mod soak;
 mod status;
 mod unc;
+// Linux-only: drives Wine (the Windows build under test) from Linux.
+#[cfg(unix)]
 mod wine;

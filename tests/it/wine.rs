@@ -60,6 +60,41 @@ struct Wine {
 }
 
 impl Wine {
+    /// A fresh prefix under `lab` (booted; `wineserver -w` waits until boot has settled, else
+    /// the first service start fails silently) with the test-only `ProcessPrng` stub.
+    fn fresh(lab: &Lab) -> Wine {
+        let logs = lab.path("wine-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut wine = Wine {
+            prefix: lab.path("prefix"),
+            logs,
+            n: 0,
+        };
+        let (s, _) = wine.run("wineboot", &["--init"], Duration::from_secs(180));
+        assert!(s.success(), "wineboot --init: {s}");
+        let (s, _) = wine.run("wineserver", &["-w"], Duration::from_secs(180));
+        assert!(s.success(), "wineserver -w: {s}");
+        let system32 = wine.drive_c().join("windows/system32");
+        let mut gcc = Command::new(MINGW_GCC);
+        gcc.args(["-shared", "-O2", "-o"])
+            .arg(system32.join("bcryptprimitives.dll"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/bcryptprimitives.c"))
+            .arg("-ladvapi32");
+        run(&mut gcc);
+        wine
+    }
+
+    /// Makes `\\host\share` a folder of this machine, as Wine resolves UNC paths: the
+    /// prefix's `dosdevices/unc/<host>/<share>` (lower case), a symbolic link to `dir`.
+    fn unc_share(&self, host: &str, share: &str, dir: &Path) {
+        let at = self
+            .prefix
+            .join("dosdevices/unc")
+            .join(host.to_ascii_lowercase());
+        std::fs::create_dir_all(&at).unwrap();
+        std::os::unix::fs::symlink(dir, at.join(share.to_ascii_lowercase())).unwrap();
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.env("WINEPREFIX", &self.prefix)
@@ -70,6 +105,8 @@ impl Wine {
             .env_remove("SYMCASCADE_CONFIG")
             .env_remove("_NT_SYMBOL_PATH")
             .env_remove("_NT_ALT_SYMBOL_PATH")
+            .env_remove("SYMCASCADE_SMB_USER")
+            .env_remove("SYMCASCADE_SMB_PASSWORD")
             .stdin(Stdio::null());
         c
     }
@@ -153,26 +190,7 @@ fn windows_service_lifecycle_under_wine() {
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(lab.publish("main", &[PDB], Form::Plain));
-    let logs = lab.path("wine-logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let mut wine = Wine {
-        prefix: lab.path("prefix"),
-        logs,
-        n: 0,
-    };
-    // A fresh prefix; `wineserver -w` waits until boot has settled, else the first service
-    // start fails silently.
-    let (s, _) = wine.run("wineboot", &["--init"], Duration::from_secs(180));
-    assert!(s.success(), "wineboot --init: {s}");
-    let (s, _) = wine.run("wineserver", &["-w"], Duration::from_secs(180));
-    assert!(s.success(), "wineserver -w: {s}");
-    let system32 = wine.drive_c().join("windows/system32");
-    let mut gcc = Command::new(MINGW_GCC);
-    gcc.args(["-shared", "-O2", "-o"])
-        .arg(system32.join("bcryptprimitives.dll"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/bcryptprimitives.c"))
-        .arg("-ladvapi32");
-    run(&mut gcc);
+    let mut wine = Wine::fresh(&lab);
     // Installed like a real one, under Program Files.
     let install_dir = wine.drive_c().join("Program Files/symcascade");
     std::fs::create_dir_all(&install_dir).unwrap();
@@ -313,4 +331,92 @@ shutdown_grace = "{grace_secs}s"
     );
     assert!(!s.success(), "sc query still finds the service: {out}");
     eprintln!("Wine service smoke test: {:?} in all", began.elapsed());
+}
+
+/// Issue #14: shares named in the symbol path without `[smb]` credentials are reached through
+/// Windows' own SMB client — the UNC path through the file system, as the process's identity —
+/// as SymSrv does. Under Wine `\\MainOffice\Symbols` is the prefix's `dosdevices/unc` folder:
+/// the Windows build's `doctor` names the OS path, `get` and the agent replicate real files
+/// main → branch → `C:\Symbols` through it.
+#[test]
+fn shares_without_credentials_go_through_the_os_client_under_wine() {
+    let Some(exe) = requirements() else {
+        return;
+    };
+    let lab = Lab::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(lab.publish("main", &[PDB, DLL], Form::Plain));
+    let mut wine = Wine::fresh(&lab);
+    wine.unc_share("MainOffice", "Symbols", &lab.path("main"));
+    wine.unc_share("BranchOfficeA", "Symbols", &lab.path("branch"));
+    let exe = z(&exe);
+    let cfg = lab.path("desk.toml");
+    std::fs::write(
+        &cfg,
+        "sympath = 'srv*C:\\Symbols*\\\\BranchOfficeA\\Symbols*\\\\MainOffice\\Symbols'\n\
+         [agent]\nid = \"DESKTOP-4F2K9Q1\"\nrescan_interval = \"1s\"\n",
+    )
+    .unwrap();
+    let cfg = z(&cfg);
+    // doctor: both shares through the OS's client, no credentials anywhere.
+    let out = wine.symcascade(&exe, &["--config", &cfg, "doctor"], 0);
+    assert_eq!(
+        out.matches("reached by: Windows SMB client").count(),
+        2,
+        "{out}"
+    );
+    // get: the DLL from MainOffice into the branch share and C:\Symbols.
+    let dll = key_of(DLL);
+    let out = wine.symcascade(
+        &exe,
+        &["--config", &cfg, "get", dll.name(), dll.index()],
+        0,
+    );
+    assert!(out.contains("MainOffice"), "{out}");
+    let in_store = |root: PathBuf, key: &symcascade::key::Key| {
+        let rel =
+            symcascade::layout::path_for(key, symcascade::layout::Tiering::OneTier, Form::Plain);
+        rel.components().iter().fold(root, |p, c| p.join(c))
+    };
+    let same = |p: &Path, f: &str| std::fs::read(p).ok() == std::fs::read(fixture(f)).ok();
+    assert!(same(&in_store(lab.path("branch"), &dll), DLL));
+    assert!(same(&in_store(wine.drive_c().join("Symbols"), &dll), DLL));
+    // The agent: its queue lives on \\BranchOfficeA\Symbols (the OS path too).
+    let pdb = key_of(PDB);
+    let out = wine.symcascade(
+        &exe,
+        &["--config", &cfg, "request", pdb.name(), pdb.index()],
+        0,
+    );
+    assert!(out.starts_with("queued"), "{out}");
+    assert!(lab.path("branch/000Cascade/requests").is_dir());
+    let log = std::fs::File::create(lab.path("agent.log")).unwrap();
+    let mut agent = wine
+        .command("wine")
+        .args([exe.as_str(), "--config", &cfg, "run"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let (local, branch) = (
+        in_store(wine.drive_c().join("Symbols"), &pdb),
+        in_store(lab.path("branch"), &pdb),
+    );
+    while !(same(&local, PDB) && same(&branch, PDB)) {
+        if t.elapsed() > Duration::from_secs(90) {
+            let _ = agent.kill();
+            panic!(
+                "the agent did not replicate {pdb}: {}",
+                std::fs::read_to_string(lab.path("agent.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "replicated through \\\\BranchOfficeA\\Symbols in {:?}",
+        t.elapsed()
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
 }
