@@ -248,17 +248,6 @@ shutdown_grace = "{grace_secs}s"
     let local = in_store(wine.drive_c().join("Symbols"));
     let branch = in_store(samba.share_dir("BranchOfficeA"));
     let same = |p: &Path| std::fs::read(p).ok() == std::fs::read(fixture(PDB)).ok();
-    let t = Instant::now();
-    while !(same(&local) && same(&branch)) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the service did not replicate {key} into {} and {}",
-            local.display(),
-            branch.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!("replicated by the service in {:?}", t.elapsed());
     // It logged where an admin looks: %ProgramData%\symcascade\logs, daily rotated.
     // Wine gives services %ProgramData% = C:\users\Public (Windows: C:\ProgramData).
     let log_dir = ["ProgramData", "users/Public"]
@@ -283,6 +272,18 @@ shutdown_grace = "{grace_secs}s"
             .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
             .collect::<String>()
     };
+    let t = Instant::now();
+    while !(same(&local) && same(&branch)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the service did not replicate {key} into {} and {}; its log: {}",
+            local.display(),
+            branch.display(),
+            logged()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("replicated by the service in {:?}", t.elapsed());
     let log = logged();
     assert!(log.contains("service running"), "log: {log}");
 
@@ -367,12 +368,8 @@ fn shares_without_credentials_go_through_the_os_client_under_wine() {
     );
     // get: the DLL from MainOffice into the branch share and C:\Symbols.
     let dll = key_of(DLL);
-    let out = wine.symcascade(
-        &exe,
-        &["--config", &cfg, "get", dll.name(), dll.index()],
-        0,
-    );
-    assert!(out.contains("MainOffice"), "{out}");
+    let out = wine.symcascade(&exe, &["--config", &cfg, "get", dll.name(), dll.index()], 0);
+    assert!(out.contains(r"C:\Symbols\attach_amd64.dll"), "{out}");
     let in_store = |root: PathBuf, key: &symcascade::key::Key| {
         let rel =
             symcascade::layout::path_for(key, symcascade::layout::Tiering::OneTier, Form::Plain);
