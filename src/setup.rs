@@ -62,6 +62,8 @@ pub struct Setup {
     /// What the agent and the front are doing (reads in flight, recent transfers, store
     /// health history); the cascade's stores report their reads to it.
     pub activity: Arc<crate::report::Activity>,
+    /// The bandwidth caps every remote store of the cascade reads under (`[bandwidth]`).
+    pub bandwidth: Arc<crate::bandwidth::Bandwidth>,
 }
 
 impl Setup {
@@ -86,6 +88,10 @@ impl Setup {
             http: crate::store::http::transport_from_env(&config.http_config()),
             blackout: config.blackout(),
         });
+        // `[bandwidth]`: remote reads go through the caps of their class (innermost, so the
+        // wrappers below count bytes as they leave the limiter).
+        let bandwidth = crate::bandwidth::Bandwidth::new(config.bandwidth_policy()?);
+        let opener = crate::store::limited::LimitedOpener::wrap(opener, bandwidth.clone());
         // Long transfers log their progress; `[log] noisy` logs every probe.
         let every = crate::store::progress::LogEvery {
             every: config.log.progress_interval,
@@ -151,6 +157,7 @@ impl Setup {
             locations,
             client,
             activity,
+            bandwidth,
         })
     }
 
