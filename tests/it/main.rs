@@ -18,4 +18,5 @@ mod samba;
 mod smb;
 mod soak;
 mod status;
+mod wan;
 mod wine;
