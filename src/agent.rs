@@ -310,7 +310,9 @@ impl Agent {
             by: format!("agent {}", self.s.id),
             requester: Some(requester),
         };
-        acting_as(actor, self.replicate(name, &key, known_miss, tries)).await
+        // Queue work is background: its remote reads are capped by `[bandwidth] background`.
+        let work = acting_as(actor, self.replicate(name, &key, known_miss, tries));
+        crate::bandwidth::in_background(work).await
     }
 
     /// Replicates an admitted record's key: lease, cascade lookup, back-fills or miss entry.
@@ -684,7 +686,8 @@ impl Agent {
                 by: format!("agent {} (back-fill)", self.s.id),
                 requester: None,
             };
-            let done = match acting_as(actor, self.backfill_one(&b)).await {
+            let work = acting_as(actor, self.backfill_one(&b));
+            let done = match crate::bandwidth::in_background(work).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::debug!(store = %b.store, key = %format!("{}/{}", b.name, b.index), "back-fill not yet possible: {e}");
@@ -825,6 +828,7 @@ impl Agent {
         self.metrics.set_reads_in_flight(st.transfers.len());
         st.recent = self.activity.recent();
         st.traffic = self.metrics.traffic();
+        st.bandwidth = self.metrics.bandwidth();
         st.backfills = self
             .backfills
             .lock()

@@ -47,6 +47,10 @@ pub struct Config {
     /// Aging of the local tiers the agent writes (off unless a cap is set).
     #[serde(default)]
     pub aging: AgingSection,
+    /// Bandwidth caps of background (and optionally interactive) transfers from remote
+    /// stores, with schedule windows (see `bandwidth`). Default: no caps.
+    #[serde(default)]
+    pub bandwidth: crate::bandwidth::BandwidthSection,
 }
 
 /// `[aging]`: the agent keeps each local folder tier it writes under these caps (AgeStore's
@@ -203,6 +207,10 @@ pub struct AgentSection {
     /// Default `1h` (far longer than any live writer leaves a temp file untouched).
     #[serde(default = "d1h", deserialize_with = "duration")]
     pub temp_max_age: Duration,
+    /// Companion prefetch: after an image (`.dll`, `.exe`, `.sys`) is fetched, its PDB (named
+    /// by the image's CodeView record) is fetched too, before a debugger asks. Default `true`.
+    #[serde(default = "yes")]
+    pub companions: bool,
 }
 
 impl Default for AgentSection {
@@ -219,6 +227,7 @@ impl Default for AgentSection {
             state_dir: None,
             shutdown_grace: d20s(),
             temp_max_age: d1h(),
+            companions: true,
         }
     }
 }
@@ -644,6 +653,14 @@ pub enum InvalidConfig {
         /// Why.
         problem: DurationProblem,
     },
+    /// A `[bandwidth]` value that cannot work (the key names the window: `bandwidth.windows[1].days`).
+    #[error("key `{key}`: {reason}")]
+    Bandwidth {
+        /// The key, e.g. `bandwidth.background`.
+        key: String,
+        /// Why, with what is accepted.
+        reason: String,
+    },
     /// A malformed symbol path.
     #[error("key `sympath`: {0}")]
     SymbolPath(#[from] crate::sympath::SymbolPathError),
@@ -677,6 +694,7 @@ impl InvalidConfig {
             | InvalidConfig::Path { key, .. }
             | InvalidConfig::Duration { key, .. }
             | InvalidConfig::Chain { key, .. } => Some(key),
+            InvalidConfig::Bandwidth { key, .. } => Some(key),
             InvalidConfig::SymbolPath(_) | InvalidConfig::SympathStore { .. } => Some("sympath"),
         }
     }
@@ -907,7 +925,19 @@ impl Config {
         cfg.check_cascade_and_http()?;
         cfg.check_http_client()?;
         cfg.check_aging()?;
+        cfg.bandwidth_policy()?;
         Ok(cfg)
+    }
+
+    /// `[bandwidth]`, checked: rates, days and hours of each window.
+    ///
+    /// # Errors
+    /// [`InvalidConfig::Value`] naming the key (e.g. `bandwidth.windows[0].hours`).
+    pub fn bandwidth_policy(&self) -> Result<crate::bandwidth::Policy, InvalidConfig> {
+        crate::bandwidth::Policy::parse(&self.bandwidth).map_err(|e| InvalidConfig::Bandwidth {
+            key: e.key,
+            reason: e.reason,
+        })
     }
 
     /// `[aging]`: a readable size; periods above zero and bounded.

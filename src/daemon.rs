@@ -191,6 +191,20 @@ impl Daemon {
             self.metrics.clone(),
             stop.clone(),
         );
+        // `[bandwidth]`: the window in force is applied and the rates measured every second.
+        let ticker = {
+            let (bw, metrics) = (self.setup.bandwidth.clone(), self.metrics.clone());
+            let done = stop.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = done.cancelled() => return,
+                        _ = every.tick() => metrics.set_bandwidth(&bw.tick()),
+                    }
+                }
+            })
+        };
         let front = match (self.front.clone(), listener) {
             (Some(front), Some(listener)) => {
                 let done = stop.clone().cancelled_owned();
@@ -218,6 +232,7 @@ impl Daemon {
             shutdown.await;
         }
         stop.cancel();
+        let _ = ticker.await;
         if let Some(f) = front {
             // Requests in progress finish; detached transfers end with the runtime.
             let _ = tokio::time::timeout(self.config.agent.shutdown_grace, f).await;

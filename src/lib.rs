@@ -21,6 +21,7 @@
 //! | [`platform`] | Windows defaults (`C:\Symbols`, `%ProgramData%`), open-file limits |
 //! | [`setup`] | a config resolved into cascade, chain, branch queue and state folder |
 //! | [`report`] | store health, transfers, the agent's status, the health verdict |
+//! | [`bandwidth`] | caps of background/interactive transfers with schedule windows |
 //! | [`metrics`] | Prometheus metrics shared by the agent and the front |
 //! | [`agent`] | the replication agent working the branch queue |
 //! | [`front`] | the SymProxy-compatible HTTP front |
@@ -60,6 +61,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod bandwidth;
 pub mod cascade;
 pub mod compress;
 pub mod config;

@@ -35,6 +35,11 @@ struct StoreLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
 }
@@ -167,6 +172,11 @@ pub struct Metrics {
     reads_in_flight: Gauge,
     wan_read: Counter,
     wan_saved: Counter,
+    bandwidth_cap: Family<ClassLabel, Gauge>,
+    bandwidth_rate: Family<ClassLabel, Gauge>,
+    companions_fetched: Counter,
+    companions_asked: Counter,
+    bandwidth: std::sync::Mutex<Option<crate::bandwidth::BandwidthStatus>>,
     chain: std::sync::RwLock<ChainView>,
 }
 
@@ -212,11 +222,17 @@ impl Metrics {
             reads_in_flight: Gauge::default(),
             wan_read: Counter::default(),
             wan_saved: Counter::default(),
+            bandwidth_cap: Family::default(),
+            bandwidth_rate: Family::default(),
+            companions_fetched: Counter::default(),
+            companions_asked: Counter::default(),
+            bandwidth: std::sync::Mutex::new(None),
             chain: Default::default(),
             registry: Registry::default(),
         };
         m.register_health(&mut registry);
         m.register_traffic(&mut registry);
+        m.register_wan(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -512,6 +528,70 @@ impl Metrics {
                 })
                 .set(*n as i64);
         }
+    }
+
+    /// `[bandwidth]` and companion prefetch (issue #17).
+    fn register_wan(&self, registry: &mut Registry) {
+        registry.register(
+            "bandwidth_cap_bits_per_second",
+            "Cap in force per class (background, interactive); -1 = unlimited",
+            self.bandwidth_cap.clone(),
+        );
+        registry.register(
+            "bandwidth_rate_bits_per_second",
+            "Rate of remote reads per class over the last second",
+            self.bandwidth_rate.clone(),
+        );
+        registry.register(
+            "companions_fetched",
+            "PDBs fetched because their image was (companion prefetch)",
+            self.companions_fetched.clone(),
+        );
+        registry.register(
+            "companions_asked",
+            "Companion PDBs a client asked for afterwards",
+            self.companions_asked.clone(),
+        );
+    }
+
+    /// Records the caps in force and the rates just measured (`Bandwidth::tick`), for
+    /// `/metrics` and the status.
+    pub fn set_bandwidth(&self, s: &crate::bandwidth::BandwidthStatus) {
+        let class = |c: &str| ClassLabel { class: c.into() };
+        let cap = |c: Option<u64>| c.map(|v| v as i64).unwrap_or(-1);
+        self.bandwidth_cap
+            .get_or_create(&class("background"))
+            .set(cap(s.background_cap_bps));
+        self.bandwidth_cap
+            .get_or_create(&class("interactive"))
+            .set(cap(s.interactive_cap_bps));
+        self.bandwidth_rate
+            .get_or_create(&class("background"))
+            .set(s.background_bps as i64);
+        self.bandwidth_rate
+            .get_or_create(&class("interactive"))
+            .set(s.interactive_bps as i64);
+        *self.bandwidth.lock().expect("bandwidth") = Some(s.clone());
+    }
+
+    /// What [`Metrics::set_bandwidth`] recorded last (`None` before the first tick).
+    pub fn bandwidth(&self) -> Option<crate::bandwidth::BandwidthStatus> {
+        self.bandwidth.lock().expect("bandwidth").clone()
+    }
+
+    /// Counts a companion PDB fetched.
+    pub fn companion_fetched(&self) {
+        self.companions_fetched.inc();
+    }
+
+    /// Counts a companion PDB a client asked for after it was fetched.
+    pub fn companion_asked(&self) {
+        self.companions_asked.inc();
+    }
+
+    /// Companion PDBs (fetched, asked for afterwards).
+    pub fn companions(&self) -> (u64, u64) {
+        (self.companions_fetched.get(), self.companions_asked.get())
     }
 
     /// Sets the number of symbol files being read out of stores now.

@@ -134,6 +134,9 @@ pub struct Status {
     /// Per-tier hits and WAN bytes (shared by the agent and the front).
     #[serde(default)]
     pub traffic: Traffic,
+    /// Bandwidth caps in force and current rates (`[bandwidth]`).
+    #[serde(default)]
+    pub bandwidth: Option<crate::bandwidth::BandwidthStatus>,
     /// Cascade lookups run (each asks every store it needs once).
     pub lookups: u64,
     /// Lookups that found the file.

@@ -62,6 +62,8 @@ pub struct Setup {
     /// What the agent and the front are doing (reads in flight, recent transfers, store
     /// health history); the cascade's stores report their reads to it.
     pub activity: Arc<crate::report::Activity>,
+    /// The bandwidth caps every remote store of the cascade reads under (`[bandwidth]`).
+    pub bandwidth: Arc<crate::bandwidth::Bandwidth>,
 }
 
 impl Setup {
@@ -81,24 +83,7 @@ impl Setup {
         let path = symbol_path(config)?;
         let env = Credentials::from_env_with(|k| std::env::var(k).ok());
         let client = SmbClient::new(config.smb_config(env));
-        let opener = Arc::new(Transports {
-            smb: client.clone(),
-            http: crate::store::http::transport_from_env(&config.http_config()),
-            blackout: config.blackout(),
-        });
-        // Long transfers log their progress; `[log] noisy` logs every probe.
-        let every = crate::store::progress::LogEvery {
-            every: config.log.progress_interval,
-        };
-        let opener = crate::store::progress::ProgressOpener::wrap(opener, Arc::new(every));
-        // Reads in flight for the status (`/status`, `status.json`).
-        let activity = crate::report::Activity::new();
-        let opener = crate::store::progress::ProgressOpener::wrap(opener, activity.sink());
-        let sink = crate::store::noisy::ProbeSink {
-            noisy: config.log.noisy,
-            record: None,
-        };
-        let opener = crate::store::noisy::NoisyOpener::wrap(opener, sink);
+        let (opener, activity, bandwidth) = openers(config, &client)?;
         let cascade = Arc::new(
             Cascade::resolve(&path, opener, default_downstream, config.cascade_options()).await,
         );
@@ -151,6 +136,7 @@ impl Setup {
             locations,
             client,
             activity,
+            bandwidth,
         })
     }
 
@@ -195,6 +181,45 @@ impl Setup {
             .create_new(&record.file_name(), &record.to_bytes())
             .await
     }
+}
+
+/// The process's opener: the transports under the bandwidth caps, progress logging, the
+/// activity registry (reads in flight) and probe logging, in that order from the inside.
+#[allow(clippy::type_complexity)]
+fn openers(
+    config: &Config,
+    client: &Arc<SmbClient>,
+) -> Result<
+    (
+        Arc<dyn crate::store::open::StoreOpener>,
+        Arc<crate::report::Activity>,
+        Arc<crate::bandwidth::Bandwidth>,
+    ),
+    InvalidConfig,
+> {
+    let opener = Arc::new(Transports {
+        smb: client.clone(),
+        http: crate::store::http::transport_from_env(&config.http_config()),
+        blackout: config.blackout(),
+    });
+    // `[bandwidth]`: remote reads go through the caps of their class (innermost, so the
+    // wrappers below count bytes as they leave the limiter).
+    let bandwidth = crate::bandwidth::Bandwidth::new(config.bandwidth_policy()?);
+    let opener = crate::store::limited::LimitedOpener::wrap(opener, bandwidth.clone());
+    // Long transfers log their progress; `[log] noisy` logs every probe.
+    let every = crate::store::progress::LogEvery {
+        every: config.log.progress_interval,
+    };
+    let opener = crate::store::progress::ProgressOpener::wrap(opener, Arc::new(every));
+    // Reads in flight for the status (`/status`, `status.json`).
+    let activity = crate::report::Activity::new();
+    let opener = crate::store::progress::ProgressOpener::wrap(opener, activity.sink());
+    let sink = crate::store::noisy::ProbeSink {
+        noisy: config.log.noisy,
+        record: None,
+    };
+    let opener = crate::store::noisy::NoisyOpener::wrap(opener, sink);
+    Ok((opener, activity, bandwidth))
 }
 
 /// A sane default agent id: the host name, reduced to `[A-Za-z0-9_-]`.

@@ -27,7 +27,7 @@ pub use misscache::MissCache;
 use crate::cascade::{Cascade, Chain, Lookup, Spooling, Tier};
 use crate::config::Config;
 use crate::exclusions::ExclusionList;
-use crate::key::Key;
+use crate::key::{Key, PeKey};
 use crate::layout::{self, FileRequest, Form, RelPath};
 use crate::metrics::{Metrics, Outcome};
 use crate::report::{Activity, Actor, StoreHealth, Transfer};
@@ -97,6 +97,8 @@ pub struct FrontOptions {
     pub idle_timeout: Duration,
     /// Cold lookups running at once (16× as many may wait).
     pub max_cold_lookups: usize,
+    /// Companion prefetch (`[agent] companions`): an image's PDB is fetched right after it.
+    pub companions: bool,
 }
 
 impl FrontOptions {
@@ -120,6 +122,7 @@ impl FrontOptions {
             max_connections: config.http.max_connections,
             idle_timeout: config.http.idle_timeout,
             max_cold_lookups: config.http.max_cold_lookups,
+            companions: config.agent.companions,
         }
     }
 }
@@ -149,6 +152,8 @@ pub struct Front {
     opts: FrontOptions,
     misses: Mutex<MissCache>,
     inflight: Mutex<HashMap<Key, Inflight>>,
+    /// PDBs fetched as companions that no client has asked for yet (bounded).
+    companions: Mutex<std::collections::HashSet<Key>>,
     exclusions: Option<ExclusionList>,
     metrics: Arc<Metrics>,
     /// Reads in flight and recent transfers, shared with the agent.
@@ -228,6 +233,7 @@ impl Front {
             serving_root,
             opts,
             inflight: Mutex::new(HashMap::new()),
+            companions: Mutex::new(std::collections::HashSet::new()),
             metrics,
             activity,
             started: Instant::now(),
@@ -400,6 +406,7 @@ impl Front {
             drop(permit);
             if let Ok(l) = &result {
                 me.after_lookup(l);
+                me.companion_of(l).await;
             }
             // Publish before leaving the in-flight map: a client arriving in between then
             // finds the file in the front's store or the miss in the miss cache.
@@ -407,6 +414,54 @@ impl Front {
             me.inflight.lock().expect("inflight").remove(&key);
         }));
         Some(f)
+    }
+
+    /// Companion prefetch (issue #17 item 3): when `l` fetched an image (`.dll`, `.exe`,
+    /// `.sys`) from beyond the front's store, its CodeView record names the PDB a debugger
+    /// asks for next; that lookup starts now, shared with any client that asks meanwhile.
+    async fn companion_of(self: &Arc<Self>, l: &Lookup) {
+        let Some(f) = l.fetched.as_ref().filter(|f| f.tier > 0) else {
+            return;
+        };
+        let name = l.key.name().to_ascii_lowercase();
+        let image = [".dll", ".exe", ".sys"].iter().any(|e| name.ends_with(e));
+        let Some(path) = f
+            .local_path
+            .clone()
+            .filter(|_| image && self.opts.companions)
+        else {
+            return;
+        };
+        let read = tokio::task::spawn_blocking(move || Key::from_file(&path, PeKey::Pdb)).await;
+        let Ok(Ok(pdb)) = read else {
+            return;
+        };
+        let Some(mut fl) = self.lookup_shared(&pdb) else {
+            return;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = fl.done.wait_for(Option::is_some).await;
+            let result = fl.done.borrow().clone();
+            if let Some(Ok(l)) = result.as_deref()
+                && l.fetched.as_ref().is_some_and(|f| f.tier > 0)
+            {
+                tracing::info!(key = %pdb, image = %l.key, "companion PDB fetched");
+                me.metrics.companion_fetched();
+                let mut set = me.companions.lock().expect("companions");
+                if set.len() >= 4096 {
+                    set.clear();
+                }
+                set.insert(pdb);
+            }
+        });
+    }
+
+    /// Counts a client's request for a key fetched as a companion (once per key).
+    fn companion_asked(&self, key: &Key) {
+        if self.companions.lock().expect("companions").remove(key) {
+            self.metrics.companion_asked();
+        }
     }
 
     fn after_lookup(&self, l: &Lookup) {
@@ -608,6 +663,7 @@ async fn answer(
             return (Some(Outcome::BadRequest), resp);
         }
     };
+    front.companion_asked(&fr.key);
     if let Some(a) = own_store(front, &fr, req).await {
         return a;
     }

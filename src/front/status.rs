@@ -53,6 +53,8 @@ pub struct StatusDoc {
     pub recent: Vec<Transfer>,
     /// Per-tier hits and hit ratio, WAN bytes read and saved, bytes served.
     pub traffic: Traffic,
+    /// Bandwidth caps in force and current rates (`[bandwidth]`).
+    pub bandwidth: Option<crate::bandwidth::BandwidthStatus>,
     /// HTTP answers by outcome.
     pub requests: BTreeMap<&'static str, u64>,
     /// The replication agent's status (queue table, back-fills...), when it runs.
@@ -101,6 +103,7 @@ async fn doc(front: &Front) -> StatusDoc {
         transfers: front.activity.in_flight(),
         recent: front.activity.recent().into_iter().rev().collect(),
         traffic: front.metrics.traffic(),
+        bandwidth: front.metrics.bandwidth(),
         requests: Outcome::ALL
             .iter()
             .map(|o| (o.as_str(), front.metrics.requests(*o)))
@@ -156,10 +159,36 @@ fn render(d: &StatusDoc, refresh: u64) -> String {
     in_flight(&mut h, d);
     recent(&mut h, d);
     tiers(&mut h, &d.traffic);
+    bandwidth(&mut h, d);
     stores(&mut h, d);
     counters(&mut h, d);
     h.push_str("</body></html>\n");
     h
+}
+
+/// `[bandwidth]`: the caps in force (and the window that sets them) and the current rates.
+fn bandwidth(h: &mut String, d: &StatusDoc) {
+    let Some(b) = &d.bandwidth else {
+        return;
+    };
+    let cap = |c: Option<u64>| match c {
+        Some(v) => format!("{:.1} Mbit/s", v as f64 / 1e6),
+        None => "unlimited".into(),
+    };
+    let _ = write!(
+        h,
+        "<h2>Bandwidth</h2><p id=\"bandwidth\">background {bc} (now {br:.1} Mbit/s) · \
+         interactive {ic} (now {ir:.1} Mbit/s){w}</p>",
+        bc = cap(b.background_cap_bps),
+        br = b.background_bps as f64 / 1e6,
+        ic = cap(b.interactive_cap_bps),
+        ir = b.interactive_bps as f64 / 1e6,
+        w = b
+            .window
+            .as_ref()
+            .map(|w| format!(" · window <code>{}</code>", esc(w)))
+            .unwrap_or_default(),
+    );
 }
 
 /// The verdict's word: `OK`, `DEGRADED`, `DOWN`.
@@ -552,6 +581,12 @@ mod tests {
                 wan_bytes_saved: 5 << 20,
                 ..Traffic::default()
             },
+            bandwidth: Some(crate::bandwidth::BandwidthStatus {
+                background_cap_bps: Some(2_000_000),
+                window: Some("Mon-Fri 08:00-18:00".into()),
+                background_bps: 1_900_000,
+                ..Default::default()
+            }),
             requests: BTreeMap::new(),
             agent: Some(AgentStatus {
                 agent: "DESK-1".into(),
@@ -590,6 +625,7 @@ mod tests {
             "75.0%",
             "since 3 min ago",
             "(10 s ago)",
+            "background 2.0 Mbit/s (now 1.9 Mbit/s) · interactive unlimited (now 0.0 Mbit/s) · window <code>Mon-Fri 08:00-18:00</code>",
         ] {
             assert!(h.contains(want), "{want} in {h}");
         }

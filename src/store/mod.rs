@@ -9,6 +9,7 @@
 
 pub mod blackout;
 pub mod http;
+pub mod limited;
 pub mod local;
 pub mod noisy;
 pub mod open;

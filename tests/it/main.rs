@@ -19,6 +19,7 @@ mod smb;
 mod soak;
 mod status;
 mod unc;
+mod wan;
 // Linux-only: drives Wine (the Windows build under test) from Linux.
 #[cfg(unix)]
 mod wine;
