@@ -66,6 +66,24 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File, DaemonError> {
     }
 }
 
+/// Removes the temp files a killed agent left in its state folder (`status.json` and
+/// `backfills.json` are written as temp file then rename): with `agent.lock` held, no other
+/// process writes there, so every temp file in it is a dead writer's.
+fn sweep_state_dir(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.ends_with(crate::layout::TEMP_SUFFIX))
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A resolved symcascade: the agent and (when `[http] listen` is set) the HTTP front over one
 /// cascade, holding the state folder's `agent.lock`. Built by [`Daemon::start`], consumed by
 /// [`Daemon::run`].
@@ -109,6 +127,7 @@ impl Daemon {
             source,
         })?;
         let lock = lock_state_dir(&setup.state_dir)?;
+        sweep_state_dir(&setup.state_dir);
         let metrics = Arc::new(Metrics::new());
         let (status_tx, status_rx) = tokio::sync::watch::channel(Status {
             agent: setup.id.clone(),

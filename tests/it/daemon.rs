@@ -78,7 +78,15 @@ async fn in_process_daemon_serves_replicates_and_stops() {
 #[tokio::test]
 async fn one_daemon_per_state_folder_and_no_listener_without_http_listen() {
     let lab = Lab::new();
+    // A killed agent's half-written status (soak test finding): removed at the next start.
+    std::fs::create_dir_all(lab.path("state")).unwrap();
+    let dead = lab.path("state/.status.6CGv78.symcascade-tmp");
+    std::fs::write(&dead, b"{\"age").unwrap();
     let first = InProcessDaemon::start(&config(&lab, ""), &lab.default_downstream()).await;
+    assert!(
+        !dead.exists(),
+        "a dead writer's temp file in the state folder is swept"
+    );
     let cfg = symcascade::config::Config::parse(&config(&lab, "")).unwrap();
     let second = symcascade::daemon::Daemon::start(cfg, &lab.default_downstream()).await;
     let e = second.expect_err("a second daemon on the same state folder");

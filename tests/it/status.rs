@@ -388,8 +388,15 @@ print(json.dumps({f.name: [f.type, [[s.name, s.labels, s.value] for s in f.sampl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_with_prometheus_client_and_have_the_queue_and_wan_families() {
-    let Some(python) = require("python3", "Python parses /metrics") else {
-        return;
+    // Debian's python3 (where scripts/test installs the parser), not a pyenv shim first on PATH.
+    let debian = PathBuf::from("/usr/bin/python3");
+    let python = if debian.is_file() {
+        debian
+    } else {
+        let Some(python) = require("python3", "Python parses /metrics") else {
+            return;
+        };
+        python
     };
     let has_parser = Command::new(&python)
         .args(["-c", "import prometheus_client"])
