@@ -31,6 +31,7 @@ struct Got {
     body: PathBuf,
 }
 
+#[cfg(unix)]
 fn curl(url: &str, extra: &[&str], out: &Path) -> Got {
     let hdr = out.with_extension("headers");
     let o = Command::new("curl")
@@ -52,6 +53,120 @@ fn curl(url: &str, extra: &[&str], out: &Path) -> Got {
             .unwrap_or_default()
             .to_ascii_lowercase(),
         body: out.to_path_buf(),
+    }
+}
+
+/// The Windows build has no curl (Wine ships none): the same call as a minimal HTTP/1.1 client
+/// over `std::net` (raw path as `--path-as-is`, `-I`, `-r RANGE`, `-L`), header and body files
+/// written like curl's `-D`/`-o`.
+#[cfg(windows)]
+fn curl(url: &str, extra: &[&str], out: &Path) -> Got {
+    use std::io::{Read, Write};
+    let hdr = out.with_extension("headers");
+    let (mut head, mut range, mut follow) = (false, None, false);
+    let mut args = extra.iter();
+    while let Some(a) = args.next() {
+        match *a {
+            "-I" => head = true,
+            "-L" => follow = true,
+            "-r" => range = args.next().map(|r| r.to_string()),
+            other => panic!("curl stand-in: unsupported option {other}"),
+        }
+    }
+    let mut url = url.to_string();
+    let mut all_headers = String::new();
+    for _ in 0..5 {
+        let rest = url.strip_prefix("http://").expect("http URL");
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path = if path.is_empty() { "/" } else { path };
+        // As curl: no connection is code 0.
+        let Ok(mut s) = std::net::TcpStream::connect(authority) else {
+            std::fs::write(&hdr, &all_headers).unwrap();
+            return Got {
+                code: 0,
+                headers: all_headers.to_ascii_lowercase(),
+                body: out.to_path_buf(),
+            };
+        };
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let method = if head { "HEAD" } else { "GET" };
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: curl-standin\r\n\
+             Accept: */*\r\nConnection: close\r\n"
+        );
+        if let Some(r) = &range {
+            req += &format!("Range: bytes={r}\r\n");
+        }
+        req += "\r\n";
+        s.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(raw.len(), |i| i + 4);
+        let head_text = String::from_utf8_lossy(&raw[..split]).into_owned();
+        all_headers += &head_text;
+        let code: u16 = head_text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let lower = head_text.to_ascii_lowercase();
+        let header = |name: &str| {
+            lower
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        };
+        let mut body = raw[split..].to_vec();
+        if !head && header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            body = dechunk(&body);
+        }
+        if follow
+            && (300..400).contains(&code)
+            && let Some(loc) = lower.lines().find_map(|l| l.strip_prefix("location:"))
+        {
+            // Case as sent: find the same line in the original text.
+            let at = lower.find(loc).unwrap();
+            let loc = head_text[at..at + loc.len()].trim();
+            url = if loc.starts_with("http://") {
+                loc.to_string()
+            } else {
+                format!("http://{authority}{loc}")
+            };
+            continue;
+        }
+        std::fs::write(out, &body).unwrap();
+        std::fs::write(&hdr, &all_headers).unwrap();
+        return Got {
+            code,
+            headers: all_headers.to_ascii_lowercase(),
+            body: out.to_path_buf(),
+        };
+    }
+    panic!("curl stand-in: too many redirects from {url}");
+}
+
+/// A chunked body, decoded.
+#[cfg(windows)]
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = std::str::from_utf8(&b[..eol])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
+            .unwrap_or(0);
+        b = &b[eol + 2..];
+        if size == 0 || b.len() < size {
+            out.extend_from_slice(&b[..size.min(b.len())]);
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = b.get(size + 2..).unwrap_or_default();
     }
 }
 
@@ -899,6 +1014,8 @@ async fn a_thousand_concurrent_misses_against_a_big_store_are_answered_in_time()
 
 /// `/` leads to the status page; SIGHUP stops the agent gracefully (exit 0) instead of killing
 /// it, and the start-up line names the version and the config file.
+// Linux-only: SIGHUP (kill(1)).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_redirects_to_status_and_sighup_stops_gracefully() {
     let mut o = LocalOffice::start("", "").await;

@@ -14,5 +14,9 @@ mod ops;
 mod relay;
 mod samba;
 mod smb;
+// Linux-only: kill -9 of Linux processes at random points (see soak.rs).
+#[cfg(unix)]
 mod soak;
+// Linux-only: drives Wine itself from Linux (the service smoke test).
+#[cfg(unix)]
 mod wine;

@@ -5,6 +5,7 @@
 
 use crate::cli::{bin, out};
 use crate::harness::*;
+#[cfg(unix)]
 use std::path::Path;
 
 const MISSING: [&str; 2] = ["x.pdb", "0123456789ABCDEF0123456789ABCDEF1"];
@@ -329,6 +330,8 @@ fn the_log_file_keeps_its_name_and_max_files() {
     assert!(err.contains("max_size") && err.contains("parsecs"), "{err}");
 }
 
+// Linux-only: a read-only bind mount.
+#[cfg(unix)]
 #[test]
 fn config_check_passes_a_good_config_and_names_what_is_wrong() {
     let lab = Lab::new();
@@ -338,7 +341,7 @@ fn config_check_passes_a_good_config_and_names_what_is_wrong() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let write = |name: &str, listen: std::net::SocketAddr, state: &Path| {
+    let write = |name: &str, listen: std::net::SocketAddr, state: &std::path::Path| {
         let p = lab.path(name);
         std::fs::write(
             &p,
@@ -400,6 +403,8 @@ fn config_check_passes_a_good_config_and_names_what_is_wrong() {
     drop(listener);
 }
 
+// Linux-only: bash -n and man(1).
+#[cfg(unix)]
 #[test]
 fn completions_parse_and_the_man_page_renders() {
     let (code, script, _) = out(bin().args(["completions", "bash"]));

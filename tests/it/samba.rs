@@ -10,6 +10,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+#[cfg(unix)]
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,64 @@ pub const SMBD: &str = "/usr/sbin/smbd";
 pub struct Samba {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    #[cfg(unix)]
     child: Option<Child>,
+    #[cfg(windows)]
+    running: bool,
+}
+
+/// Where labs are created: the temp dir, or on Windows the broker's root (a Linux folder, seen
+/// through Wine's `Z:` drive).
+fn lab_root() -> PathBuf {
+    #[cfg(windows)]
+    {
+        let root = std::env::var("SYMCASCADE_SAMBA_ROOT")
+            .expect("SYMCASCADE_SAMBA_ROOT (set by scripts/test with the broker)");
+        PathBuf::from(format!("Z:{}", root.replace('/', "\\")))
+    }
+    #[cfg(unix)]
+    std::env::temp_dir()
+}
+
+/// A path as Linux sees it (on Windows: `Z:\tmp\x` is `/tmp/x`).
+pub fn linux_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    if cfg!(windows) {
+        let s = s.strip_prefix(r"\\?\").unwrap_or(&s);
+        let s = s
+            .strip_prefix("Z:")
+            .or_else(|| s.strip_prefix("z:"))
+            .unwrap_or_else(|| panic!("{s} is not on Wine's Z: drive"));
+        s.replace('\\', "/")
+    } else {
+        s
+    }
+}
+
+/// The Windows test binary's way to run smbd: scripts/samba-broker, a Linux process started by
+/// scripts/test (address in SYMCASCADE_SAMBA_BROKER).
+#[cfg(windows)]
+mod broker {
+    use std::io::{BufRead, BufReader, Write};
+
+    pub fn addr() -> Option<String> {
+        std::env::var("SYMCASCADE_SAMBA_BROKER").ok()
+    }
+
+    /// Sends one request; returns the answer after `ok` (panics on `err`).
+    pub fn ask(request: &str) -> String {
+        let a = addr().expect("SYMCASCADE_SAMBA_BROKER");
+        let mut s =
+            std::net::TcpStream::connect(&a).unwrap_or_else(|e| panic!("Samba broker at {a}: {e}"));
+        s.write_all(format!("{request}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        match line.strip_prefix("ok") {
+            Some(rest) => rest.trim().to_string(),
+            None => panic!("Samba broker: {request:?} -> {line}"),
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -34,6 +92,17 @@ fn free_port() -> u16 {
 impl Samba {
     /// Starts a server, or returns `None` (outside CI only) when smbd is not installed.
     pub fn try_start() -> Option<Samba> {
+        #[cfg(windows)]
+        if broker::addr().is_none() {
+            assert!(
+                !crate::harness::is_ci(),
+                "CI=true but SYMCASCADE_SAMBA_BROKER is not set: scripts/test runs \
+                 scripts/samba-broker for the Windows pass"
+            );
+            eprintln!("skipping: no Samba broker (SYMCASCADE_SAMBA_BROKER; run ./scripts/test)");
+            return None;
+        }
+        #[cfg(unix)]
         if !Path::new(SMBD).exists() {
             assert!(
                 !crate::harness::is_ci(),
@@ -48,7 +117,7 @@ impl Samba {
     pub fn start() -> Samba {
         let dir = tempfile::Builder::new()
             .prefix("samba-lab.")
-            .tempdir()
+            .tempdir_in(lab_root())
             .unwrap();
         let d = dir.path();
         for sub in [
@@ -68,12 +137,27 @@ impl Samba {
         let mut s = Samba {
             dir,
             port: free_port(),
+            #[cfg(unix)]
             child: None,
+            #[cfg(windows)]
+            running: false,
         };
         s.write_conf();
+        s.add_password();
+        s.run_smbd();
+        s
+    }
+
+    #[cfg(windows)]
+    fn add_password(&self) {
+        broker::ask(&format!("passwd {} {PASSWORD}", self.linux_dir()));
+    }
+
+    #[cfg(unix)]
+    fn add_password(&self) {
         let out = Command::new("smbpasswd")
             .args(["-c"])
-            .arg(s.conf())
+            .arg(self.conf())
             .args(["-s", "-a", "root"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -93,8 +177,12 @@ impl Samba {
             "smbpasswd: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        s.run_smbd();
-        s
+    }
+
+    /// The lab folder as smbd (a Linux process) sees it: on Windows, the Linux path behind
+    /// Wine's `Z:` drive.
+    fn linux_dir(&self) -> String {
+        linux_path(self.dir.path())
     }
 
     fn conf(&self) -> PathBuf {
@@ -102,7 +190,7 @@ impl Samba {
     }
 
     fn write_conf(&self) {
-        let d = self.dir.path().display();
+        let d = self.linux_dir();
         let conf = format!(
             r#"[global]
 server role = standalone server
@@ -151,6 +239,24 @@ valid users = nobody
         std::fs::write(self.conf(), conf).unwrap();
     }
 
+    #[cfg(windows)]
+    fn run_smbd(&mut self) {
+        broker::ask(&format!("start {}", self.linux_dir()));
+        self.running = true;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(self.addr()).is_err() {
+            if Instant::now() > deadline
+                || broker::ask(&format!("alive {}", self.linux_dir())) == "0"
+            {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("smbd.out")).unwrap_or_default();
+                panic!("smbd did not start on port {}: {log}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[cfg(unix)]
     fn run_smbd(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("smbd.out")).unwrap();
         // No --no-process-group: with it smbd kills its whole process group (the test runner)
@@ -201,7 +307,21 @@ valid users = nobody
         self.dir.path().join(share)
     }
 
+    /// Stops smbd (through the broker, which ends it by its PID) and waits for the port to
+    /// close.
+    #[cfg(windows)]
+    pub fn stop(&mut self) {
+        if std::mem::take(&mut self.running) {
+            broker::ask(&format!("stop {}", self.linux_dir()));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(self.addr()).is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     /// Stops smbd (by its own PID) and waits for the port to close.
+    #[cfg(unix)]
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg(c.id().to_string()).status();
@@ -233,6 +353,7 @@ impl Drop for Samba {
     fn drop(&mut self) {
         self.stop();
         // Per-connection smbd children of this server.
+        #[cfg(unix)]
         let _ = Command::new("pkill")
             .args(["-f", &format!("{}", self.conf().display())])
             .status();
