@@ -178,32 +178,47 @@ impl Agent {
                 _ = publish.tick() => self.publish_status(in_flight.len()),
                 _ = sweep.tick() => self.sweep_local_tiers(),
                 Some(done) = tasks.join_next_with_id() => {
-                    let (id, outcome) = match done {
-                        Ok((id, o)) => (id, Some(o)),
-                        Err(e) => (e.id(), None),
-                    };
-                    if let Some(name) = in_flight.remove(&id) {
-                        match outcome {
-                            // Not at once again even if still listed: a share that takes a
-                            // delete without doing it (Samba over a read-only mount) would
-                            // otherwise re-run the record in a tight loop. A record that is
-                            // gone is forgotten at the next scan.
-                            Some(Outcome::Done) => {
-                                due.insert(name, (Instant::now() + self.s.rescan, 0));
-                            }
-                            Some(Outcome::Retry(after)) => {
-                                let tries = due.get(&name).map(|d| d.1 + 1).unwrap_or(1);
-                                due.insert(name, (Instant::now() + after, tries));
-                            }
-                            None => { due.insert(name, (Instant::now() + self.s.rescan, 1)); }
-                        }
-                    }
+                    self.finished(done, &mut in_flight, &mut due);
                     // Work may be waiting for a free slot.
                     scan_now = true;
                 }
             }
         }
-        // Graceful stop: no new work; let in-flight replications finish within the grace.
+        self.drain(tasks).await;
+        self.publish_status(0);
+    }
+
+    /// Schedules a finished record's next turn in `due`.
+    fn finished(
+        &self,
+        done: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>,
+        in_flight: &mut HashMap<tokio::task::Id, String>,
+        due: &mut HashMap<String, (Instant, u32)>,
+    ) {
+        let (id, outcome) = match done {
+            Ok((id, o)) => (id, Some(o)),
+            Err(e) => (e.id(), None),
+        };
+        let Some(name) = in_flight.remove(&id) else {
+            return;
+        };
+        let next = match outcome {
+            // Not at once again even if still listed: a share that takes a delete without
+            // doing it (Samba over a read-only mount) would otherwise re-run the record in a
+            // tight loop. A record that is gone is forgotten at the next scan.
+            Some(Outcome::Done) => (Instant::now() + self.s.rescan, 0),
+            Some(Outcome::Retry(after)) => {
+                let tries = due.get(&name).map(|d| d.1 + 1).unwrap_or(1);
+                (Instant::now() + after, tries)
+            }
+            None => (Instant::now() + self.s.rescan, 1),
+        };
+        due.insert(name, next);
+    }
+
+    /// Graceful stop: no new work; in-flight replications finish within the grace, the rest
+    /// are abandoned (their temp files are discarded).
+    async fn drain(&self, mut tasks: tokio::task::JoinSet<Outcome>) {
         tracing::info!(in_flight = tasks.len(), "stopping");
         let grace = tokio::time::sleep(self.s.grace);
         tokio::pin!(grace);
@@ -217,7 +232,6 @@ impl Agent {
                 }
             }
         }
-        self.publish_status(0);
     }
 
     async fn scan(
@@ -233,6 +247,7 @@ impl Agent {
                 return;
             }
         };
+        self.status.lock().expect("status").scans += 1;
         self.status.lock().expect("status").queue_depth = names.len();
         // Forget records that are gone, so the map stays as small as the queue.
         due.retain(|n, _| names.binary_search(n).is_ok());
@@ -261,46 +276,10 @@ impl Agent {
 
     /// Processes one record; says when to look at it again if it stays.
     async fn process(&self, name: &str, tries: u32) -> Outcome {
-        let q = &self.queue;
-        let bytes = match q.requests.read(name).await {
-            Ok(Some(b)) => b,
-            Ok(None) => return Outcome::Done,
-            Err(e) => {
-                tracing::debug!("reading record {name}: {e}");
-                return Outcome::Retry(self.s.rescan);
-            }
+        let (key, known_miss) = match self.admit(name, tries).await {
+            Ok(k) => k,
+            Err(outcome) => return outcome,
         };
-        if bytes.is_empty() && tries < 5 {
-            // An SMB writer creates the file, then writes it: give it a moment.
-            return Outcome::Retry(Duration::from_secs(1));
-        }
-        let (record, key) = match Record::parse(&bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                self.reject(name, &bytes, &e.to_string()).await;
-                return Outcome::Done;
-            }
-        };
-        if !record.requester.eq_ignore_ascii_case(&self.s.id) && record.requester != queue::ANY {
-            return Outcome::Retry(self.s.rescan * 10);
-        }
-        // Miss cache (SymProxy MissTimeout), shared by the branch.
-        let miss_file = queue::key_file(&key, "miss");
-        let known_miss = match q.misses.read(&miss_file).await {
-            Ok(Some(b)) => serde_json::from_slice::<Miss>(&b).ok(),
-            _ => None,
-        };
-        let now = queue::now_secs();
-        if let Some(m) = &known_miss {
-            if now.saturating_sub(m.first) >= self.s.miss_age.as_secs() {
-                tracing::info!(key = %key, "no store had it for MissAgeTimeout: dropping the request");
-                let _ = q.requests.remove(name).await;
-                return Outcome::Done;
-            }
-            if m.expires > now {
-                return Outcome::Retry(Duration::from_secs(m.expires - now));
-            }
-        }
         // Lease: one agent of the branch pulls a key over the WAN at a time.
         let lease_file = queue::key_file(&key, "lease");
         match self.take_lease(&lease_file, tries).await {
@@ -309,94 +288,156 @@ impl Agent {
             LeaseState::Unavailable => {}
         }
         let lookup = self.cascade.lookup(&key).await;
-        let _ = q.leases.remove(&lease_file).await;
+        let _ = self.queue.leases.remove(&lease_file).await;
         let lookup = match lookup {
-            Ok(l) => {
-                self.metrics.record_lookup(&l);
-                l
-            }
+            Ok(l) => l,
             Err(e) => {
                 tracing::warn!(key = %key, "lookup failed: {e}");
                 return Outcome::Retry(self.s.rescan);
             }
         };
-        {
-            let mut st = self.status.lock().expect("status");
-            st.lookups += 1;
-            // Corrupt files refused on the way were downloaded too.
-            for sk in lookup.skipped.iter().filter(|s| s.bytes_read > 0) {
-                *st.bytes_read.entry(sk.store.clone()).or_default() += sk.bytes_read;
-            }
-            if let Some(f) = &lookup.fetched {
-                st.hits += 1;
-                *st.bytes_read.entry(f.found_in.clone()).or_default() += f.bytes_read;
-                st.recent.extend(Transfer::of(&lookup));
-                while st.recent.len() > 20 {
-                    st.recent.pop_front();
-                }
-            }
-        }
+        self.metrics.record_lookup(&lookup);
+        self.count(&lookup);
         match &lookup.fetched {
-            Some(_) => {
-                let chain_stores: Vec<String> = self
-                    .chain
-                    .tiers
-                    .iter()
-                    .map(|t| t.store().describe().location)
-                    .collect();
-                let mut added = false;
-                for sk in lookup.skipped.iter().filter(|s| s.op == SkipOp::Write) {
-                    if chain_stores.contains(&sk.store) {
-                        let b = Backfill {
-                            name: key.name().to_string(),
-                            index: key.index().to_string(),
-                            store: sk.store.clone(),
-                        };
-                        tracing::info!(key = %key, store = %sk.store, reason = %sk.kind, "back-fill pending");
-                        self.backfills
-                            .lock()
-                            .expect("backfills")
-                            .insert(b, (Instant::now() + self.s.backfill, 0));
-                        added = true;
-                    }
-                }
-                if added {
-                    self.save_backfills();
-                }
-                match q.requests.remove(name).await {
-                    Ok(()) => Outcome::Done,
-                    Err(e) => {
-                        tracing::debug!("removing record {name}: {e}");
-                        Outcome::Retry(self.s.rescan)
-                    }
-                }
-            }
+            Some(_) => self.finish_hit(name, &key, &lookup).await,
             None if !lookup.is_definitive_miss() => {
                 // Some store could not answer: not a definitive miss. Keep the record. (A
                 // corrupt file is an answer: it is cached as a miss below, with its reason.)
                 tracing::info!(key = %key, "not found while some stores were unreachable; will retry");
                 Outcome::Retry(self.s.rescan)
             }
-            None => {
-                self.status.lock().expect("status").misses += 1;
-                let first = known_miss.map(|m| m.first).unwrap_or(now);
-                let reason = lookup.miss_reason();
-                if let Some(r) = &reason {
-                    tracing::warn!(key = %key, "only corrupt copies found; cached as a miss: {r}");
-                }
-                let entry = Miss {
-                    expires: queue::expires_in(self.s.miss_timeout),
-                    first,
-                    reason,
-                };
-                let _ = q.misses.remove(&miss_file).await;
-                let bytes = serde_json::to_vec(&entry).expect("miss serialises");
-                if let Err(e) = q.misses.create_new(&miss_file, &bytes).await {
-                    tracing::debug!("writing miss entry: {e}");
-                }
-                Outcome::Retry(self.s.miss_timeout)
+            None => self.finish_miss(&key, known_miss, &lookup).await,
+        }
+    }
+
+    /// Reads record `name` and decides whether to work on it now: `Ok` with its key and the
+    /// branch's miss entry for it (SymProxy `MissTimeout`, shared through the share), or the
+    /// outcome when not (gone, not ours, malformed: rejected, a miss not yet expired, or one
+    /// older than `MissAgeTimeout`: dropped).
+    async fn admit(&self, name: &str, tries: u32) -> Result<(Key, Option<Miss>), Outcome> {
+        let q = &self.queue;
+        let bytes = match q.requests.read(name).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(Outcome::Done),
+            Err(e) => {
+                tracing::debug!("reading record {name}: {e}");
+                return Err(Outcome::Retry(self.s.rescan));
+            }
+        };
+        if bytes.is_empty() && tries < 5 {
+            // An SMB writer creates the file, then writes it: give it a moment.
+            return Err(Outcome::Retry(Duration::from_secs(1)));
+        }
+        let (record, key) = match Record::parse(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.reject(name, &bytes, &e.to_string()).await;
+                return Err(Outcome::Done);
+            }
+        };
+        if !record.requester.eq_ignore_ascii_case(&self.s.id) && record.requester != queue::ANY {
+            return Err(Outcome::Retry(self.s.rescan * 10));
+        }
+        let known_miss = match q.misses.read(&queue::key_file(&key, "miss")).await {
+            Ok(Some(b)) => serde_json::from_slice::<Miss>(&b).ok(),
+            _ => None,
+        };
+        let now = queue::now_secs();
+        if let Some(m) = &known_miss {
+            if now.saturating_sub(m.first) >= self.s.miss_age.as_secs() {
+                tracing::info!(key = %key, "no store had it for MissAgeTimeout: dropping the request");
+                let _ = q.requests.remove(name).await;
+                return Err(Outcome::Done);
+            }
+            if m.expires > now {
+                return Err(Outcome::Retry(Duration::from_secs(m.expires - now)));
             }
         }
+        Ok((key, known_miss))
+    }
+
+    /// Counts a lookup in the status: lookups, hits, bytes read per store (corrupt files
+    /// refused on the way were downloaded too), recent transfers (the last 20).
+    fn count(&self, lookup: &crate::cascade::Lookup) {
+        let mut st = self.status.lock().expect("status");
+        st.lookups += 1;
+        for sk in lookup.skipped.iter().filter(|s| s.bytes_read > 0) {
+            *st.bytes_read.entry(sk.store.clone()).or_default() += sk.bytes_read;
+        }
+        if let Some(f) = &lookup.fetched {
+            st.hits += 1;
+            *st.bytes_read.entry(f.found_in.clone()).or_default() += f.bytes_read;
+            st.recent.extend(Transfer::of(lookup));
+            while st.recent.len() > 20 {
+                st.recent.pop_front();
+            }
+        }
+    }
+
+    /// A hit: every store of the chain a copy could not be written into gets a back-fill
+    /// (retried with backoff, persisted), and the record is removed.
+    async fn finish_hit(&self, name: &str, key: &Key, lookup: &crate::cascade::Lookup) -> Outcome {
+        let chain_stores: Vec<String> = self
+            .chain
+            .tiers
+            .iter()
+            .map(|t| t.store().describe().location)
+            .collect();
+        let mut added = false;
+        for sk in lookup.skipped.iter().filter(|s| s.op == SkipOp::Write) {
+            if chain_stores.contains(&sk.store) {
+                let b = Backfill {
+                    name: key.name().to_string(),
+                    index: key.index().to_string(),
+                    store: sk.store.clone(),
+                };
+                tracing::info!(key = %key, store = %sk.store, reason = %sk.kind, "back-fill pending");
+                self.backfills
+                    .lock()
+                    .expect("backfills")
+                    .insert(b, (Instant::now() + self.s.backfill, 0));
+                added = true;
+            }
+        }
+        if added {
+            self.save_backfills();
+        }
+        match self.queue.requests.remove(name).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => {
+                tracing::debug!("removing record {name}: {e}");
+                Outcome::Retry(self.s.rescan)
+            }
+        }
+    }
+
+    /// A definitive miss: written to the branch's miss cache (SymProxy `MissTimeout`), with
+    /// the reason when only corrupt copies were found; the record stays and is retried when
+    /// the entry expires (until `MissAgeTimeout`).
+    async fn finish_miss(
+        &self,
+        key: &Key,
+        known_miss: Option<Miss>,
+        lookup: &crate::cascade::Lookup,
+    ) -> Outcome {
+        self.status.lock().expect("status").misses += 1;
+        let first = known_miss.map(|m| m.first).unwrap_or(queue::now_secs());
+        let reason = lookup.miss_reason();
+        if let Some(r) = &reason {
+            tracing::warn!(key = %key, "only corrupt copies found; cached as a miss: {r}");
+        }
+        let entry = Miss {
+            expires: queue::expires_in(self.s.miss_timeout),
+            first,
+            reason,
+        };
+        let miss_file = queue::key_file(key, "miss");
+        let _ = self.queue.misses.remove(&miss_file).await;
+        let bytes = serde_json::to_vec(&entry).expect("miss serialises");
+        if let Err(e) = self.queue.misses.create_new(&miss_file, &bytes).await {
+            tracing::debug!("writing miss entry: {e}");
+        }
+        Outcome::Retry(self.s.miss_timeout)
     }
 
     /// Removes temp files older than `agent.temp_max_age` from every local tier, in the

@@ -18,6 +18,7 @@ pub fn is_cab(header: &[u8]) -> bool {
 
 /// Why a compressed file could not be expanded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CompressError {
     /// Not a CAB (no `MSCF` signature) or a malformed one.
     #[error("not a valid cabinet: {0}")]

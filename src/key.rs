@@ -36,6 +36,7 @@ pub struct Key {
 
 /// Why a key was rejected, or could not be computed from a file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The file name is unusable as one path component of a store.
     #[error("invalid symbol file name {name:?}: {reason}")]

@@ -173,6 +173,7 @@ pub enum FilePtr {
 
 /// Why a `file.ptr` could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FilePtrError {
     /// Empty or whitespace only.
     #[error("file.ptr is empty")]
@@ -251,6 +252,7 @@ pub struct FileRequest {
 /// Why a request path is not a symbol-file request (the HTTP front answers 400, touching
 /// nothing).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestPathError {
     /// Longer than [`MAX_REQUEST_PATH`].
     #[error("request path longer than {MAX_REQUEST_PATH} bytes")]

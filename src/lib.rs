@@ -24,6 +24,7 @@ pub mod layout;
 pub mod logging;
 pub mod metrics;
 pub mod platform;
+pub mod prefetch;
 pub mod publish;
 pub mod queue;
 pub mod report;

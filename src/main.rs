@@ -13,10 +13,9 @@ use std::sync::Arc;
 use symcascade::cascade::{Cascade, SearchKind};
 use symcascade::config::Config;
 use symcascade::key::{Key, PeKey};
-use symcascade::layout::{Form, Tiering};
+use symcascade::layout::Form;
 use symcascade::store::noisy::{NoisyOpener, ProbeLog, ProbeSink};
 use symcascade::store::open::{StoreOpener, Transports};
-use symcascade::store::{LocalStore, Store};
 use symcascade::sympath::{self, Element, Location, StoreSpec, SymbolPath};
 
 // `symcascade service …`: the Windows service (platform code lives in service/, outside the
@@ -193,6 +192,7 @@ enum Cmd {
     },
     /// Delete an `add` transaction (symstore del /i): removes the key folders only it
     /// added and records the deletion in 000Admin/history.txt.
+    #[command(after_help = "Example:\n  symcascade del --store D:\\Symbols 0000000042")]
     Del {
         /// The store's root folder.
         #[arg(long)]
@@ -202,6 +202,11 @@ enum Cmd {
     },
     /// Remove unused keys from a local or SMB store, as AgeStore does, by last use (write time,
     /// refreshed hourly when served; not NTFS last-access time).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade age --unused-for 30d --dry-run C:\\Symbols\n",
+        "  symcascade age --max-size 50GB \\\\BranchOfficeA\\Symbols"
+    ))]
     Age {
         /// Remove keys not used for this long (e.g. 30d).
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -222,6 +227,11 @@ enum Cmd {
         store: String,
     },
     /// List a store's keys, forms and sizes, or (`--queue`) the branch queue.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  symcascade query \\\\MainOffice\\Symbols\n",
+        "  symcascade query --queue --json --config C:\\ProgramData\\symcascade\\symcascade.toml"
+    ))]
     Query {
         /// List the branch queue of the configured agent instead of a store.
         #[arg(long, conflicts_with = "store")]
@@ -370,6 +380,37 @@ fn main() -> ExitCode {
         });
         return rt.block_on(config_check(path, *json));
     }
+    let (config, config_path, _log_guard) = match load_config(&cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(dispatch(cli.cmd, config, config_path));
+    // Transfers still running in the background (the front's detached copies) end with the
+    // runtime; only then may the spool lock files go.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    symcascade::spool::release_spool_locks();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The config (`--config`, else the platform's default file for the commands that need one,
+/// else the defaults) with the command line's overrides, and logging installed. `Err` is the
+/// exit code after the error was printed.
+fn load_config(
+    cli: &Cli,
+) -> Result<
+    (
+        Config,
+        Option<PathBuf>,
+        Option<tracing_appender::non_blocking::WorkerGuard>,
+    ),
+    ExitCode,
+> {
     let config_path = cli.config.clone().or_else(|| {
         // `run`, the queue commands and `doctor` fall back to the platform's default config.
         let needs = matches!(
@@ -385,40 +426,19 @@ fn main() -> ExitCode {
         (needs && p.exists()).then_some(p)
     });
     let mut config = match &config_path {
-        Some(p) => match Config::load(p) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
+        Some(p) => Config::load(p).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        })?,
         None => Config::default(),
     };
     config.log.noisy |= cli.noisy;
-    let _log_guard = match init_logging(
-        cli.verbose,
-        cli.log_json,
-        &config.log,
-        matches!(cli.cmd, Cmd::Run),
-    ) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = rt.block_on(dispatch(cli.cmd, config, config_path));
-    // Transfers still running in the background (the front's detached copies) end with the
-    // runtime; only then may the spool lock files go.
-    rt.shutdown_timeout(std::time::Duration::from_secs(5));
-    symcascade::spool::release_spool_locks();
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    let agent = matches!(cli.cmd, Cmd::Run);
+    let guard = init_logging(cli.verbose, cli.log_json, &config.log, agent).map_err(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })?;
+    Ok((config, config_path, guard))
 }
 
 fn symbol_path(arg: Option<String>, config: &Config) -> Result<SymbolPath> {
@@ -459,35 +479,40 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Completes on Ctrl-C, or SIGTERM on Unix (what `systemctl stop` and `kill` send).
-async fn stop_signal() {
+/// Installs the stop signals' handlers at once and returns a future that completes on
+/// Ctrl-C, or SIGTERM/SIGHUP on Unix (what `systemctl stop` and `kill` send). Installed
+/// before the work starts, not when the future is first polled: a signal arriving while the
+/// daemon starts (or between two polls) must stop it gracefully, not kill it outright.
+// Not an `async fn`: its body would only run (and install the handlers) when first polled.
+#[allow(clippy::manual_async_fn)]
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let listeners = {
         use tokio::signal::unix::{SignalKind, signal};
         // SIGHUP (a closed terminal, `systemctl reload` without ExecReload) stops gracefully
         // too, rather than killing the process mid-transfer.
-        match (
+        (
             signal(SignalKind::terminate()),
             signal(SignalKind::hangup()),
-        ) {
-            (Ok(mut term), Ok(mut hup)) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                    _ = hup.recv() => {}
-                }
+            signal(SignalKind::interrupt()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        if let (Ok(mut term), Ok(mut hup), Ok(mut int)) = listeners {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
             }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
 
+/// Runs one command (all but `service`, `config`, `completions` and `man`, which `main`
+/// handles before a config is loaded).
 async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Result<ExitCode> {
     match cmd {
         Cmd::Get {
@@ -500,55 +525,14 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
         } => {
             let pe = if image { PeKey::Image } else { PeKey::Pdb };
             let keys = symcascade::key::keys_from_args(&what, pe)?;
-            let path = symbol_path(sympath, &config)?;
             let mut options = config.cascade_options();
             options.follow_file_pointers &= !no_file_pointers;
             options.uncompress &= !no_uncompress;
-            let probes = ProbeLog::default();
-            let sink = ProbeSink {
-                noisy: config.log.noisy,
-                record: Some(probes.clone()),
-            };
-            // A bar on a terminal for files of 1 MiB and more.
-            let bar = Arc::new(symcascade::store::progress::Bar { min_len: 1 << 20 });
-            let opener =
-                symcascade::store::progress::ProgressOpener::wrap(transports(&config), bar);
-            let opener = NoisyOpener::wrap(opener, sink);
-            let cascade = Cascade::resolve(&path, opener, &default_downstream(), options).await;
-            get_keys(&cascade, &keys, json, &probes).await
+            let path = symbol_path(sympath, &config)?;
+            get(&config, &path, options, &keys, json).await
         }
-        Cmd::Run => {
-            tracing::info!(
-                version = env!("CARGO_PKG_VERSION"),
-                config = %config_path.as_ref().map_or("(defaults)".into(), |p| p.display().to_string()),
-                sympath = config.sympath.as_deref().unwrap_or("(from _NT_SYMBOL_PATH)"),
-                "symcascade starting"
-            );
-            let shutdown = async {
-                stop_signal().await;
-                tracing::info!("shutdown requested");
-            };
-            let daemon = symcascade::daemon::Daemon::start(config, &default_downstream()).await?;
-            daemon.run(None, shutdown).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Request { any, name, index } => {
-            let key = Key::new(&name, &index)?;
-            no_queue_check(&config)?;
-            let setup = symcascade::setup::Setup::resolve(&config, &default_downstream()).await?;
-            let who = if any {
-                symcascade::queue::ANY.to_string()
-            } else {
-                setup.id.clone()
-            };
-            let new = setup.request(&key, &who).await?;
-            println!(
-                "{} {key} in {}",
-                if new { "queued" } else { "already queued" },
-                setup.requests().describe()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Run => run(config, config_path).await,
+        Cmd::Request { any, name, index } => request(&config, &name, &index, any).await,
         Cmd::Prefetch {
             manifest,
             mine,
@@ -559,38 +543,7 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             prefetch(&config, &manifest, mine, wait.then_some(timeout)).await
         }
         Cmd::Status { json } => status(&config, json).await,
-        Cmd::Doctor { json } => {
-            let setup = symcascade::setup::Setup::resolve(&config, &default_downstream()).await?;
-            let checks = symcascade::doctor::check(
-                &setup,
-                config
-                    .smb
-                    .connect_timeout
-                    .max(std::time::Duration::from_secs(5)),
-            )
-            .await;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&checks)?);
-            } else {
-                println!("running as: {}", identity());
-                for c in &checks {
-                    let lat = c
-                        .latency_ms
-                        .map(|l| format!(", {l} ms"))
-                        .unwrap_or_default();
-                    let free = c
-                        .free_bytes
-                        .map(|b| format!(", {:.1} GiB free", b as f64 / (1u64 << 30) as f64))
-                        .unwrap_or_default();
-                    println!("{:<12} {:<40} {}{lat}{free}", c.role, c.store, c.verdict);
-                }
-            }
-            Ok(if checks.iter().all(|c| c.ok) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Cmd::Doctor { json } => doctor(&config, json).await,
         Cmd::Parse { json, path } => {
             let p = symbol_path(path, &config)?;
             if json {
@@ -610,43 +563,19 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             labels,
             files,
         } => {
+            let form = match (compress, pointer) {
+                (true, _) => Form::Compressed,
+                (_, true) => Form::FilePtr,
+                _ => Form::Plain,
+            };
             let labels = symcascade::admin::transaction::Labels {
                 product: labels.product,
                 version: labels.version,
                 comment: labels.comment,
             };
-            labels.check()?;
-            let s = LocalStore::new(&store);
-            let two = store.join(symcascade::layout::INDEX2_TXT).exists();
-            let tiering = if two {
-                Tiering::TwoTier
-            } else {
-                Tiering::OneTier
-            };
-            let form = if compress {
-                Form::Compressed
-            } else if pointer {
-                Form::FilePtr
-            } else {
-                Form::Plain
-            };
-            std::fs::create_dir_all(&store)
-                .with_context(|| format!("creating {}", store.display()))?;
-            let ping = store.join(symcascade::layout::PINGME_TXT);
-            if !ping.exists() {
-                std::fs::write(&ping, b"")?;
+            for line in symcascade::admin::cli::add(&store, files, form, &labels).await? {
+                println!("{line}");
             }
-            let mut added = Vec::new();
-            for f in files {
-                let abs = std::path::absolute(&f).unwrap_or(f);
-                let (key, path, _) =
-                    symcascade::publish::publish_file(&s as &dyn Store, &abs, tiering, form)
-                        .await?;
-                println!("{key}\t{path}");
-                added.push((key, abs.display().to_string()));
-            }
-            let rec = symcascade::admin::cli::record_add(&store, &added, pointer, &labels)?;
-            println!("{rec}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Del { store, id } => {
@@ -666,11 +595,8 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
             if !policy.is_active() {
                 bail!("age: give --unused-for and/or --max-size");
             }
-            let client = symcascade::store::smb::SmbClient::new(config.smb_config(
-                symcascade::store::smb::Credentials::from_env_with(|k| std::env::var(k).ok()),
-            ));
             let opts = AgeOptions { dry_run, grace };
-            let (r, text) = cli::age(&store, &client, policy, opts, json).await?;
+            let (r, text) = cli::age(&store, &smb_client(&config), policy, opts, json).await?;
             print!("{text}");
             Ok(ExitCode::from(u8::from(!r.failed.is_empty())))
         }
@@ -680,16 +606,110 @@ async fn dispatch(cmd: Cmd, config: Config, config_path: Option<PathBuf>) -> Res
                     symcascade::setup::Setup::resolve(&config, &default_downstream()).await?;
                 symcascade::admin::cli::queue(&setup.admin, json).await?
             } else {
-                let client = symcascade::store::smb::SmbClient::new(config.smb_config(
-                    symcascade::store::smb::Credentials::from_env_with(|k| std::env::var(k).ok()),
-                ));
                 let store = store.unwrap_or_default();
-                symcascade::admin::cli::query(&store, &client, json).await?
+                symcascade::admin::cli::query(&store, &smb_client(&config), json).await?
             };
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The SMB client for commands that reach shares outside a symbol path (`age`, `query`).
+fn smb_client(config: &Config) -> Arc<symcascade::store::smb::SmbClient> {
+    symcascade::store::smb::SmbClient::new(config.smb_config(
+        symcascade::store::smb::Credentials::from_env_with(|k| std::env::var(k).ok()),
+    ))
+}
+
+/// `symcascade get`: looks each key up along `path` (progress bar on a terminal, probes
+/// recorded for `--noisy` and `--json`).
+async fn get(
+    config: &Config,
+    path: &SymbolPath,
+    options: symcascade::cascade::CascadeOptions,
+    keys: &[Key],
+    json: bool,
+) -> Result<ExitCode> {
+    let probes = ProbeLog::default();
+    let sink = ProbeSink {
+        noisy: config.log.noisy,
+        record: Some(probes.clone()),
+    };
+    // A bar on a terminal for files of 1 MiB and more.
+    let bar = Arc::new(symcascade::store::progress::Bar { min_len: 1 << 20 });
+    let opener = symcascade::store::progress::ProgressOpener::wrap(transports(config), bar);
+    let opener = NoisyOpener::wrap(opener, sink);
+    let cascade = Cascade::resolve(path, opener, &default_downstream(), options).await;
+    get_keys(&cascade, keys, json, &probes).await
+}
+
+/// `symcascade run`: the daemon until a stop signal.
+async fn run(config: Config, config_path: Option<PathBuf>) -> Result<ExitCode> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config_path.as_ref().map_or("(defaults)".into(), |p| p.display().to_string()),
+        sympath = config.sympath.as_deref().unwrap_or("(from _NT_SYMBOL_PATH)"),
+        "symcascade starting"
+    );
+    let stop = stop_signal();
+    let shutdown = async {
+        stop.await;
+        tracing::info!("shutdown requested");
+    };
+    let daemon = symcascade::daemon::Daemon::start(config, &default_downstream()).await?;
+    daemon.run(None, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `symcascade request`: one record in the branch queue.
+async fn request(config: &Config, name: &str, index: &str, any: bool) -> Result<ExitCode> {
+    let key = Key::new(name, index)?;
+    no_queue_check(config)?;
+    let setup = symcascade::setup::Setup::resolve(config, &default_downstream()).await?;
+    let who = if any {
+        symcascade::queue::ANY.to_string()
+    } else {
+        setup.id.clone()
+    };
+    let new = setup.request(&key, &who).await?;
+    println!(
+        "{} {key} in {}",
+        if new { "queued" } else { "already queued" },
+        setup.requests().describe()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `symcascade doctor`: each store checked, with the identity used.
+async fn doctor(config: &Config, json: bool) -> Result<ExitCode> {
+    let setup = symcascade::setup::Setup::resolve(config, &default_downstream()).await?;
+    let timeout = config
+        .smb
+        .connect_timeout
+        .max(std::time::Duration::from_secs(5));
+    let checks = symcascade::doctor::check(&setup, timeout).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        println!("running as: {}", identity());
+        for c in &checks {
+            let lat = c
+                .latency_ms
+                .map(|l| format!(", {l} ms"))
+                .unwrap_or_default();
+            let free = c
+                .free_bytes
+                .map(|b| format!(", {:.1} GiB free", b as f64 / (1u64 << 30) as f64))
+                .unwrap_or_default();
+            println!("{:<12} {:<40} {}{lat}{free}", c.role, c.store, c.verdict);
+        }
+    }
+    Ok(if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `symcascade man`: the roff page on stdout.
@@ -750,12 +770,14 @@ async fn get_keys(
 ) -> Result<ExitCode> {
     let many = keys.len() > 1;
     let (mut worst, mut reports) = (0u8, Vec::new());
+    let stop = stop_signal();
+    tokio::pin!(stop);
     for key in keys {
         // Ctrl-C or SIGTERM: drop the lookup, which removes its spool and temp files (SMB
         // temp files are delete-pending), then exit 130 as a shell would.
         let lookup = tokio::select! {
             l = cascade.lookup(key) => l?,
-            _ = stop_signal() => {
+            _ = &mut stop => {
                 eprintln!("interrupted: nothing was published, temp files removed");
                 return Ok(ExitCode::from(130));
             }
@@ -1051,13 +1073,12 @@ async fn prefetch(
     mine: bool,
     wait: Option<Option<std::time::Duration>>,
 ) -> Result<ExitCode> {
+    use symcascade::prefetch::{self, Totals};
     let text = std::fs::read_to_string(manifest)
         .with_context(|| format!("reading {}", manifest.display()))?;
-    let mut keys = symcascade::queue::parse_manifest(&text)
+    let keys = symcascade::queue::parse_manifest(&text)
         .map_err(|e| anyhow!("{}: {e}", manifest.display()))?;
-    // A manifest may name a key twice; it is one request and one result.
-    let mut seen = std::collections::HashSet::new();
-    keys.retain(|k| seen.insert(k.to_string().to_ascii_lowercase()));
+    let keys = prefetch::distinct(keys);
     let setup = symcascade::setup::Setup::resolve(config, &default_downstream()).await?;
     let who = if mine {
         setup.id.clone()
@@ -1065,13 +1086,7 @@ async fn prefetch(
         symcascade::queue::ANY.to_string()
     };
     let pb = progress(keys.len() as u64, "queueing");
-    let mut queued = 0;
-    for k in &keys {
-        if setup.request(k, &who).await? {
-            queued += 1;
-        }
-        pb.inc(1);
-    }
+    let queued = prefetch::queue_keys(&setup, &keys, &who, || pb.inc(1)).await?;
     pb.finish_and_clear();
     println!(
         "queued {queued} requests ({} already queued) in {}",
@@ -1083,139 +1098,29 @@ async fn prefetch(
     };
     // With the queue on (checked above), `setup` always names a branch store.
     let target = if mine { 0 } else { setup.branch.unwrap_or(0) };
-    let results = wait_for_keys(&setup, &keys, &who, target, timeout).await;
-    let count = |want: fn(&KeyResult) -> bool| results.iter().filter(|r| want(r)).count();
-    let passed = count(|r| matches!(r, KeyResult::Copied));
-    let failed = count(|r| matches!(r, KeyResult::Missing(_) | KeyResult::Dropped));
-    let pending = count(|r| matches!(r, KeyResult::Pending));
+    let pb = progress(keys.len() as u64, "replicated");
+    let results = prefetch::wait_for_keys(&setup, &keys, &who, target, timeout, |done| {
+        pb.set_position(done as u64)
+    })
+    .await;
+    pb.finish_and_clear();
     for (k, r) in keys.iter().zip(&results) {
         println!("{}", r.line(k));
     }
-    if pending > 0 {
+    let t = Totals::of(&results);
+    println!("{}", t.symchk_line());
+    if t.pending > 0 {
         println!(
-            "SYMCHK: PASSED files = {passed}, FAILED files = {failed}, PENDING files = {pending}"
+            "timed out after {}: {} key(s) still pending (listed above)",
+            humantime::format_duration(timeout.unwrap_or_default()),
+            t.pending
         );
-        println!(
-            "timed out after {}: {pending} key(s) still pending (listed above)",
-            humantime::format_duration(timeout.unwrap_or_default())
-        );
-    } else {
-        println!("SYMCHK: PASSED files = {passed}, FAILED files = {failed}");
     }
-    Ok(if failed + pending == 0 {
+    Ok(if t.failed + t.pending == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Where one key of a `prefetch --wait` ended.
-enum KeyResult {
-    /// In the target store.
-    Copied,
-    /// No store has it: the agents wrote a miss-cache entry (expiry, seconds since the epoch).
-    Missing(u64),
-    /// No longer queued but not in the target store (dropped after `MissAgeTimeout`).
-    Dropped,
-    /// Still queued when the timeout expired.
-    Pending,
-}
-
-impl KeyResult {
-    /// SymChk's word for the result, and why for the others.
-    fn line(&self, key: &Key) -> String {
-        match self {
-            KeyResult::Copied => format!("PASSED  {key}"),
-            KeyResult::Missing(until) => {
-                let left = until.saturating_sub(symcascade::queue::now_secs());
-                format!(
-                    "FAILED  {key}: no store has it (miss cached; the agents ask again in {})",
-                    humantime::format_duration(std::time::Duration::from_secs(left))
-                )
-            }
-            KeyResult::Dropped => {
-                format!("FAILED  {key}: dropped from the queue and not in the store")
-            }
-            KeyResult::Pending => format!("PENDING {key}: still queued"),
-        }
-    }
-}
-
-/// Polls the queue until every key is copied into tier `target` of the chain or is a known miss
-/// (a current entry in `000Cascade/misses`), or `timeout` expires. Results in `keys` order.
-async fn wait_for_keys(
-    setup: &symcascade::setup::Setup,
-    keys: &[Key],
-    who: &str,
-    target: usize,
-    timeout: Option<std::time::Duration>,
-) -> Vec<KeyResult> {
-    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
-    let pb = progress(keys.len() as u64, "replicated");
-    let mut results: Vec<KeyResult> = keys.iter().map(|_| KeyResult::Pending).collect();
-    loop {
-        // A share that does not answer for a moment leaves the keys pending, not the wait failed.
-        match setup.requests().list().await {
-            Ok(names) => {
-                for (k, r) in keys.iter().zip(results.iter_mut()) {
-                    if matches!(r, KeyResult::Pending) {
-                        *r = key_result(setup, k, who, target, &names)
-                            .await
-                            .unwrap_or_else(|e| {
-                                tracing::warn!(key = %k, "cannot check: {e}");
-                                KeyResult::Pending
-                            });
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("cannot list the queue: {e}"),
-        }
-        let done = results
-            .iter()
-            .filter(|r| !matches!(r, KeyResult::Pending))
-            .count();
-        pb.set_position(done as u64);
-        if done == keys.len() || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    pb.finish_and_clear();
-    results
-}
-
-/// One key's state: its record still queued (pending, or missing when the agents wrote a current
-/// miss entry), or gone (copied when the target store has it in any form).
-async fn key_result(
-    setup: &symcascade::setup::Setup,
-    key: &Key,
-    who: &str,
-    target: usize,
-    queued: &[String],
-) -> Result<KeyResult> {
-    use symcascade::queue;
-    let record = queue::Record::new(key, who)?.file_name();
-    if queued.binary_search(&record).is_ok() {
-        let misses = setup.admin.join(queue::MISSES);
-        let miss = misses
-            .read(&queue::key_file(key, "miss"))
-            .await
-            .ok()
-            .flatten();
-        let entry = miss.and_then(|b| serde_json::from_slice::<queue::Miss>(&b).ok());
-        return Ok(match entry {
-            Some(m) if m.expires > queue::now_secs() => KeyResult::Missing(m.expires),
-            _ => KeyResult::Pending,
-        });
-    }
-    let tier = &setup.chain.tiers[target];
-    let tiering = tier.tiering().await?;
-    for (_, path) in symcascade::layout::probe_order(key, tiering) {
-        if tier.store().stat(&path).await?.is_some() {
-            return Ok(KeyResult::Copied);
-        }
-    }
-    Ok(KeyResult::Dropped)
 }
 
 async fn status(config: &Config, json: bool) -> Result<ExitCode> {

@@ -13,6 +13,7 @@ use std::path::Path;
 
 /// Why a file could not be published.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The file's key could not be computed.
     #[error(transparent)]

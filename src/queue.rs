@@ -54,6 +54,7 @@ pub struct Record {
 
 /// Why a record was rejected.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
     /// Not JSON of the expected shape.
     #[error("not a request record: {0}")]

@@ -85,6 +85,10 @@ pub struct Status {
     pub stores: Vec<StoreHealth>,
     /// Recent transfers, newest last (at most 20).
     pub recent: VecDeque<Transfer>,
+    /// Queue listings done (change notifications and periodic rescans): lets a script or a
+    /// test wait for "N more scans" instead of sleeping.
+    #[serde(default)]
+    pub scans: u64,
     /// Cascade lookups run (each asks every store it needs once).
     pub lookups: u64,
     /// Lookups that found the file.

@@ -380,6 +380,7 @@ impl fmt::Display for SymbolPath {
 
 /// Why a symbol path element was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[non_exhaustive]
 pub enum SymbolPathErrorKind {
     /// `srv` or `symsrv*dll` with no store at all.
     #[error("a symbol server element needs at least one store after `*`")]

@@ -51,6 +51,7 @@ pub fn keyable(name: &str) -> Option<Kind> {
 /// Why a file was refused. All but [`VerifyError::Read`] and [`VerifyError::Spool`] blame the file (its
 /// source is `corrupt`); those two are I/O failures, never a verdict on the content.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// The file is empty.
     #[error("{name}: empty file (0 bytes)")]

@@ -102,6 +102,50 @@ pub async fn queue(admin: &crate::folder::Folder, json: bool) -> Result<String, 
     })
 }
 
+/// `symcascade add` (symstore.exe `add`): stores each of `files` in the local store `root`
+/// (created with `pingme.txt` when new; two-tier when `index2.txt` is there) in `form`, then
+/// records the transaction in `000Admin` with `labels`. Returns one `<key>\t<path>` line per
+/// file and the transaction line, in order.
+///
+/// # Errors
+/// [`AdminError::Publish`] for a file that cannot be keyed or stored (files before it stay
+/// stored, untracked: as symstore.exe, a failed `add` records no transaction);
+/// [`AdminError::BadField`] for labels SymStore's records cannot hold; `Io` for the store.
+pub async fn add(
+    root: &Path,
+    files: Vec<std::path::PathBuf>,
+    form: crate::layout::Form,
+    labels: &Labels,
+) -> Result<Vec<String>, AdminError> {
+    use crate::layout::{INDEX2_TXT, PINGME_TXT, Tiering};
+    labels.check()?;
+    let io = |source| AdminError::Io {
+        path: root.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(root).map_err(io)?;
+    let ping = root.join(PINGME_TXT);
+    if !ping.exists() {
+        std::fs::write(&ping, b"").map_err(io)?;
+    }
+    let tiering = if root.join(INDEX2_TXT).exists() {
+        Tiering::TwoTier
+    } else {
+        Tiering::OneTier
+    };
+    let store = crate::store::LocalStore::new(root);
+    let (mut lines, mut added) = (Vec::new(), Vec::new());
+    for f in files {
+        let abs = std::path::absolute(&f).unwrap_or(f);
+        let (key, path, _) = crate::publish::publish_file(&store, &abs, tiering, form).await?;
+        lines.push(format!("{key}\t{path}"));
+        added.push((key, abs.display().to_string()));
+    }
+    let pointer = form == crate::layout::Form::FilePtr;
+    lines.push(record_add(root, &added, pointer, labels)?);
+    Ok(lines)
+}
+
 /// Records `add`'s transaction for `added` (key and absolute source of each file, in order)
 /// in the local store `root`; returns the line to print (`SymStore: transaction <id>`).
 ///

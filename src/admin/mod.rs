@@ -55,6 +55,9 @@ pub enum AdminError {
         /// What is wrong.
         reason: String,
     },
+    /// A file given to `add` could not be keyed or stored.
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
     /// No transaction with this id is listed in `000Admin/server.txt`.
     #[error("no transaction with id '{0}' found in 000Admin/server.txt")]
     TransactionNotFound(String),

@@ -350,6 +350,7 @@ impl Lookup {
 
 /// Failures that stop a lookup: only local problems outside any store (the spool directory).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CascadeError {
     /// The spool directory cannot be used.
     #[error("spool directory {dir}: {source}")]
@@ -674,6 +675,23 @@ impl Cascade {
             }
             plan::Delivery::Spool => {}
         }
+        self.spool_and_deliver((ci, ti), key, &dests, found, tapped, run)
+            .await
+    }
+
+    /// [`plan::Delivery::Spool`]: reads the hit once into a spool file, verifies it, then
+    /// copies it down. `Ok(None)` when the source failed or was refused (search goes on).
+    async fn spool_and_deliver(
+        &self,
+        (ci, ti): (usize, usize),
+        key: &Key,
+        dests: &[plan::Dest],
+        found: Found,
+        tapped: Option<&watch::Sender<Spooling>>,
+        run: &mut Run,
+    ) -> Result<Option<Fetched>, CascadeError> {
+        let chain = &self.chains[ci];
+        let (tier, id) = (&chain.tiers[ti], self.shape.chains[ci].tiers[ti]);
         let form = found.form;
         let spooled = match self
             .spool(chain.search, form, found.opened, key, tapped)
@@ -702,7 +720,7 @@ impl Cascade {
             via_ptr: found.via_ptr,
             ptr_text: found.ptr_text,
         };
-        Ok(Some(self.deliver(&source, key, &dests, spooled, run).await))
+        Ok(Some(self.deliver(&source, key, dests, spooled, run).await))
     }
 
     fn skip(&self, skipped: &mut Vec<Skip>, op: SkipOp, e: &StoreError) {
@@ -886,15 +904,6 @@ impl Cascade {
         ptr_text: Vec<u8>,
         from_remote: bool,
     ) -> Result<Option<Found>, StoreError> {
-        let refused = |detail: String| {
-            StoreError::new(
-                store,
-                "open",
-                FILE_PTR,
-                StoreErrorKind::PermissionDenied,
-                detail,
-            )
-        };
         let bad = |detail: String| {
             StoreError::new(store, "open", FILE_PTR, StoreErrorKind::Corrupt, detail)
         };
@@ -904,20 +913,71 @@ impl Cascade {
         let (dir, name) = loc
             .split_file()
             .ok_or_else(|| bad(format!("file.ptr target {target:?} names no file")))?;
-        match &dir {
+        if !self
+            .target_allowed(store, target, (&dir, &name), from_remote)
+            .await?
+        {
+            return Ok(None); // nothing there
+        }
+        let s = self.opener.open_store(&dir)?;
+        for (form, n) in [
+            (Form::Plain, name.clone()),
+            (Form::Compressed, layout::compressed_name(&name)),
+        ] {
+            let Some(p) = RelPath::checked([n]) else {
+                return Err(bad(format!(
+                    "file.ptr target {target:?} has an unusable name"
+                )));
+            };
+            if let Some(opened) = s.open(&p).await? {
+                return Ok(Some(Found {
+                    form,
+                    opened,
+                    via_ptr: Some(target.to_string()),
+                    ptr_text: Some(ptr_text),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The `file.ptr` policy of [`Cascade::open_target`] for target `dir\\name`: `Ok(true)`
+    /// to follow it, `Ok(false)` when a local target folder does not exist, an error
+    /// (`PermissionDenied`) when the policy refuses it.
+    async fn target_allowed(
+        &self,
+        store: &str,
+        target: &str,
+        (dir, name): (&Location, &str),
+        from_remote: bool,
+    ) -> Result<bool, StoreError> {
+        let refused = |detail: String| {
+            StoreError::new(
+                store,
+                "open",
+                FILE_PTR,
+                StoreErrorKind::PermissionDenied,
+                detail,
+            )
+        };
+        match dir {
             Location::Local { .. } if from_remote => {
                 return Err(refused(format!(
                     "file.ptr target {target:?}: a pointer in a remote store may not point to a local path"
                 )));
             }
             Location::Local { path } => {
-                let (roots, dir, n) = (self.local_roots.clone(), PathBuf::from(path), name.clone());
+                let (roots, dir, n) = (
+                    self.local_roots.clone(),
+                    PathBuf::from(path),
+                    name.to_string(),
+                );
                 let inside =
                     tokio::task::spawn_blocking(move || local_target_inside(&roots, &dir, &n))
                         .await
                         .unwrap_or(Some(false));
                 match inside {
-                    None => return Ok(None), // nothing there
+                    None => return Ok(false), // nothing there
                     Some(true) => {}
                     Some(false) => {
                         return Err(refused(format!(
@@ -943,26 +1003,7 @@ impl Cascade {
             }
             _ => {}
         }
-        let s = self.opener.open_store(&dir)?;
-        for (form, n) in [
-            (Form::Plain, name.clone()),
-            (Form::Compressed, layout::compressed_name(&name)),
-        ] {
-            let Some(p) = RelPath::checked([n]) else {
-                return Err(bad(format!(
-                    "file.ptr target {target:?} has an unusable name"
-                )));
-            };
-            if let Some(opened) = s.open(&p).await? {
-                return Ok(Some(Found {
-                    form,
-                    opened,
-                    via_ptr: Some(target.to_string()),
-                    ptr_text: Some(ptr_text),
-                }));
-            }
-        }
-        Ok(None)
+        Ok(true)
     }
 
     /// Reads the hit once into a spool file and verifies it before any store sees it
@@ -999,28 +1040,12 @@ impl Cascade {
                 s.verified = false;
             });
         }
-        // Read errors are the source's; write errors are ours (a full temp disk must not make
-        // the cascade blame the store and fetch the file again elsewhere).
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n = 0u64;
-        loop {
-            let k = opened
-                .reader
-                .read(&mut buf)
-                .await
-                .map_err(|e| SpoolError::Store(StoreError::from_io("", "open", "", &e), n))?;
-            if k == 0 {
-                break;
-            }
-            out.write_all(&buf[..k]).await.map_err(local)?;
-            n += k as u64;
-            if let Some(t) = tap {
-                // Announce only bytes that are in the file.
-                out.flush().await.map_err(local)?;
-                t.send_modify(|s| s.written = n);
-            }
-        }
-        out.flush().await.map_err(local)?;
+        let n = read_into_spool(&mut opened.reader, &mut out, tap)
+            .await
+            .map_err(|e| match e {
+                SpoolError::Local(CascadeError::Spool { source, .. }) => local(source),
+                other => other,
+            })?;
         if let Some(want) = opened.len
             && want != n
         {
@@ -1298,6 +1323,43 @@ impl Written {
             new,
         }
     }
+}
+
+/// Copies a hit's stream into its spool file, announcing each flushed chunk on `tap`; returns
+/// the bytes read. Read errors are the source's (`Store`); write errors are ours (`Local`: a
+/// full temp disk must not make the cascade blame the store and fetch the file again
+/// elsewhere).
+async fn read_into_spool(
+    reader: &mut crate::store::ByteStream,
+    out: &mut tokio::io::BufWriter<tokio::fs::File>,
+    tap: Option<&watch::Sender<Spooling>>,
+) -> Result<u64, SpoolError> {
+    let local = |source| {
+        SpoolError::Local(CascadeError::Spool {
+            dir: String::new(),
+            source,
+        })
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| SpoolError::Store(StoreError::from_io("", "open", "", &e), n))?;
+        if k == 0 {
+            break;
+        }
+        out.write_all(&buf[..k]).await.map_err(local)?;
+        n += k as u64;
+        if let Some(t) = tap {
+            // Announce only bytes that are in the file.
+            out.flush().await.map_err(local)?;
+            t.send_modify(|s| s.written = n);
+        }
+    }
+    out.flush().await.map_err(local)?;
+    Ok(n)
 }
 
 enum SpoolError {

@@ -58,6 +58,7 @@ const RECENT: usize = 50;
 
 /// Why the front cannot start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrontError {
     /// The configuration cannot serve (names the key).
     #[error("config: {0}")]
@@ -126,7 +127,7 @@ impl FrontOptions {
 }
 
 /// What a finished lookup left for the clients waiting on it.
-type Done = Arc<Result<Lookup, String>>;
+type Done = Arc<Result<Lookup, crate::cascade::CascadeError>>;
 
 /// A lookup in flight: its result when it ends, and the progress of a plain hit being read
 /// (clients are served from the spool file while the cascade copies it down).
@@ -381,11 +382,7 @@ impl Front {
         let key = key.clone();
         tokio::spawn(async move {
             let permit = me.cold.clone().acquire_owned().await;
-            let result = me
-                .cascade
-                .lookup_tapped(&key, Some(&stx))
-                .await
-                .map_err(|e| e.to_string());
+            let result = me.cascade.lookup_tapped(&key, Some(&stx)).await;
             drop(permit);
             if let Ok(l) = &result {
                 me.after_lookup(l);
@@ -549,131 +546,177 @@ fn client_limit(headers: &HeaderMap, default: Duration) -> Duration {
         .unwrap_or(default)
 }
 
+/// `GET|HEAD <prefix>/<name>/<index>/<file>`: the SymProxy request. Each phase answers with
+/// the outcome it counts (`None`: counted already) and the response.
 async fn symbol_file(State(front): State<Arc<Front>>, req: Request) -> Response {
     // The client's clock started when it sent the request, not when the cold path begins.
     let arrived = Instant::now();
     // Only the head matters (GET/HEAD); it is Sync, so the handler's future stays Send.
     let (req, _body) = req.into_parts();
+    let (outcome, resp) = answer(&front, &req, arrived).await;
+    if let Some(o) = outcome {
+        front.metrics.request(o);
+    }
+    resp
+}
+
+/// An answer and the outcome to count for it.
+type Answered = (Option<Outcome>, Response);
+
+async fn answer(
+    front: &Arc<Front>,
+    req: &axum::http::request::Parts,
+    arrived: Instant,
+) -> Answered {
     if req.method != Method::GET && req.method != Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        return (
+            None,
+            plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n"),
+        );
     }
     let raw = req.uri.path().to_string();
     let Some(rest) = raw.strip_prefix(front.opts.prefix.as_str()) else {
-        return plain(StatusCode::NOT_FOUND, "not under the store's prefix\n");
+        return (
+            None,
+            plain(StatusCode::NOT_FOUND, "not under the store's prefix\n"),
+        );
     };
     // Store markers a client may probe: this front answers both layouts, so it claims neither.
     if rest.eq_ignore_ascii_case("/index2.txt") || rest.eq_ignore_ascii_case("/pingme.txt") {
-        return plain(StatusCode::NOT_FOUND, "not found\n");
+        return (None, plain(StatusCode::NOT_FOUND, "not found\n"));
     }
     let fr = match layout::parse_request_path(rest) {
         Ok(r) => r,
         Err(e) => {
-            front.metrics.request(Outcome::BadRequest);
             tracing::debug!("400: {e}");
-            return plain(StatusCode::BAD_REQUEST, format!("{e}\n"));
+            let resp = plain(StatusCode::BAD_REQUEST, format!("{e}\n"));
+            return (Some(Outcome::BadRequest), resp);
         }
     };
-    // Warm path: the front's own store.
+    if let Some(a) = own_store(front, &fr, req).await {
+        return a;
+    }
+    if let Some(a) = refused_early(front, &fr) {
+        return a;
+    }
+    if front.opts.no_cache {
+        return (None, stream_uncached(front, &fr, req).await);
+    }
+    cold(front, &fr, req, arrived).await
+}
+
+/// The warm path: the file is in the front's own store.
+async fn own_store(
+    front: &Arc<Front>,
+    fr: &FileRequest,
+    req: &axum::http::request::Parts,
+) -> Option<Answered> {
     if !has_conditions(&req.headers)
-        && let Some(resp) = front.serve_warm(&fr, req.method == Method::HEAD).await
+        && let Some(resp) = front.serve_warm(fr, req.method == Method::HEAD).await
     {
         front.local_hit_requests.inc();
         front.local_hits.inc();
-        return resp;
+        return Some((None, resp));
     }
-    if let Some(p) = front.local_file(&fr).await
-        && let Some(resp) = serve_local(&p, file_request(&req)).await
-    {
-        crate::store::local::touch_hit(Some(&p), None);
-        front.metrics.request(Outcome::LocalHit);
-        front
-            .metrics
-            .hit(&front.serving.store().describe().location, 0);
-        return resp;
-    }
-    // A file.ptr is only ever served from the front's store: the lookup of the plain and
-    // compressed names (which SymSrv asks for first) already followed any upstream pointer.
+    let p = front.local_file(fr).await?;
+    let resp = serve_local(&p, file_request(req)).await?;
+    crate::store::local::touch_hit(Some(&p), None);
+    front
+        .metrics
+        .hit(&front.serving.store().describe().location, 0);
+    Some((Some(Outcome::LocalHit), resp))
+}
+
+/// Answers that need no lookup: a `file.ptr` (only ever served from the front's store: the
+/// lookup of the plain and compressed names, which SymSrv asks for first, already followed
+/// any upstream pointer), an excluded name, a fresh miss-cache entry.
+fn refused_early(front: &Front, fr: &FileRequest) -> Option<Answered> {
+    let not_found = |o: Outcome, text: &str| Some((Some(o), plain(StatusCode::NOT_FOUND, text)));
     if fr.form == Form::FilePtr {
-        front.metrics.request(Outcome::Miss);
-        return plain(StatusCode::NOT_FOUND, "not found\n");
+        return not_found(Outcome::Miss, "not found\n");
     }
     if let Some(x) = &front.exclusions
         && x.is_excluded(fr.key.name())
     {
-        front.metrics.request(Outcome::Excluded);
-        return plain(StatusCode::NOT_FOUND, "excluded\n");
+        return not_found(Outcome::Excluded, "excluded\n");
     }
-    let cached_miss = {
-        let mut m = front.misses.lock().expect("misses");
-        m.is_fresh_miss(&fr.key, Instant::now())
-            .then(|| m.reason(&fr.key).is_some())
-    };
-    if let Some(corrupt) = cached_miss {
-        front.metrics.request(Outcome::MissCached);
-        // Store locations stay in the log and /status; the client learns only the kind.
-        let text = if corrupt {
-            "not found (miss cache: only corrupt copies upstream)\n"
-        } else {
-            "not found (miss cache)\n"
-        };
-        return plain(StatusCode::NOT_FOUND, text);
+    let mut m = front.misses.lock().expect("misses");
+    if !m.is_fresh_miss(&fr.key, Instant::now()) {
+        return None;
     }
-    if front.opts.no_cache {
-        return stream_uncached(&front, &fr, &req).await;
+    // Store locations stay in the log and /status; the client learns only the kind.
+    match m.reason(&fr.key) {
+        Some(_) => not_found(
+            Outcome::MissCached,
+            "not found (miss cache: only corrupt copies upstream)\n",
+        ),
+        None => not_found(Outcome::MissCached, "not found (miss cache)\n"),
     }
+}
+
+/// The cold path: one shared lookup per key; the client is served as the file arrives, or
+/// when the lookup ends, or told to come back when its own time limit is near.
+async fn cold(
+    front: &Arc<Front>,
+    fr: &FileRequest,
+    req: &axum::http::request::Parts,
+    arrived: Instant,
+) -> Answered {
     let limit =
         client_limit(&req.headers, front.opts.client_timeout).saturating_sub(arrived.elapsed());
     let Some(fl) = front.lookup_shared(&fr.key) else {
-        front.metrics.request(Outcome::Busy);
-        return still_working();
+        return (Some(Outcome::Busy), still_working());
     };
-    let done: Done = match wait_or_stream(&front, &fr, fl, limit, req.method == Method::HEAD).await
-    {
+    let head = req.method == Method::HEAD;
+    let done: Done = match wait_or_stream(front, fr, fl, limit, head).await {
         Waited::Done(d) => d,
-        Waited::Streaming(resp) => {
-            front.metrics.request(Outcome::Fetched);
-            return resp;
-        }
+        Waited::Streaming(resp) => return (Some(Outcome::Fetched), resp),
         Waited::Died => {
             // The lookup task ended without publishing (it panicked).
-            front.metrics.request(Outcome::Error);
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n");
+            let resp = plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n");
+            return (Some(Outcome::Error), resp);
         }
         Waited::TimedOut => {
-            front.metrics.request(Outcome::StillWorking);
             tracing::info!(key = %fr.key, ?limit, "client limit reached; transfer continues in the background");
-            return still_working();
+            return (Some(Outcome::StillWorking), still_working());
         }
     };
-    let lookup = match done.as_ref() {
-        Ok(l) => l,
+    match done.as_ref() {
         Err(e) => {
-            front.metrics.request(Outcome::Error);
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
+            let resp = plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
+            (Some(Outcome::Error), resp)
         }
-    };
-    if lookup.fetched.is_none() {
-        front.metrics.request(Outcome::Miss);
-        return plain(StatusCode::NOT_FOUND, "not found\n");
+        Ok(l) if l.fetched.is_none() => (
+            Some(Outcome::Miss),
+            plain(StatusCode::NOT_FOUND, "not found\n"),
+        ),
+        Ok(_) => fetched(front, fr, req).await,
     }
-    // The cascade put it into the front's store (normally), or it is readable where it is.
-    if let Some(p) = front.local_file(&fr).await
-        && let Some(resp) = serve_local(&p, file_request(&req)).await
+}
+
+/// A lookup found the file: the cascade put it into the front's store (normally), or it is
+/// readable where it is.
+async fn fetched(
+    front: &Arc<Front>,
+    fr: &FileRequest,
+    req: &axum::http::request::Parts,
+) -> Answered {
+    if let Some(p) = front.local_file(fr).await
+        && let Some(resp) = serve_local(&p, file_request(req)).await
     {
-        front.metrics.request(Outcome::Fetched);
-        return resp;
+        return (Some(Outcome::Fetched), resp);
     }
-    match front.open_anywhere(&fr, false).await {
-        Some((_, _, o)) => {
-            front.metrics.request(Outcome::Fetched);
-            stream(&front, o, req.method == Method::HEAD)
-        }
+    match front.open_anywhere(fr, false).await {
+        Some((_, _, o)) => (
+            Some(Outcome::Fetched),
+            stream(front, o, req.method == Method::HEAD),
+        ),
         // Found in another form than the one asked for (e.g. kept compressed): the client asks
         // for the next form.
-        None => {
-            front.metrics.request(Outcome::Miss);
-            plain(StatusCode::NOT_FOUND, "not found in this form\n")
-        }
+        None => (
+            Some(Outcome::Miss),
+            plain(StatusCode::NOT_FOUND, "not found in this form\n"),
+        ),
     }
 }
 

@@ -161,6 +161,7 @@ impl fmt::Debug for ProxyChoice {
 /// Why no HTTP client could be built. Reported when an HTTP store is opened, so a bad proxy
 /// variable never breaks local or SMB stores.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HttpClientError {
     /// A proxy setting that is not `host:port` or an `http(s)://` URL.
     #[error("proxy from {setting}: {value:?} is not host:port or an http(s):// URL: {reason}")]

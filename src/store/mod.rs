@@ -160,6 +160,7 @@ impl fmt::Display for StoreDescription {
 /// Why a store operation failed. Every kind makes the cascade skip the store for the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StoreErrorKind {
     /// The store (host, share or root folder) cannot be reached or does not exist.
     #[error("unreachable")]

@@ -395,7 +395,12 @@ async fn main_down_records_wait_and_resume() {
     let key = pdb_key();
     let mut agent = AgentProc::start(&office, &cfg, "desk1");
     cli(&cfg, &["request", key.name(), key.index()]);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_for(
+        "two lookups with MainOffice down",
+        Duration::from_secs(30),
+        || agent.status().is_some_and(|s| s.lookups >= 2),
+    )
+    .await;
     assert!(
         agent.alive(),
         "the agent keeps running with MainOffice down"
@@ -602,7 +607,11 @@ async fn a_thousand_missing_keys_are_asked_once_per_miss_timeout() {
     })
     .await;
     // Several rescans later, still one lookup per key: the miss cache answers.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    let scans = agent.status().unwrap().scans;
+    wait_for("three more scans", Duration::from_secs(30), || {
+        agent.status().is_some_and(|s| s.scans >= scans + 3)
+    })
+    .await;
     let st = agent.status().unwrap();
     let rss = agent.peak_rss_kib();
     eprintln!(
@@ -801,7 +810,11 @@ async fn a_corrupt_upstream_file_is_cached_as_a_miss_not_downloaded_every_rescan
         "{reason}"
     );
     // Several rescans (2 s) later: still one download.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    let scans = agent.status().expect("status").scans;
+    wait_for("three more scans", Duration::from_secs(30), || {
+        agent.status().is_some_and(|s| s.scans >= scans + 3)
+    })
+    .await;
     let st = agent.status().expect("status");
     assert_eq!((st.lookups, st.misses), (1, 1), "{st:?}");
     assert_eq!(

@@ -220,9 +220,12 @@ fn get_over_smb_with_config_aliases_and_env_credentials() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("DEBUG"), "debug logging is on: {stderr}");
     for l in stderr.lines() {
+        // Capped at warn: the `smb` crate's own warnings (e.g. a signature it rejected under
+        // load) still show; nothing below warn, where protocol messages are dumped.
+        let crate_line = l.contains(" smb::") || l.contains(" sspi::") || l.contains("smb_msg");
         assert!(
-            !l.contains(" smb::") && !l.contains(" sspi::") && !l.contains("smb_msg"),
-            "an SMB/authentication crate logged: {l}"
+            !crate_line || l.contains(" WARN ") || l.contains(" ERROR "),
+            "an SMB/authentication crate logged below warn: {l}"
         );
         assert!(!l.to_ascii_uppercase().contains("NTLMSSP"), "{l}");
     }

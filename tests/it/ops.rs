@@ -337,11 +337,9 @@ fn config_check_passes_a_good_config_and_names_what_is_wrong() {
     let lab = Lab::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = listener.local_addr().unwrap();
-    let free = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let write = |name: &str, listen: std::net::SocketAddr, state: &std::path::Path| {
+    // Port 0: the check binds whatever port the OS gives (no port probed and released).
+    let free: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let write = |name: &str, listen: std::net::SocketAddr, state: &Path| {
         let p = lab.path(name);
         std::fs::write(
             &p,

@@ -1,5 +1,6 @@
 //! The Samba lab: a real `smbd` (Debian `samba`) started per test as a standalone server on
-//! 127.0.0.1 and a free port, with config, passdb and all state in a temp dir.
+//! 127.0.0.1 and a port below the ephemeral range (see `next_port`), with config, passdb and all
+//! state in a temp dir (on Windows, under Wine: through scripts/samba-broker, see `broker`).
 //!
 //! Shares: `MainOffice` (read-only), `BranchOfficeA` (read-write), `BranchOfficeARO` (the same
 //! folder, read-only), `Forbidden` (the test user is not a valid user). The SMB user `symuser`
@@ -8,7 +9,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 #[cfg(unix)]
 use std::process::{Child, Command, Stdio};
@@ -81,12 +82,16 @@ mod broker {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Ports for smbd, which cannot be told to bind port 0 and report the port: below the OS's
+/// ephemeral range (32768-60999 on Linux), so no socket the OS hands out can take one between
+/// our choice and smbd's bind; spread by process id, so concurrent test runs rarely meet. A
+/// port already taken makes smbd exit, and the next one is tried (see `start`). Under Wine the
+/// sockets are Linux's too (smbd runs on Linux, the tests' client through Wine), so the same
+/// range holds; the process id is Wine's.
+fn next_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 20;
+    20_000 + (std::process::id() % 600) as u16 * 20 + n
 }
 
 impl Samba {
@@ -136,7 +141,7 @@ impl Samba {
         std::fs::write(d.join("usermap"), format!("root = {USER}\n")).unwrap();
         let mut s = Samba {
             dir,
-            port: free_port(),
+            port: next_port(),
             #[cfg(unix)]
             child: None,
             #[cfg(windows)]
@@ -144,6 +149,16 @@ impl Samba {
         };
         s.write_conf();
         s.add_password();
+        for _ in 0..40 {
+            match s.try_run_smbd() {
+                Ok(()) => return s,
+                // Taken by another process: the next port.
+                Err(_) => {
+                    s.port = next_port();
+                    s.write_conf();
+                }
+            }
+        }
         s.run_smbd();
         s
     }
@@ -239,29 +254,31 @@ valid users = nobody
         std::fs::write(self.conf(), conf).unwrap();
     }
 
-    #[cfg(windows)]
     fn run_smbd(&mut self) {
-        broker::ask(&format!("start {}", self.linux_dir()));
-        self.running = true;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(self.addr()).is_err() {
-            if Instant::now() > deadline
-                || broker::ask(&format!("alive {}", self.linux_dir())) == "0"
-            {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("smbd.out")).unwrap_or_default();
-                panic!("smbd did not start on port {}: {log}", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(log) = self.try_run_smbd() {
+            panic!("smbd did not start on port {}: {log}", self.port);
         }
     }
 
+    /// Starts smbd (through the broker, which runs it on Linux) and waits until it listens;
+    /// `Err` with its log when it exits first (its port is taken) or does not listen within
+    /// 15 s.
+    #[cfg(windows)]
+    fn try_run_smbd(&mut self) -> Result<(), String> {
+        broker::ask(&format!("start {}", self.linux_dir()));
+        self.running = true;
+        let alive = || broker::ask(&format!("alive {}", self.linux_dir())) == "1";
+        self.wait_listening(alive)
+    }
+
+    /// Starts smbd and waits until it listens; `Err` with its log when it exits first (its
+    /// port is taken) or does not listen within 15 s.
     #[cfg(unix)]
-    fn run_smbd(&mut self) {
+    fn try_run_smbd(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.path().join("smbd.out")).unwrap();
         // No --no-process-group: with it smbd kills its whole process group (the test runner)
         // on SIGTERM.
-        let child = Command::new(SMBD)
+        let mut child = Command::new(SMBD)
             .args(["--foreground", "--debug-stdout", "-s"])
             .arg(self.conf())
             .stdin(Stdio::null())
@@ -269,15 +286,30 @@ valid users = nobody
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {SMBD}: {e}"));
-        self.child = Some(child);
+        let r = self.wait_listening(|| child.try_wait().unwrap().is_none());
+        if child.try_wait().unwrap().is_none() {
+            self.child = Some(child);
+        }
+        r
+    }
+
+    /// Waits until the port answers while `alive` (our smbd runs): `Err` with smbd's log when
+    /// it exits first or does not listen within 15 s.
+    fn wait_listening(&self, mut alive: impl FnMut() -> bool) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(self.addr()).is_err() {
-            if Instant::now() > deadline
-                || self.child.as_mut().unwrap().try_wait().unwrap().is_some()
-            {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("smbd.out")).unwrap_or_default();
-                panic!("smbd did not start on port {}: {log}", self.port);
+        let log = || std::fs::read_to_string(self.dir.path().join("smbd.out")).unwrap_or_default();
+        loop {
+            // A listener on the port is ours only while our smbd lives: one that failed to
+            // bind exits at once, so look again a moment after the port answers.
+            if !alive() {
+                return Err(log());
+            }
+            if TcpStream::connect(self.addr()).is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+                return if alive() { Ok(()) } else { Err(log()) };
+            }
+            if Instant::now() > deadline {
+                return Err(log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

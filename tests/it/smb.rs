@@ -241,12 +241,16 @@ async fn stopped_server_local_hits_still_served_and_misses_fail_fast() {
     // Back up: it recovers (after the back-off).
     samba.restart();
     publish_on_server(&samba, "MainOffice", &[PDB], Form::Plain).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let f = c
-        .fetch(&pdb_key())
-        .await
-        .unwrap()
-        .expect("found after restart");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let f = loop {
+        match c.fetch(&pdb_key()).await.unwrap() {
+            Some(f) => break f,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            None => panic!("not found within 15 s of the restart"),
+        }
+    };
     assert_eq!(f.tier, 2);
 }
 

@@ -571,15 +571,31 @@ pub fn connection_level(e: &smb::Error) -> bool {
             | E::OperationTimeout(..)
             | E::SignatureVerificationFailed
     ) || is_sign_failure(e)
-        || e.to_string().contains("Async command is not allowed")
+        || is_async_refused(e)
+}
+
+/// `true` when the crate refused an interim (STATUS_PENDING) response it was not told to
+/// expect: `smb` 0.12.1 answers `InvalidArgument("Async command is not allowed in this
+/// context.")` (connection/worker/worker_trait.rs) and the connection's credit accounting is
+/// then off, so it is replaced. No variant of its own: matched by text, pinned by a test.
+pub fn is_async_refused(e: &smb::Error) -> bool {
+    matches!(e, smb::Error::InvalidArgument(m) if m.starts_with("Async command is not allowed"))
 }
 
 /// `true` when the crate rejected a server message's signature. Seen intermittently under load
 /// (with AES-CMAC and AES-GMAC alike) on responses Samba completed asynchronously: the
 /// connection is then replaced and idempotent steps are retried.
 pub fn is_sign_failure(e: &smb::Error) -> bool {
-    matches!(e, smb::Error::SignatureVerificationFailed)
-        || e.to_string().contains("verify incoming message")
+    use smb::connection::transformer::{TransformError, TransformPhase};
+    matches!(
+        e,
+        smb::Error::SignatureVerificationFailed
+            | smb::Error::TranformFailed(TransformError {
+                outgoing: false,
+                phase: TransformPhase::SignVerify,
+                ..
+            })
+    )
 }
 
 /// Classifies an `smb` error for the cascade.
@@ -622,6 +638,49 @@ pub fn map_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `smb` crate's errors we classify, as `smb` 0.12.1 builds them (a new version that
+    /// renames or rewords them fails here, not in production).
+    #[test]
+    fn smb_error_classification_pinned_for_0_12_1() {
+        use smb::connection::transformer::{TransformError, TransformPhase};
+        let verify = smb::Error::TranformFailed(TransformError {
+            outgoing: false,
+            phase: TransformPhase::SignVerify,
+            session_id: Some(1),
+            why: "Failed to verify incoming message!",
+            msg_id: Some(7),
+        });
+        assert!(is_sign_failure(&verify) && connection_level(&verify));
+        assert!(is_sign_failure(&smb::Error::SignatureVerificationFailed));
+        let outgoing = smb::Error::TranformFailed(TransformError {
+            outgoing: true,
+            phase: TransformPhase::SignVerify,
+            session_id: None,
+            why: "sign",
+            msg_id: None,
+        });
+        assert!(!is_sign_failure(&outgoing));
+        let pending =
+            smb::Error::InvalidArgument("Async command is not allowed in this context.".into());
+        assert!(is_async_refused(&pending) && connection_level(&pending));
+        assert!(!is_async_refused(&smb::Error::InvalidArgument(
+            "other".into()
+        )));
+        assert!(connection_level(&smb::Error::ConnectionStopped));
+        let timeout = smb::Error::OperationTimeout(
+            smb::error::TimedOutTask::ReceiveNextMessage,
+            std::time::Duration::from_secs(1),
+        );
+        assert_eq!(
+            map_error("s", "open", "p", &timeout).kind,
+            StoreErrorKind::Timeout
+        );
+        assert_eq!(
+            map_error("s", "open", "p", &smb::Error::ConnectionStopped).kind,
+            StoreErrorKind::Unreachable
+        );
+    }
 
     #[test]
     fn credentials_never_print_the_password() {
