@@ -135,6 +135,7 @@ impl AgentProc {
             .status();
         self.child.wait().unwrap()
     }
+    #[cfg(unix)]
     fn peak_rss_kib(&self) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -143,6 +144,26 @@ impl AgentProc {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
+    }
+    /// The process's peak working set (Wine reports the Linux process's VmHWM).
+    #[cfg(windows)]
+    #[allow(unsafe_code)]
+    fn peak_rss_kib(&self) -> u64 {
+        use std::os::windows::io::AsRawHandle;
+        use windows_sys::Win32::System::ProcessStatus::{
+            GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
+        };
+        let mut c = PROCESS_MEMORY_COUNTERS {
+            cb: std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32,
+            ..Default::default()
+        };
+        // SAFETY: the handle is the live process `self.child` owns; `c` is writable and `cb`
+        // is its size.
+        let ok = unsafe { GetProcessMemoryInfo(self.child.as_raw_handle(), &mut c, c.cb) };
+        if ok == 0 {
+            return 0;
+        }
+        c.PeakWorkingSetSize as u64 / 1024
     }
 }
 
