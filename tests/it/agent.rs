@@ -145,26 +145,6 @@ impl AgentProc {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
-    /// The process's peak working set (Wine reports the Linux process's VmHWM).
-    #[cfg(windows)]
-    #[allow(unsafe_code)]
-    fn peak_rss_kib(&self) -> u64 {
-        use std::os::windows::io::AsRawHandle;
-        use windows_sys::Win32::System::ProcessStatus::{
-            GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
-        };
-        let mut c = PROCESS_MEMORY_COUNTERS {
-            cb: std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32,
-            ..Default::default()
-        };
-        // SAFETY: the handle is the live process `self.child` owns; `c` is writable and `cb`
-        // is its size.
-        let ok = unsafe { GetProcessMemoryInfo(self.child.as_raw_handle(), &mut c, c.cb) };
-        if ok == 0 {
-            return 0;
-        }
-        c.PeakWorkingSetSize as u64 / 1024
-    }
 }
 
 impl Drop for AgentProc {
@@ -592,6 +572,10 @@ async fn graceful_stop_mid_transfer_leaves_no_partial_file() {
     assert_eq!(temps(&office.local("desk1")), 0);
 }
 
+// Linux-only: too slow under Wine (197 s of its 240 s limit for the 1,000 misses), and its
+// peak-RSS bound is a Linux figure: under Wine the 300 MB debug image is read into memory
+// (about 280 MB resident before any work; GetProcessMemoryInfo gave 885 MB at the peak).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_missing_keys_are_asked_once_per_miss_timeout() {
     let Some(office) = Office::start() else {
