@@ -150,14 +150,15 @@ impl Samba {
         s.write_conf();
         s.add_password();
         for _ in 0..40 {
-            match s.try_run_smbd() {
-                Ok(()) => return s,
-                // Taken by another process: the next port.
-                Err(_) => {
-                    s.port = next_port();
-                    s.write_conf();
-                }
+            // A port that answers before our smbd starts is another server's (ports repeat
+            // after 20 labs, and a long test keeps its labs): never wait on it, as a slow
+            // smbd's failed bind could go unseen while that server answers for it.
+            if TcpStream::connect(s.addr()).is_err() && s.try_run_smbd().is_ok() {
+                return s;
             }
+            // Taken by another process: the next port.
+            s.port = next_port();
+            s.write_conf();
         }
         s.run_smbd();
         s
