@@ -1,6 +1,9 @@
 //! Store administration: `age` (local and SMB), the agent's `[aging]`, `add`/`del` with
 //! `000Admin` checked against PyPI `symstore`, and `query`.
 
+// On Windows its PyPI symstore helpers serve Linux-only tests (README "Testing").
+#![cfg_attr(windows, allow(dead_code))]
+
 use crate::agent::bin;
 use crate::harness::*;
 use std::path::Path;
@@ -297,6 +300,8 @@ fn admin_names(root: &Path) -> Vec<String> {
 /// The same adds and deletes through PyPI symstore and through `symcascade add/del` give the
 /// same `000Admin` records, field by field (dates and times only in shape), and the same key
 /// folders; `add` then `del` leaves the store's keys as they were.
+// Linux-only: Debian's python3 with PyPI symstore as the oracle.
+#[cfg(unix)]
 #[test]
 fn add_and_del_write_000admin_like_pypi_symstore_and_del_restores_the_store() {
     if !have_pypi_symstore() {
@@ -486,6 +491,8 @@ fn age_on_an_smb_store() {
 
 /// An agent with `[aging] max_size` keeps its local tier under the cap during a prefetch of
 /// ten times the cap, removing least recently used keys, and logs and counts it.
+// Linux-only: stops the agent with SIGTERM (kill(1)).
+#[cfg(unix)]
 #[test]
 fn agent_keeps_its_local_tier_under_max_size_during_a_large_prefetch() {
     let lab = Lab::new();

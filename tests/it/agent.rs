@@ -2,6 +2,9 @@
 //! `\\MainOffice\MainOffice` (read-only), the other `\\BranchOfficeA\BranchOfficeA`; local
 //! folders are per agent. Host aliases make the UNC paths look real.
 
+// On Windows its stop/readiness helpers serve Linux-only tests (README "Testing").
+#![cfg_attr(windows, allow(dead_code))]
+
 use crate::harness::*;
 use crate::samba::{PASSWORD, Samba, USER};
 use std::path::{Path, PathBuf};
@@ -132,6 +135,7 @@ impl AgentProc {
             .status();
         self.child.wait().unwrap()
     }
+    #[cfg(unix)]
     fn peak_rss_kib(&self) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -212,6 +216,8 @@ fn no_partial_file(root: &Path, key: &symcascade::key::Key, name: &str) {
     }
 }
 
+// Linux-only: stops the agent with SIGTERM (kill(1)).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_replicates_main_to_branch_then_local() {
     let Some(office) = Office::start() else {
@@ -330,6 +336,8 @@ async fn two_agents_pull_one_pdb_over_the_wan_once() {
     assert_eq!(from_main, size, "MainOffice must be read exactly once");
 }
 
+// Linux-only: a read-only bind mount.
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_branch_gets_a_backfill_when_writable_again_from_a_verified_copy() {
     let Some(office) = Office::start() else {
@@ -375,6 +383,8 @@ async fn read_only_branch_gets_a_backfill_when_writable_again_from_a_verified_co
     .await;
 }
 
+// Linux-only: stops the agent with SIGTERM (kill(1)).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn main_down_records_wait_and_resume() {
     let Some(mut office) = Office::start() else {
@@ -515,6 +525,8 @@ async fn kill_9_mid_transfer_then_restart_completes() {
 /// What `systemctl stop` and the Windows service's Stop do (both end in `agent::run`'s shutdown
 /// future): SIGTERM during a transfer longer than `shutdown_grace`. The copy is abandoned when
 /// the grace is over, the process exits soon after, and no final name holds a partial file.
+// Linux-only: stops the agent with SIGTERM (kill(1)).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_mid_transfer_leaves_no_partial_file() {
     let grace = Duration::from_secs(1);
@@ -560,6 +572,10 @@ async fn graceful_stop_mid_transfer_leaves_no_partial_file() {
     assert_eq!(temps(&office.local("desk1")), 0);
 }
 
+// Linux-only: too slow under Wine (197 s of its 240 s limit for the 1,000 misses), and its
+// peak-RSS bound is a Linux figure: under Wine the 300 MB debug image is read into memory
+// (about 280 MB resident before any work; GetProcessMemoryInfo gave 885 MB at the peak).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_missing_keys_are_asked_once_per_miss_timeout() {
     let Some(office) = Office::start() else {
@@ -616,6 +632,8 @@ async fn a_thousand_missing_keys_are_asked_once_per_miss_timeout() {
     assert!(rss > 0 && rss < 200 * 1024, "peak RSS {rss} KiB");
 }
 
+// Linux-only: stops the agent with SIGTERM (kill(1)).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_names_the_tier_that_would_be_skipped() {
     let Some(mut office) = Office::start() else {
@@ -731,6 +749,8 @@ async fn prefetch_wait_ends_with_per_key_results_when_a_key_is_missing() {
 /// At start the agent removes temp files that dead writers left in its local tier (older than
 /// `agent.temp_max_age`) and the per-key lock files of older versions; a fresh temp file (a
 /// live writer's, maybe another process's) is kept.
+// Linux-only: touch -d and SIGTERM (kill(1)).
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_start_sweeps_old_temp_files_from_the_local_tier() {
     let Some(office) = Office::start() else {

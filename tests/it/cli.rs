@@ -103,6 +103,8 @@ fn get_exit_codes_and_outputs() {
 
 /// As an unprivileged user, a branch store the user may not write is skipped (a real EACCES),
 /// the local folder is still filled, and the exit code is 0.
+// Linux-only: a real EACCES as `nobody` (chmod, setpriv).
+#[cfg(unix)]
 #[test]
 fn permission_denied_branch_is_skipped() {
     let lab = Lab::new();
@@ -316,6 +318,8 @@ fn get_tells_absent_from_could_not_search() {
 }
 
 /// A local store this account may not read (a real EACCES, as `nobody`): exit 3, not 1.
+// Linux-only: a real EACCES as `nobody` (chmod, setpriv).
+#[cfg(unix)]
 #[test]
 fn get_with_an_unreadable_local_store_is_exit_3() {
     let lab = Lab::new();
@@ -350,6 +354,8 @@ fn get_with_an_unreadable_local_store_is_exit_3() {
 
 /// The shipped systemd unit passes `systemd-analyze verify` (with ExecStart pointing at the
 /// binary under test).
+// Linux-only: systemd-analyze.
+#[cfg(unix)]
 #[test]
 fn systemd_unit_verifies() {
     let unit = std::fs::read_to_string(concat!(
@@ -419,6 +425,8 @@ fn service_subcommand_points_to_systemd_off_windows() {
     );
 }
 
+// Linux-only: the Linux account name from id(1).
+#[cfg(unix)]
 #[test]
 fn request_is_refused_when_no_agent_watches_the_queue() {
     let dir = tempfile::tempdir().unwrap();
@@ -507,6 +515,8 @@ fn tree(dir: &std::path::Path) -> Vec<String> {
 /// (files with backslashes in their names in the working directory), zero intervals (a tokio
 /// panic), a huge timeout (an `Instant` overflow), an unwritable log file (a panic, exit 101).
 /// `symcascade run` now exits 2 naming the key, and creates nothing in its working directory.
+// Linux-only: its cases are Linux's path rules (POSIX paths; `C:\x` is valid on Windows).
+#[cfg(unix)]
 #[test]
 fn run_refuses_config_values_that_cannot_work() {
     let dir = tempfile::tempdir().unwrap();
@@ -698,6 +708,8 @@ fn prefetch_wait_timeout_names_the_pending_keys() {
 
 /// On a terminal (a real pty, through `script`), the wait shows the time elapsed, not an ETA
 /// (a key that stays pending made it read "(35w)").
+// Linux-only: a terminal from script(1).
+#[cfg(unix)]
 #[test]
 fn prefetch_wait_progress_shows_elapsed_time() {
     let lab = Lab::new();

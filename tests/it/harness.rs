@@ -122,7 +122,7 @@ impl Lab {
     }
 }
 
-/// Every regular file under `dir` with its length, relative paths, sorted.
+/// Every regular file under `dir` with its length, relative paths (`/`-separated), sorted.
 pub fn files_with_len(dir: &Path) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -136,7 +136,14 @@ pub fn files_with_len(dir: &Path) -> Vec<(String, u64)> {
                 stack.push(p);
             } else {
                 let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push((p.strip_prefix(dir).unwrap().display().to_string(), len));
+                // `/` between components on every platform (tests split and compare them).
+                let rel: Vec<_> = p
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push((rel.join("/"), len));
             }
         }
     }

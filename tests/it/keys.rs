@@ -62,6 +62,8 @@ fn non_binaries_get_a_typed_error_naming_the_file() {
 
 /// An independent SymStore implementation (PyPI `symstore`, installed by .ci/run) lays the
 /// fixtures out at exactly the paths our layout computes, plain and compressed.
+// Linux-only: Debian's python3 with PyPI symstore as the oracle.
+#[cfg(unix)]
 #[test]
 fn paths_equal_an_independent_symstore() {
     // Debian's python3 (with python3-gi + gir1.2-gcab-1.0 for `-z`), whatever PATH shims say.

@@ -16,10 +16,12 @@ mod ops;
 mod relay;
 mod samba;
 mod smb;
+// Linux-only: kill -9 of Linux processes at random points (see soak.rs).
+#[cfg(unix)]
 mod soak;
 mod status;
 mod unc;
 mod wan;
-// Linux-only: drives Wine (the Windows build under test) from Linux.
+// Linux-only: drives Wine itself from Linux (the service smoke test, the UNC test).
 #[cfg(unix)]
 mod wine;

@@ -5,6 +5,7 @@
 
 use crate::cli::{bin, out};
 use crate::harness::*;
+#[cfg(unix)]
 use std::path::Path;
 
 const MISSING: [&str; 2] = ["x.pdb", "0123456789ABCDEF0123456789ABCDEF1"];
@@ -329,6 +330,8 @@ fn the_log_file_keeps_its_name_and_max_files() {
     assert!(err.contains("max_size") && err.contains("parsecs"), "{err}");
 }
 
+// Linux-only: a read-only bind mount.
+#[cfg(unix)]
 #[test]
 fn config_check_passes_a_good_config_and_names_what_is_wrong() {
     let lab = Lab::new();
@@ -398,6 +401,8 @@ fn config_check_passes_a_good_config_and_names_what_is_wrong() {
     drop(listener);
 }
 
+// Linux-only: bash -n and man(1).
+#[cfg(unix)]
 #[test]
 fn completions_parse_and_the_man_page_renders() {
     let (code, script, _) = out(bin().args(["completions", "bash"]));

@@ -461,6 +461,8 @@ async fn a_thousand_change_notifications_complete() {
 /// A branch share on a full disk (a real 256 KiB tmpfs behind the share): Samba answers
 /// STATUS_DISK_FULL midway, the branch is skipped as "disk full", nothing is left under a final
 /// name or as a temp file, and the local folder still gets the file.
+// Linux-only: a real full disk (tmpfs) behind the share.
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_branch_share_is_skipped_and_left_clean() {
     let Some(samba) = Samba::try_start() else {
