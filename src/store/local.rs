@@ -83,6 +83,26 @@ impl LocalStore {
         &self.root
     }
 
+    /// For a share reached through the OS's client: whether its root answers, so that a host
+    /// or share that cannot be reached is an error (the cascade skips the store and the miss
+    /// is not definitive), not an empty store. Asked only after a miss. Local folders: `Ok`.
+    fn share_reachable(&self) -> io::Result<()> {
+        if self.transport != crate::store::Transport::OsSmb {
+            return Ok(());
+        }
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the share's root is not a folder",
+            )),
+            Err(e) => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the share cannot be reached: {e}"),
+            )),
+        }
+    }
+
     /// Where `rel` lives under this store's root, in its canonical case (the case the cascade
     /// writes). Pure: no I/O; a file stored in another case is found by [`Store::stat`] and
     /// [`Store::open`], which match names case-insensitively.
@@ -477,7 +497,7 @@ impl Store for LocalStore {
                     local_path: Some(p),
                 }))
             }
-            None => Ok(None),
+            None => me.share_reachable().map(|()| None),
         })
         .await;
         r.map_err(|e| self.err("stat", path, &e))

@@ -235,6 +235,32 @@ mod tests {
         }
     }
 
+    /// A share the OS client cannot reach is an error (not an empty store), so a miss there
+    /// is not definitive; a reachable one answers misses as `Ok(None)`.
+    #[tokio::test]
+    async fn an_unreachable_os_share_is_an_error_not_a_miss() {
+        let rel = crate::layout::RelPath::from_safe(["a.pdb", "11", "a.pdb"]);
+        let gone = LocalStore::os_share("/nonexistent-symcascade-share/Symbols");
+        let e = gone.stat(&rel).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Unreachable, "{e}");
+        let d = tempfile::tempdir().unwrap();
+        assert!(
+            LocalStore::os_share(d.path())
+                .stat(&rel)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A local folder that does not exist yet is an empty store (created on first write).
+        assert!(
+            LocalStore::new("/nonexistent-symcascade-dir")
+                .stat(&rel)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
     #[test]
     fn os_shares_are_remote_stores() {
         let d = LocalStore::os_share(r"\\MainOffice\Symbols").describe();

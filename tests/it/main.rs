@@ -19,6 +19,8 @@ mod smb;
 // Linux-only: kill -9 of Linux processes at random points (see soak.rs).
 #[cfg(unix)]
 mod soak;
+// Linux-only: its clients are Linux programs (headless Chromium, Python's prometheus_client).
+#[cfg(unix)]
 mod status;
 mod unc;
 mod wan;
