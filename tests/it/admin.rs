@@ -4,7 +4,6 @@
 // On Windows its PyPI symstore helpers serve Linux-only tests (README "Testing").
 #![cfg_attr(windows, allow(dead_code))]
 
-use crate::agent::bin;
 use crate::harness::*;
 use std::path::Path;
 use std::process::Command;

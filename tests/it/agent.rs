@@ -6,185 +6,10 @@
 #![cfg_attr(windows, allow(dead_code))]
 
 use crate::harness::*;
-use crate::samba::{PASSWORD, Samba, USER};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use symcascade::layout::{Form, Tiering};
-use symcascade::report::Status;
-
-pub(crate) struct Office {
-    pub(crate) main: Samba,
-    pub(crate) branch: Samba,
-    pub(crate) dir: tempfile::TempDir,
-}
-
-impl Office {
-    pub(crate) fn start() -> Option<Office> {
-        let main = Samba::try_start()?;
-        let branch = Samba::start();
-        Some(Office {
-            main,
-            branch,
-            dir: tempfile::tempdir().unwrap(),
-        })
-    }
-
-    /// Writes an agent config; `main_host` lets a test route MainOffice through a relay.
-    pub(crate) fn config(&self, id: &str, main_host: &str, extra: &str) -> PathBuf {
-        let local = self.dir.path().join(format!("local-{id}"));
-        let cfg = self.dir.path().join(format!("{id}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"sympath = 'srv*{local}*\\BranchOfficeA\BranchOfficeA*\\MainOffice\MainOffice'
-[smb]
-aliases = {{ MainOffice = "{main_host}", BranchOfficeA = "{branch}" }}
-connect_timeout = "5s"
-request_timeout = "10s"
-[timeouts]
-count = 3
-blackout = "3s"
-[agent]
-id = "{id}"
-rescan_interval = "2s"
-backfill_interval = "1s"
-{extra}
-"#,
-                local = local.display(),
-                branch = self.branch.host(),
-            ),
-        )
-        .unwrap();
-        cfg
-    }
-
-    pub(crate) fn local(&self, id: &str) -> PathBuf {
-        self.dir.path().join(format!("local-{id}"))
-    }
-}
-
-pub(crate) fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_symcascade"));
-    c.env("SYMCASCADE_SMB_USER", USER)
-        .env("SYMCASCADE_SMB_PASSWORD", PASSWORD)
-        .env_remove("_NT_SYMBOL_PATH")
-        .env_remove("_NT_ALT_SYMBOL_PATH");
-    c
-}
-
-fn cli(cfg: &Path, args: &[&str]) -> String {
-    let o = bin().arg("--config").arg(cfg).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub(crate) struct AgentProc {
-    child: Child,
-    state: PathBuf,
-}
-
-impl AgentProc {
-    pub(crate) fn start(office: &Office, cfg: &Path, id: &str) -> AgentProc {
-        AgentProc::start_with_tmp(office, cfg, id, office.dir.path())
-    }
-
-    /// Like `start`, with `tmp` as TMPDIR (where spool files go).
-    pub(crate) fn start_with_tmp(office: &Office, cfg: &Path, id: &str, tmp: &Path) -> AgentProc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(office.dir.path().join(format!("{id}.log")))
-            .unwrap();
-        let child = bin()
-            .arg("--config")
-            .arg(cfg)
-            .arg("run")
-            .env("TMPDIR", tmp)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        AgentProc {
-            child,
-            state: office.local(id).join("000Cascade/agent"),
-        }
-    }
-    fn status(&self) -> Option<Status> {
-        serde_json::from_slice(&std::fs::read(self.state.join("status.json")).ok()?).ok()
-    }
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-    /// This process has published its status (its signal handlers are installed by then).
-    pub(crate) fn ready(&self) -> bool {
-        self.status().is_some_and(|s| s.pid == self.child.id())
-    }
-    pub(crate) fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        self.child.wait().unwrap()
-    }
-    #[cfg(unix)]
-    fn peak_rss_kib(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        s.lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) async fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl FnMut() -> bool,
-) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    start.elapsed()
-}
-
-pub(crate) fn key_path(root: &Path, key: &symcascade::key::Key, form: Form) -> PathBuf {
-    let rel = symcascade::layout::path_for(key, Tiering::OneTier, form);
-    rel.components()
-        .iter()
-        .fold(root.to_path_buf(), |p, c| p.join(c))
-}
-
-pub(crate) async fn publish_main(office: &Office, names: &[&str]) {
-    let s = symcascade::store::LocalStore::new(office.main.share_dir("MainOffice"));
-    for n in names {
-        symcascade::publish::publish_file(&s, &fixture(n), Tiering::OneTier, Form::Plain)
-            .await
-            .unwrap();
-    }
-}
+use std::process::Stdio;
+use std::time::Duration;
+use symcascade::layout::Form;
 
 #[cfg(unix)]
 fn mode_of(p: &Path) -> u32 {
@@ -534,7 +359,7 @@ async fn graceful_stop_mid_transfer_leaves_no_partial_file() {
     // 4 Mbit/s: the PDB needs ~12 s, far longer than the grace.
     let Some((office, _, key)) =
         interrupt_mid_transfer(4_000_000, "shutdown_grace = \"1s\"", |agent| {
-            let t = Instant::now();
+            let t = std::time::Instant::now();
             let status = agent.stop();
             stopped_in = Some(t.elapsed());
             assert!(status.success(), "a graceful stop exits 0: {status}");
@@ -769,7 +594,9 @@ async fn agent_start_sweeps_old_temp_files_from_the_local_tier() {
         std::fs::write(p, b"partial").unwrap();
     }
     for p in [&old, &old_lock] {
-        run(Command::new("touch").args(["-d", "2 hours ago"]).arg(p));
+        run(std::process::Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(p));
     }
     let mut agent = AgentProc::start(&office, &cfg, id);
     wait_for("the old temp file to go", Duration::from_secs(20), || {

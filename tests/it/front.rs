@@ -2,7 +2,6 @@
 //! the `symsrv` crate (an independent SymSrv implementation) and curl. Upstreams are real
 //! Samba shares (the office of `agent.rs`) or local folders.
 
-use crate::agent::{AgentProc, Office, bin, key_path, publish_main, wait_for};
 use crate::harness::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -388,3 +388,194 @@ impl Drop for InProcessDaemon {
         }
     }
 }
+
+/// The branch office of the agent and front tests, one set of helpers for every test file:
+/// two real Samba servers (`\\MainOffice\MainOffice` read-only, `\\BranchOfficeA\BranchOfficeA`),
+/// agents as real `symcascade run` processes ([`AgentProc`]), the binary ([`bin`]), store
+/// paths ([`key_path`]) and polling ([`wait_for`]).
+mod office {
+    use super::*;
+    use crate::samba::{PASSWORD, Samba, USER};
+    use std::process::{Child, Stdio};
+    use std::time::{Duration, Instant};
+    use symcascade::report::Status;
+
+    pub(crate) struct Office {
+        pub(crate) main: Samba,
+        pub(crate) branch: Samba,
+        pub(crate) dir: tempfile::TempDir,
+    }
+
+    impl Office {
+        pub(crate) fn start() -> Option<Office> {
+            let main = Samba::try_start()?;
+            let branch = Samba::start();
+            Some(Office {
+                main,
+                branch,
+                dir: tempfile::tempdir().unwrap(),
+            })
+        }
+
+        /// Writes an agent config; `main_host` lets a test route MainOffice through a relay.
+        pub(crate) fn config(&self, id: &str, main_host: &str, extra: &str) -> PathBuf {
+            let local = self.dir.path().join(format!("local-{id}"));
+            let cfg = self.dir.path().join(format!("{id}.toml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    r#"sympath = 'srv*{local}*\\BranchOfficeA\BranchOfficeA*\\MainOffice\MainOffice'
+    [smb]
+    aliases = {{ MainOffice = "{main_host}", BranchOfficeA = "{branch}" }}
+    connect_timeout = "5s"
+    request_timeout = "10s"
+    [timeouts]
+    count = 3
+    blackout = "3s"
+    [agent]
+    id = "{id}"
+    rescan_interval = "2s"
+    backfill_interval = "1s"
+    {extra}
+    "#,
+                    local = local.display(),
+                    branch = self.branch.host(),
+                ),
+            )
+            .unwrap();
+            cfg
+        }
+
+        pub(crate) fn local(&self, id: &str) -> PathBuf {
+            self.dir.path().join(format!("local-{id}"))
+        }
+    }
+
+    pub(crate) fn bin() -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_symcascade"));
+        c.env("SYMCASCADE_SMB_USER", USER)
+            .env("SYMCASCADE_SMB_PASSWORD", PASSWORD)
+            .env_remove("_NT_SYMBOL_PATH")
+            .env_remove("_NT_ALT_SYMBOL_PATH");
+        c
+    }
+
+    pub(crate) fn cli(cfg: &Path, args: &[&str]) -> String {
+        let o = bin().arg("--config").arg(cfg).args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub(crate) struct AgentProc {
+        pub(crate) child: Child,
+        pub(crate) state: PathBuf,
+    }
+
+    impl AgentProc {
+        pub(crate) fn start(office: &Office, cfg: &Path, id: &str) -> AgentProc {
+            AgentProc::start_with_tmp(office, cfg, id, office.dir.path())
+        }
+
+        /// Like `start`, with `tmp` as TMPDIR (where spool files go).
+        pub(crate) fn start_with_tmp(
+            office: &Office,
+            cfg: &Path,
+            id: &str,
+            tmp: &Path,
+        ) -> AgentProc {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(office.dir.path().join(format!("{id}.log")))
+                .unwrap();
+            let child = bin()
+                .arg("--config")
+                .arg(cfg)
+                .arg("run")
+                .env("TMPDIR", tmp)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            AgentProc {
+                child,
+                state: office.local(id).join("000Cascade/agent"),
+            }
+        }
+        pub(crate) fn status(&self) -> Option<Status> {
+            serde_json::from_slice(&std::fs::read(self.state.join("status.json")).ok()?).ok()
+        }
+        pub(crate) fn alive(&mut self) -> bool {
+            self.child.try_wait().unwrap().is_none()
+        }
+        /// This process has published its status (its signal handlers are installed by then).
+        pub(crate) fn ready(&self) -> bool {
+            self.status().is_some_and(|s| s.pid == self.child.id())
+        }
+        pub(crate) fn kill9(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
+            let _ = Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            self.child.wait().unwrap()
+        }
+        #[cfg(unix)]
+        pub(crate) fn peak_rss_kib(&self) -> u64 {
+            let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+                .unwrap_or_default();
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        }
+    }
+
+    impl Drop for AgentProc {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    pub(crate) async fn wait_for(
+        what: &str,
+        timeout: Duration,
+        mut ok: impl FnMut() -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        while !ok() {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        start.elapsed()
+    }
+
+    pub(crate) fn key_path(root: &Path, key: &symcascade::key::Key, form: Form) -> PathBuf {
+        let rel = symcascade::layout::path_for(key, Tiering::OneTier, form);
+        rel.components()
+            .iter()
+            .fold(root.to_path_buf(), |p, c| p.join(c))
+    }
+
+    pub(crate) async fn publish_main(office: &Office, names: &[&str]) {
+        let s = symcascade::store::LocalStore::new(office.main.share_dir("MainOffice"));
+        for n in names {
+            symcascade::publish::publish_file(&s, &fixture(n), Tiering::OneTier, Form::Plain)
+                .await
+                .unwrap();
+        }
+    }
+}
+pub(crate) use office::*;

@@ -8,7 +8,6 @@
 //! points is printed and can be replayed with `SYMCASCADE_SOAK_SEED`. The 100-cycle run:
 //! `SYMCASCADE_SOAK_CYCLES=100 cargo test --test it soak:: -- --nocapture`.
 
-use crate::agent::{AgentProc, Office, bin, key_path, publish_main, wait_for};
 use crate::harness::*;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -6,7 +6,6 @@
 //! Without Chromium or `prometheus_client` a test is skipped with a reason, and fails when
 //! `CI=true` (scripts/test installs Debian's `chromium` and `python3-prometheus-client`).
 
-use crate::agent::{bin, wait_for};
 use crate::harness::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
