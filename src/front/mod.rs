@@ -584,14 +584,8 @@ async fn metrics(State(front): State<Arc<Front>>) -> Response {
     front
         .metrics
         .set_reads_in_flight(front.activity.in_flight().len());
-    // No agent checks the stores periodically (front only), or it has not reported its first
-    // check yet (a scrape right after start): check them for this scrape, so the store
-    // gauges are never missing.
-    let agent_checked = front
-        .agent_status
-        .as_ref()
-        .is_some_and(|rx| !rx.borrow().stores.is_empty());
-    if !agent_checked {
+    if front.agent_status.is_none() {
+        // No agent checks the stores periodically (front only): check them per scrape.
         front.metrics.set_store_health(&health(&front).await);
     }
     (
