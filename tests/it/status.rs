@@ -415,6 +415,19 @@ async fn metrics_parse_with_prometheus_client_and_have_the_queue_and_wan_familie
         office.status_json()["agent"]["queue"][0]["state"] == "miss_cached"
     })
     .await;
+    // The agent's first store check (at start, bounded by 10 s) feeds the store gauges.
+    wait_for(
+        "the agent's first store check",
+        Duration::from_secs(30),
+        || {
+            office
+                .get("/metrics")
+                .2
+                .windows(19)
+                .any(|w| w == b"symcascade_store_up")
+        },
+    )
+    .await;
     let (code, headers, body) = office.get("/metrics");
     assert_eq!(code, 200);
     let ctype = headers
