@@ -80,6 +80,7 @@ pub mod prefetch;
 pub mod publish;
 pub mod queue;
 pub mod report;
+pub mod resume;
 pub mod setup;
 pub mod spool;
 pub mod store;

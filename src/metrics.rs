@@ -176,6 +176,7 @@ pub struct Metrics {
     bandwidth_rate: Family<ClassLabel, Gauge>,
     companions_fetched: Counter,
     companions_asked: Counter,
+    resumed: Counter,
     bandwidth: std::sync::Mutex<Option<crate::bandwidth::BandwidthStatus>>,
     chain: std::sync::RwLock<ChainView>,
 }
@@ -226,6 +227,7 @@ impl Metrics {
             bandwidth_rate: Family::default(),
             companions_fetched: Counter::default(),
             companions_asked: Counter::default(),
+            resumed: Counter::default(),
             bandwidth: std::sync::Mutex::new(None),
             chain: Default::default(),
             registry: Registry::default(),
@@ -379,6 +381,7 @@ impl Metrics {
                 if chain.is_wan(&f.found_in) {
                     // It crossed the WAN once: the first copy needed it, the others did not.
                     self.wan_read.inc_by(f.bytes_read);
+                    self.resumed.inc_by(f.resumed_bytes);
                     self.wan_saved.inc_by(new.iter().skip(1).sum());
                 } else {
                     self.wan_saved.inc_by(new.iter().sum());
@@ -551,6 +554,11 @@ impl Metrics {
             "companions_asked",
             "Companion PDBs a client asked for afterwards",
             self.companions_asked.clone(),
+        );
+        registry.register(
+            "wan_resumed_bytes",
+            "Bytes of interrupted WAN transfers not read again: the transfer resumed",
+            self.resumed.clone(),
         );
     }
 
@@ -751,6 +759,7 @@ mod tests {
                 local_path: None,
                 location: String::new(),
                 bytes_read: read,
+                resumed_bytes: 0,
                 bytes_written: 0,
             }),
             skipped: vec![],

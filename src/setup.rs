@@ -36,6 +36,10 @@ fn chain_error(
 /// The file in the state folder a running agent keeps locked (see [`Setup::agent_running`]).
 pub const AGENT_LOCK: &str = "agent.lock";
 
+/// The folder in the state folder where interrupted transfers wait to be resumed
+/// ([`crate::resume`]): in the state folder, not the temp folder, so they survive a reboot.
+pub const PARTIAL_DIR: &str = "partial";
+
 /// The example chain the errors suggest.
 const EXAMPLE_CHAIN: &str = "srv*C:\\Symbols*\\\\BranchOfficeA\\Symbols*\\\\MainOffice\\Symbols";
 
@@ -84,9 +88,8 @@ impl Setup {
         let env = Credentials::from_env_with(|k| std::env::var(k).ok());
         let client = SmbClient::new(config.smb_config(env));
         let (opener, activity, bandwidth) = openers(config, &client)?;
-        let cascade = Arc::new(
-            Cascade::resolve(&path, opener, default_downstream, config.cascade_options()).await,
-        );
+        let cascade =
+            Cascade::resolve(&path, opener, default_downstream, config.cascade_options()).await;
         let (ci, chain) = cascade
             .chains()
             .iter()
@@ -118,6 +121,7 @@ impl Setup {
             .state_dir
             .clone()
             .unwrap_or_else(|| local.join(queue::ADMIN_DIR).join("agent"));
+        let cascade = Arc::new(cascade.with_partial_dir(state_dir.join(PARTIAL_DIR)).await);
         let id = config.agent.id.clone().unwrap_or_else(default_agent_id);
         if !queue::valid_agent_id(&id) {
             return Err(chain_error(

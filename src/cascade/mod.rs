@@ -30,6 +30,7 @@
 //!   `wantsptr.txt` receives the pointer rather than the target;
 //! - several chains are consulted in order until one finds the file; a miss is `Ok(None)`.
 
+mod fill;
 pub mod plan;
 
 use crate::compress;
@@ -41,12 +42,13 @@ use crate::store::open::StoreOpener;
 use crate::store::{Opened, Store, StoreError, StoreErrorKind, Transport};
 use crate::sympath::{Location, SymbolPath};
 use crate::verify::{self, VerifyError};
+use fill::SpoolError;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{OnceCell, watch};
 
 /// Engine switches; defaults match SymSrv/SymProxy defaults.
@@ -61,6 +63,11 @@ pub struct CascadeOptions {
     pub max_expanded: u64,
     /// Directory for spool files (a hit is read once into it). Default: the system temp dir.
     pub spool_dir: Option<PathBuf>,
+    /// Directory for resumable partials ([`crate::resume`]): a transfer from a remote store
+    /// that breaks is kept there and continued by a later lookup, also after a restart.
+    /// `None` (the default): transfers resume only within one lookup. The agent uses its
+    /// state folder's `partial`.
+    pub partial_dir: Option<PathBuf>,
     /// Extra SMB hosts a `file.ptr` may point to (build drops), besides the hosts of the
     /// symbol path. Default: none.
     pub file_ptr_hosts: Vec<String>,
@@ -104,6 +111,7 @@ impl Default for CascadeOptions {
             uncompress: true,
             max_expanded: compress::DEFAULT_MAX_EXPANDED,
             spool_dir: None,
+            partial_dir: None,
             file_ptr_hosts: Vec::new(),
             file_ptr_roots: Vec::new(),
             uri_filter: 0,
@@ -277,8 +285,11 @@ pub struct Fetched {
     pub local_path: Option<PathBuf>,
     /// Where the file can be read (local path or store location + path).
     pub location: String,
-    /// Bytes read from the source store (each byte once).
+    /// Bytes read from the source store by this lookup (each byte once).
     pub bytes_read: u64,
+    /// Bytes an earlier, interrupted transfer of the same file had read, which this lookup
+    /// continued from rather than reading again (issue #17: resumable transfers).
+    pub resumed_bytes: u64,
     /// Bytes written into all downstream stores together.
     pub bytes_written: u64,
 }
@@ -303,6 +314,7 @@ impl Fetched {
             location,
             local_path,
             bytes_read: 0,
+            resumed_bytes: 0,
             bytes_written: 0,
         }
     }
@@ -416,6 +428,21 @@ struct Found {
     opened: Opened,
     via_ptr: Option<String>,
     ptr_text: Option<Vec<u8>>,
+    /// Where to reopen it when the transfer breaks (remote stores only).
+    origin: Option<fill::Origin>,
+}
+
+/// The origin of a hit opened as `path` in `store`, when a broken transfer from it is worth
+/// resuming (the store is remote).
+fn origin(store: &Arc<dyn Store>, path: &RelPath) -> Option<fill::Origin> {
+    store
+        .describe()
+        .transport
+        .is_remote()
+        .then(|| fill::Origin {
+            store: store.clone(),
+            path: path.clone(),
+        })
 }
 
 /// What [`Cascade::answer_in_place`] decided.
@@ -444,8 +471,10 @@ fn parser_failed(key: &Key, e: &tokio::task::JoinError) -> VerifyError {
 /// A hit read once into local spool files.
 struct Spooled {
     form: Form,
-    raw: tempfile::NamedTempFile,
+    raw: fill::SpoolFile,
     raw_len: u64,
+    /// Bytes of `raw` an earlier, interrupted attempt read (not read again by this lookup).
+    resumed: u64,
     expanded: Option<(tempfile::NamedTempFile, u64)>,
 }
 
@@ -507,6 +536,9 @@ impl Cascade {
                 "removed spool files left by interrupted transfers"
             );
         }
+        if let Some(dir) = options.partial_dir.clone() {
+            sweep_partials(dir).await;
+        }
         Cascade {
             chains,
             shape,
@@ -518,6 +550,14 @@ impl Cascade {
             logged: Mutex::new(HashSet::new()),
             verified: Arc::default(),
         }
+    }
+
+    /// Keeps interrupted transfers in `dir` to resume them later (see
+    /// [`CascadeOptions::partial_dir`]); bounds what an earlier process left there.
+    pub async fn with_partial_dir(mut self, dir: PathBuf) -> Cascade {
+        sweep_partials(dir.clone()).await;
+        self.options.partial_dir = Some(dir);
+        self
     }
 
     /// The resolved chains, in search order.
@@ -694,7 +734,13 @@ impl Cascade {
         let (tier, id) = (&chain.tiers[ti], self.shape.chains[ci].tiers[ti]);
         let form = found.form;
         let spooled = match self
-            .spool(chain.search, form, found.opened, key, tapped)
+            .spool(
+                chain.search,
+                form,
+                (found.opened, found.origin.as_ref()),
+                key,
+                tapped,
+            )
             .await
         {
             Ok(Some(s)) => s,
@@ -840,6 +886,7 @@ impl Cascade {
                 opened,
                 via_ptr: None,
                 ptr_text: None,
+                origin: origin(&tier.store, &p),
             }));
         }
         let tiering = tier.tiering().await?;
@@ -857,6 +904,7 @@ impl Cascade {
                     opened,
                     via_ptr: None,
                     ptr_text: None,
+                    origin: origin(&tier.store, &path),
                 }));
             }
             let mut text = Vec::new();
@@ -935,6 +983,7 @@ impl Cascade {
                     opened,
                     via_ptr: Some(target.to_string()),
                     ptr_text: Some(ptr_text),
+                    origin: origin(&s, &p),
                 }));
             }
         }
@@ -1015,7 +1064,7 @@ impl Cascade {
         &self,
         search: SearchKind,
         form: Form,
-        mut opened: Opened,
+        (opened, origin): (Opened, Option<&fill::Origin>),
         key: &Key,
         tap: Option<&watch::Sender<Spooling>>,
     ) -> Result<Option<Spooled>, SpoolError> {
@@ -1026,32 +1075,41 @@ impl Cascade {
                 source,
             })
         };
+        // Name the spool folder in our own failures (`fill` does not know it).
+        let named = |e| match e {
+            SpoolError::Local(CascadeError::Spool { source, .. }) => local(source),
+            other => other,
+        };
         std::fs::create_dir_all(&dir).map_err(local)?;
-        let raw = crate::spool::new_spool_file(&dir).map_err(local)?;
-        let f = raw.as_file().try_clone().map_err(local)?;
-        let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(f));
+        let partials = self.options.partial_dir.as_ref();
+        let mut c = fill::SpoolFile::claim(&dir, partials, opened, origin)
+            .await
+            .map_err(named)?;
         if let Some(t) = tap {
             t.send_modify(|s| {
                 s.generation += 1;
-                s.path = Some(raw.path().to_path_buf());
-                s.len = opened.len;
-                s.written = 0;
+                s.path = Some(c.file.path().to_path_buf());
+                s.len = c.opened.len;
+                s.written = c.opened.offset;
                 s.failed = false;
                 s.verified = false;
             });
         }
-        let n = read_into_spool(&mut opened.reader, &mut out, tap)
-            .await
-            .map_err(|e| match e {
-                SpoolError::Local(CascadeError::Spool { source, .. }) => local(source),
-                other => other,
-            })?;
-        if let Some(want) = opened.len
+        let n = match fill::fill(&mut c, origin, tap).await {
+            Ok(n) => n,
+            Err(e @ SpoolError::Store(..)) => {
+                c.file.keep();
+                return Err(e);
+            }
+            Err(e) => return Err(named(e)),
+        };
+        let (raw, resumed) = (c.file, c.resumed);
+        if let Some(want) = c.opened.len
             && want != n
         {
             let detail = format!("expected {want} bytes, read {n}");
             let e = StoreError::new("", "open", "", StoreErrorKind::Truncated, detail);
-            return Err(SpoolError::Store(e, n));
+            return Err(SpoolError::Store(e, n - resumed));
         }
         let raw_path = raw.path().to_path_buf();
         if search == SearchKind::Flat {
@@ -1072,16 +1130,20 @@ impl Cascade {
             }
             Err(e) => {
                 let e = StoreError::new("", "verify", "", StoreErrorKind::Corrupt, e.to_string());
-                return Err(SpoolError::Store(e, n));
+                return Err(SpoolError::Store(e, n - resumed));
             }
         };
         if let Some(t) = tap {
             t.send_modify(|s| s.verified = true);
         }
+        if resumed > 0 {
+            tracing::info!(key = %key, resumed, read = n - resumed, "resumed transfer complete and verified");
+        }
         Ok(Some(Spooled {
             form,
             raw,
             raw_len: n,
+            resumed,
             expanded,
         }))
     }
@@ -1170,6 +1232,7 @@ impl Cascade {
             location,
             local_path,
             bytes_read: tracked.bytes,
+            resumed_bytes: 0,
         })
     }
 
@@ -1246,7 +1309,8 @@ impl Cascade {
             written,
             local_path,
             location,
-            bytes_read: spooled.raw_len,
+            bytes_read: spooled.raw_len - spooled.resumed,
+            resumed_bytes: spooled.resumed,
         }
     }
 
@@ -1325,47 +1389,16 @@ impl Written {
     }
 }
 
-/// Copies a hit's stream into its spool file, announcing each flushed chunk on `tap`; returns
-/// the bytes read. Read errors are the source's (`Store`); write errors are ours (`Local`: a
-/// full temp disk must not make the cascade blame the store and fetch the file again
-/// elsewhere).
-async fn read_into_spool(
-    reader: &mut crate::store::ByteStream,
-    out: &mut tokio::io::BufWriter<tokio::fs::File>,
-    tap: Option<&watch::Sender<Spooling>>,
-) -> Result<u64, SpoolError> {
-    let local = |source| {
-        SpoolError::Local(CascadeError::Spool {
-            dir: String::new(),
-            source,
-        })
-    };
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0u64;
-    loop {
-        let k = reader
-            .read(&mut buf)
-            .await
-            .map_err(|e| SpoolError::Store(StoreError::from_io("", "open", "", &e), n))?;
-        if k == 0 {
-            break;
-        }
-        out.write_all(&buf[..k]).await.map_err(local)?;
-        n += k as u64;
-        if let Some(t) = tap {
-            // Announce only bytes that are in the file.
-            out.flush().await.map_err(local)?;
-            t.send_modify(|s| s.written = n);
-        }
+/// Bounds the partials in `dir` ([`crate::resume::sweep`]).
+async fn sweep_partials(dir: PathBuf) {
+    let swept = tokio::task::spawn_blocking(move || {
+        crate::resume::sweep(&dir, crate::resume::MAX_PARTIALS, crate::resume::MAX_AGE)
+    })
+    .await
+    .unwrap_or(0);
+    if swept > 0 {
+        tracing::info!(partials = swept, "removed old partial transfers");
     }
-    out.flush().await.map_err(local)?;
-    Ok(n)
-}
-
-enum SpoolError {
-    /// The source's fault, with the bytes read from it.
-    Store(StoreError, u64),
-    Local(CascadeError),
 }
 
 impl StoreError {

@@ -436,6 +436,9 @@ impl Front {
         let Ok(Ok(pdb)) = read else {
             return;
         };
+        if self.answers_without_lookup(&pdb).await {
+            return;
+        }
         let Some(mut fl) = self.lookup_shared(&pdb) else {
             return;
         };
@@ -455,6 +458,35 @@ impl Front {
                 set.insert(pdb);
             }
         });
+    }
+
+    /// Whether a request for `key` would be answered without a lookup: the front's store has
+    /// it (plain or compressed), the exclusion list names it, or the miss cache holds a fresh
+    /// miss. A companion prefetch then has nothing to do (CI finding: it looked up a PDB that
+    /// was already local, counting a second lookup and hit for one client request).
+    async fn answers_without_lookup(&self, key: &Key) -> bool {
+        if self
+            .exclusions
+            .as_ref()
+            .is_some_and(|x| x.is_excluded(key.name()))
+            || self
+                .misses
+                .lock()
+                .expect("misses")
+                .is_fresh_miss(key, Instant::now())
+        {
+            return true;
+        }
+        let Ok(tiering) = self.serving.tiering().await else {
+            return false;
+        };
+        for form in [Form::Plain, Form::Compressed] {
+            let path = layout::path_for(key, tiering, form);
+            if let Ok(Some(_)) = self.serving.store().stat(&path).await {
+                return true;
+            }
+        }
+        false
     }
 
     /// Counts a client's request for a key fetched as a companion (once per key).

@@ -132,6 +132,15 @@ impl Store for Blackout {
         self.check("open", p)?;
         self.record(self.inner.open(p).await)
     }
+    async fn open_from(
+        &self,
+        p: &RelPath,
+        offset: u64,
+        version: &str,
+    ) -> Result<Option<Opened>, StoreError> {
+        self.check("open", p)?;
+        self.record(self.inner.open_from(p, offset, version).await)
+    }
     async fn put(
         &self,
         p: &RelPath,

@@ -430,6 +430,24 @@ fn header_len(resp: &Response) -> Option<u64> {
         .ok()
 }
 
+/// The validator `If-Range` accepts: a strong `ETag`, else `Last-Modified` (RFC 9110 13.1.5:
+/// a weak entity tag cannot be used for a range).
+fn validator(resp: &Response) -> Option<String> {
+    let h = resp.headers();
+    let etag = h.get(header::ETAG).and_then(|v| v.to_str().ok());
+    etag.filter(|e| !e.starts_with("W/"))
+        .or_else(|| h.get(header::LAST_MODIFIED).and_then(|v| v.to_str().ok()))
+        .map(str::to_string)
+}
+
+/// A 206 answer's `Content-Range: bytes <start>-<end>/<total>` as (start, total length).
+fn content_range(resp: &Response) -> Option<(u64, Option<u64>)> {
+    let v = resp.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let start = range.split_once('-')?.0.trim().parse().ok()?;
+    Some((start, total.trim().parse().ok()))
+}
+
 fn is_html(resp: &Response) -> bool {
     resp.headers()
         .get(header::CONTENT_TYPE)
@@ -544,11 +562,19 @@ impl HttpStore {
         url: &Url,
         op: &'static str,
         path: &(dyn fmt::Display + Sync),
+        resume: Option<(u64, &str)>,
     ) -> Result<Response, StoreError> {
         let c = &self.client;
         let mut attempt = 0;
         loop {
-            let r = c.client.request(method.clone(), url.clone()).send().await;
+            let mut req = c.client.request(method.clone(), url.clone());
+            if let Some((offset, version)) = resume {
+                // If-Range: the rest of *this* version, or (a 200) the whole new one.
+                req = req
+                    .header(header::RANGE, format!("bytes={offset}-"))
+                    .header(header::IF_RANGE, version);
+            }
+            let r = req.send().await;
             let transient = match &r {
                 Ok(resp) => {
                     resp.status().is_server_error() && resp.status() != StatusCode::NOT_IMPLEMENTED
@@ -616,15 +642,30 @@ impl HttpStore {
         Err(self.err(op, path, kind, format!("HTTP {s}: {why}")))
     }
 
-    /// GET `path`, streamed. The first chunk is awaited so that an empty 200 without a
-    /// `Content-Length` is recognised as a miss; it is handed on in front of the rest.
-    async fn get(&self, op: &'static str, path: &RelPath) -> Result<Option<Opened>, StoreError> {
+    /// GET `path`, streamed (from `resume`'s offset, see [`Store::open_from`]). The first
+    /// chunk is awaited so that an empty 200 without a `Content-Length` is recognised as a
+    /// miss; it is handed on in front of the rest.
+    async fn get(
+        &self,
+        op: &'static str,
+        path: &RelPath,
+        resume: Option<(u64, &str)>,
+    ) -> Result<Option<Opened>, StoreError> {
         let url = self.url_for(path);
-        let resp = self.send(Method::GET, &url, op, path).await?;
+        let resp = self.send(Method::GET, &url, op, path, resume).await?;
         let Some(resp) = self.classify(resp, op, path)? else {
             return Ok(None);
         };
-        let len = header_len(&resp);
+        let version = validator(&resp);
+        let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+        let (offset, len) = match content_range(&resp) {
+            _ if !partial => (0, header_len(&resp)),
+            Some((start, total)) if resume.is_some_and(|(o, _)| o == start) => (start, total),
+            _ => {
+                let detail = "HTTP 206 with a range that was not asked for";
+                return Err(self.err(op, path, StoreErrorKind::Io, detail.to_string()));
+            }
+        };
         let mut body = resp.bytes_stream();
         let first = loop {
             match body.next().await {
@@ -642,6 +683,8 @@ impl HttpStore {
             len,
             reader: Box::new(StreamReader::new(Box::pin(rest))),
             local_path: None,
+            offset,
+            version,
         }))
     }
 }
@@ -659,7 +702,7 @@ impl Store for HttpStore {
     /// dropped (or, without `Content-Length`, counted as it streams by).
     async fn stat(&self, path: &RelPath) -> Result<Option<FileMeta>, StoreError> {
         let url = self.url_for(path);
-        let resp = self.send(Method::HEAD, &url, "stat", path).await?;
+        let resp = self.send(Method::HEAD, &url, "stat", path, None).await?;
         let no_head = matches!(
             resp.status(),
             StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
@@ -675,7 +718,7 @@ impl Store for HttpStore {
                 }));
             }
         }
-        let Some(mut o) = self.get("stat", path).await? else {
+        let Some(mut o) = self.get("stat", path, None).await? else {
             return Ok(None);
         };
         let len = match o.len {
@@ -691,7 +734,18 @@ impl Store for HttpStore {
     }
 
     async fn open(&self, path: &RelPath) -> Result<Option<Opened>, StoreError> {
-        self.get("open", path).await
+        self.get("open", path, None).await
+    }
+
+    /// `Range` from `offset` with `If-Range: version`: a 206 continues the copy, a 200 (the
+    /// file changed, or the server ignores ranges) starts it over.
+    async fn open_from(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        version: &str,
+    ) -> Result<Option<Opened>, StoreError> {
+        self.get("open", path, Some((offset, version))).await
     }
 
     async fn put(
@@ -716,7 +770,9 @@ impl Store for HttpStore {
         if let Ok(mut segs) = url.path_segments_mut() {
             segs.pop_if_empty().push("");
         }
-        let resp = self.send(Method::HEAD, &url, "capabilities", &"").await?;
+        let resp = self
+            .send(Method::HEAD, &url, "capabilities", &"", None)
+            .await?;
         let s = resp.status();
         if matches!(
             s,

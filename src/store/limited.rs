@@ -55,6 +55,17 @@ impl Limited {
     pub fn new(inner: Arc<dyn Store>, caps: Arc<Bandwidth>) -> Limited {
         Limited { inner, caps }
     }
+
+    /// `opened`, its reader under the cap of the current task's priority.
+    fn limit(&self, mut opened: Opened) -> Opened {
+        let reader = std::mem::replace(&mut opened.reader, Box::new(tokio::io::empty()));
+        let small = Small {
+            inner: reader,
+            buf: vec![0; SMALL_READ],
+        };
+        opened.reader = Box::new(self.caps.limit(current_priority(), small));
+        opened
+    }
 }
 
 #[async_trait]
@@ -66,16 +77,16 @@ impl Store for Limited {
         self.inner.stat(p).await
     }
     async fn open(&self, p: &RelPath) -> Result<Option<Opened>, StoreError> {
-        let Some(mut opened) = self.inner.open(p).await? else {
-            return Ok(None);
-        };
-        let reader = std::mem::replace(&mut opened.reader, Box::new(tokio::io::empty()));
-        let small = Small {
-            inner: reader,
-            buf: vec![0; SMALL_READ],
-        };
-        opened.reader = Box::new(self.caps.limit(current_priority(), small));
-        Ok(Some(opened))
+        Ok(self.inner.open(p).await?.map(|o| self.limit(o)))
+    }
+    async fn open_from(
+        &self,
+        p: &RelPath,
+        offset: u64,
+        version: &str,
+    ) -> Result<Option<Opened>, StoreError> {
+        let opened = self.inner.open_from(p, offset, version).await?;
+        Ok(opened.map(|o| self.limit(o)))
     }
     async fn put(
         &self,

@@ -477,6 +477,54 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(io::Error::other(e)))
 }
 
+impl LocalStore {
+    /// Opens `path`, from `resume`'s offset when the file's version is still `resume`'s.
+    async fn open_at(
+        &self,
+        path: &RelPath,
+        resume: Option<(u64, &str)>,
+    ) -> Result<Option<Opened>, StoreError> {
+        use tokio::io::AsyncSeekExt;
+        let Some(meta) = self.stat(path).await? else {
+            return Ok(None);
+        };
+        let p = meta.local_path.clone().expect("local stat has a path");
+        let mut f = match tokio::fs::File::open(&p).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.err("open", path, &e)),
+        };
+        let m = f.metadata().await.map_err(|e| self.err("open", path, &e))?;
+        let version = file_version(&m);
+        let offset = match resume {
+            Some((off, v)) if v == version && off <= m.len() => off,
+            _ => 0,
+        };
+        if offset > 0 {
+            f.seek(io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| self.err("open", path, &e))?;
+        }
+        Ok(Some(Opened {
+            len: Some(m.len()),
+            reader: Box::new(f),
+            local_path: Some(p),
+            offset,
+            version: Some(version),
+        }))
+    }
+}
+
+/// A local file's version for [`Store::open_from`]: its size and last-write time (ns).
+fn file_version(m: &std::fs::Metadata) -> String {
+    let t = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{t}", m.len())
+}
+
 #[async_trait]
 impl Store for LocalStore {
     fn describe(&self) -> StoreDescription {
@@ -504,19 +552,16 @@ impl Store for LocalStore {
     }
 
     async fn open(&self, path: &RelPath) -> Result<Option<Opened>, StoreError> {
-        let Some(meta) = self.stat(path).await? else {
-            return Ok(None);
-        };
-        let p = meta.local_path.clone().expect("local stat has a path");
-        match tokio::fs::File::open(&p).await {
-            Ok(f) => Ok(Some(Opened {
-                len: Some(meta.len),
-                reader: Box::new(f),
-                local_path: Some(p),
-            })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err("open", path, &e)),
-        }
+        self.open_at(path, None).await
+    }
+
+    async fn open_from(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        version: &str,
+    ) -> Result<Option<Opened>, StoreError> {
+        self.open_at(path, Some((offset, version))).await
     }
 
     async fn put(

@@ -30,12 +30,20 @@ pub type ByteStream = Box<dyn AsyncRead + Send + Unpin>;
 
 /// A file opened for reading.
 pub struct Opened {
-    /// Length in bytes when the store knows it up front.
+    /// Length of the whole file in bytes when the store knows it up front (also when the
+    /// stream starts at `offset`).
     pub len: Option<u64>,
-    /// The content.
+    /// The content, from byte `offset` on.
     pub reader: ByteStream,
     /// The file's path on this machine's file system, for local stores.
     pub local_path: Option<PathBuf>,
+    /// The byte of the file the stream starts at: 0, except when [`Store::open_from`]
+    /// continued an interrupted copy.
+    pub offset: u64,
+    /// The file's version as the store saw it at open (a validator: for SMB and local stores
+    /// size and last-write time, for HTTP the `ETag` or `Last-Modified`), `None` when the
+    /// store has none. [`Store::open_from`] continues a copy only while it is unchanged.
+    pub version: Option<String>,
 }
 
 impl fmt::Debug for Opened {
@@ -43,6 +51,8 @@ impl fmt::Debug for Opened {
         f.debug_struct("Opened")
             .field("len", &self.len)
             .field("local_path", &self.local_path)
+            .field("offset", &self.offset)
+            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
@@ -278,6 +288,28 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`StoreError`] when the store cannot answer.
     async fn open(&self, path: &RelPath) -> Result<Option<Opened>, StoreError>;
+
+    /// Opens `path` to continue a copy that was interrupted after `offset` bytes (issue #17:
+    /// resumable transfers): the stream starts at `offset` when the file's version is still
+    /// `version` (see [`Opened::version`]), else at 0, because the file changed and a copy
+    /// must never mix two versions. [`Opened::offset`] says which; `Ok(None)` when the file
+    /// is gone.
+    ///
+    /// The default opens from 0: a transport that cannot read from an offset starts over.
+    /// SMB (a READ at the offset), HTTP (`Range` with `If-Range`) and local stores resume;
+    /// wrappers forward it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot answer.
+    async fn open_from(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        version: &str,
+    ) -> Result<Option<Opened>, StoreError> {
+        let _ = (offset, version);
+        self.open(path).await
+    }
 
     /// Streams `src` into `path`. `len`, when known, is checked: a short or long stream
     /// publishes nothing. A complete file already under `path` is never rewritten.

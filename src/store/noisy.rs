@@ -270,6 +270,17 @@ impl Store for Noisy {
         self.report("open", p, start, &r);
         r
     }
+    async fn open_from(
+        &self,
+        p: &RelPath,
+        offset: u64,
+        version: &str,
+    ) -> Result<Option<Opened>, StoreError> {
+        let start = Instant::now();
+        let r = self.inner.open_from(p, offset, version).await;
+        self.report("open", p, start, &r);
+        r
+    }
     async fn put(
         &self,
         p: &RelPath,

@@ -111,6 +111,17 @@ impl Progress {
     pub fn new(inner: Arc<dyn Store>, sink: Arc<dyn ProgressSink>) -> Progress {
         Progress { inner, sink }
     }
+
+    /// `opened`, its reader counted by the sink (a resumed stream counts the bytes still to
+    /// come).
+    fn counted(&self, p: &RelPath, mut opened: Opened) -> Opened {
+        let rest = opened.len.map(|l| l.saturating_sub(opened.offset));
+        if let Some(t) = self.sink.start(&self.inner.describe(), p, rest) {
+            let reader = std::mem::replace(&mut opened.reader, Box::new(tokio::io::empty()));
+            opened.reader = Box::new(Counted::new(reader, t));
+        }
+        opened
+    }
 }
 
 #[async_trait]
@@ -122,14 +133,16 @@ impl Store for Progress {
         self.inner.stat(p).await
     }
     async fn open(&self, p: &RelPath) -> Result<Option<Opened>, StoreError> {
-        let Some(mut opened) = self.inner.open(p).await? else {
-            return Ok(None);
-        };
-        if let Some(t) = self.sink.start(&self.inner.describe(), p, opened.len) {
-            let reader = std::mem::replace(&mut opened.reader, Box::new(tokio::io::empty()));
-            opened.reader = Box::new(Counted::new(reader, t));
-        }
-        Ok(Some(opened))
+        Ok(self.inner.open(p).await?.map(|o| self.counted(p, o)))
+    }
+    async fn open_from(
+        &self,
+        p: &RelPath,
+        offset: u64,
+        version: &str,
+    ) -> Result<Option<Opened>, StoreError> {
+        let opened = self.inner.open_from(p, offset, version).await?;
+        Ok(opened.map(|o| self.counted(p, o)))
     }
     async fn put(
         &self,

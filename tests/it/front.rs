@@ -471,6 +471,8 @@ async fn debuggers_fetch_through_the_front_and_every_tier_is_filled() {
     );
     let want = std::fs::metadata(fixture(PDB)).unwrap().len() + len;
     assert_eq!(main_read as u64, want, "each byte crossed the WAN once");
+    // The DLL's companion PDB was already local: no third lookup (CI finding: one ran).
+    assert_eq!(metric(port, "symcascade_lookups_total"), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

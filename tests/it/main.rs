@@ -14,6 +14,7 @@ mod httpd;
 mod keys;
 mod ops;
 mod relay;
+mod resume;
 mod samba;
 mod smb;
 // Linux-only: kill -9 of Linux processes at random points (see soak.rs).

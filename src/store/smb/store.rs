@@ -339,6 +339,110 @@ impl Handle {
     }
 }
 
+impl SmbStore {
+    /// Opens `path` for reading, from `resume`'s offset when the file's version is still
+    /// `resume`'s. The READs are pipelined: `in_flight` chunks of `chunk_size` at once.
+    async fn open_at(
+        &self,
+        path: &RelPath,
+        resume: Option<(u64, &str)>,
+    ) -> Result<Option<Opened>, StoreError> {
+        let access = FileAccessMask::new().with_generic_read(true);
+        let Some((server, live, f)) = self.open_file(path, access).await? else {
+            return Ok(None);
+        };
+        let len = smb::resource::GetLen::get_len(&f)
+            .await
+            .map_err(|e| map_error(&self.shown, "open", path, &e))?;
+        let version = format!("{len}-{}-{}", f.created(), f.modified());
+        let offset = match resume {
+            Some((off, v)) if v == version && off <= len => off,
+            _ => 0,
+        };
+        let chunk = self
+            .client
+            .config()
+            .chunk_size
+            .min(live.max_read)
+            .clamp(4096, super::MAX_CHUNK) as u64;
+        let in_flight = self.client.config().in_flight.clamp(1, super::MAX_SLOTS);
+        let handle = Arc::new(Handle {
+            store: self.clone(),
+            path: self.share_path(path.components()),
+            disposition: CreateDisposition::Open,
+            access,
+            cur: tokio::sync::Mutex::new((server, live, Arc::new(f))),
+            temp: false,
+        });
+        let timeout = self.timeout();
+        let shown = format!("{} {}", self.shown, path);
+        let st = futures_util::stream::iter((offset..len).step_by(chunk as usize))
+            .map(move |off| {
+                let n = chunk.min(len - off) as usize;
+                let chunk = read_chunk(handle.clone(), off, n, timeout, shown.clone());
+                // A task of its own: the chunk's connection slot is released the moment its
+                // READ completes, whether or not the consumer is polling us right then
+                // (otherwise an SMB-to-SMB copy on one connection could wait on itself).
+                let task = tokio::spawn(chunk);
+                async move { task.await.unwrap_or_else(|e| Err(io::Error::other(e))) }
+            })
+            .buffered(in_flight);
+        Ok(Some(Opened {
+            len: Some(len),
+            reader: Box::new(tokio_util::io::StreamReader::new(Box::pin(st))),
+            local_path: None,
+            offset,
+            version: Some(version),
+        }))
+    }
+}
+
+/// READs `n` bytes at `off` through `handle` (reopened on a fresh connection when its own
+/// failed); a timeout or error poisons the connection.
+async fn read_chunk(
+    handle: Arc<Handle>,
+    off: u64,
+    n: usize,
+    timeout: std::time::Duration,
+    shown: String,
+) -> io::Result<bytes::Bytes> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let (server, live, file) = handle
+            .get()
+            .await
+            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()))?;
+        let _slot = live.slots.acquire().await.map_err(io::Error::other)?;
+        let r = tokio::time::timeout(
+            timeout,
+            file.read_block(&mut buf[got..], off + got as u64, None, false),
+        )
+        .await;
+        match r {
+            Err(_) => {
+                server.poison(&live);
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{shown}: read at {off} timed out after {timeout:?}"),
+                ));
+            }
+            Ok(Err(e)) => {
+                server.poison(&live);
+                return Err(io::Error::new(e.kind(), format!("{shown}: {e}")));
+            }
+            Ok(Ok(0)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{shown}: file shrank while being read"),
+                ));
+            }
+            Ok(Ok(k)) => got += k,
+        }
+    }
+    Ok(bytes::Bytes::from(buf))
+}
+
 #[async_trait]
 impl Store for SmbStore {
     fn describe(&self) -> StoreDescription {
@@ -365,84 +469,19 @@ impl Store for SmbStore {
     }
 
     async fn open(&self, path: &RelPath) -> Result<Option<Opened>, StoreError> {
-        let access = FileAccessMask::new().with_generic_read(true);
-        let Some((server, live, f)) = self.open_file(path, access).await? else {
-            return Ok(None);
-        };
-        let len = smb::resource::GetLen::get_len(&f)
-            .await
-            .map_err(|e| map_error(&self.shown, "open", path, &e))?;
-        let chunk = self
-            .client
-            .config()
-            .chunk_size
-            .min(live.max_read)
-            .clamp(4096, super::MAX_CHUNK) as u64;
-        let in_flight = self.client.config().in_flight.clamp(1, super::MAX_SLOTS);
-        let handle = Arc::new(Handle {
-            store: self.clone(),
-            path: self.share_path(path.components()),
-            disposition: CreateDisposition::Open,
-            access,
-            cur: tokio::sync::Mutex::new((server, live, Arc::new(f))),
-            temp: false,
-        });
-        let timeout = self.timeout();
-        let shown = format!("{} {}", self.shown, path);
-        let st = futures_util::stream::iter((0..len).step_by(chunk as usize))
-            .map(move |off| {
-                let (handle, shown) = (handle.clone(), shown.clone());
-                let chunk = async move {
-                    let n = chunk.min(len - off) as usize;
-                    let mut buf = vec![0u8; n];
-                    let mut got = 0;
-                    while got < n {
-                        let (server, live, file) = handle.get().await.map_err(|e| {
-                            io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())
-                        })?;
-                        let _slot = live.slots.acquire().await.map_err(io::Error::other)?;
-                        let r = tokio::time::timeout(
-                            timeout,
-                            file.read_block(&mut buf[got..], off + got as u64, None, false),
-                        )
-                        .await;
-                        match r {
-                            Err(_) => {
-                                server.poison(&live);
-                                return Err(io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    format!("{shown}: read at {off} timed out after {timeout:?}"),
-                                ));
-                            }
-                            Ok(Err(e)) => {
-                                server.poison(&live);
-                                return Err(io::Error::new(e.kind(), format!("{shown}: {e}")));
-                            }
-                            Ok(Ok(0)) => {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::UnexpectedEof,
-                                    format!("{shown}: file shrank while being read"),
-                                ));
-                            }
-                            Ok(Ok(k)) => got += k,
-                        }
-                    }
-                    Ok::<_, io::Error>(bytes::Bytes::from(buf))
-                };
-                // A task of its own: the chunk's connection slot is released the moment its
-                // READ completes, whether or not the consumer is polling us right then
-                // (otherwise an SMB-to-SMB copy on one connection could wait on itself).
-                let task = tokio::spawn(chunk);
-                async move { task.await.unwrap_or_else(|e| Err(io::Error::other(e))) }
-            })
-            .buffered(in_flight);
-        Ok(Some(Opened {
-            len: Some(len),
-            reader: Box::new(tokio_util::io::StreamReader::new(Box::pin(st))),
-            local_path: None,
-        }))
+        self.open_at(path, None).await
     }
 
+    /// One CREATE, then READs from the offset: the version is what CREATE returned (size,
+    /// creation and last-write times), so checking it costs no round trip.
+    async fn open_from(
+        &self,
+        path: &RelPath,
+        offset: u64,
+        version: &str,
+    ) -> Result<Option<Opened>, StoreError> {
+        self.open_at(path, Some((offset, version))).await
+    }
     async fn put(
         &self,
         path: &RelPath,
