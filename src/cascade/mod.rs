@@ -416,6 +416,26 @@ pub struct Spooling {
     pub verified: bool,
 }
 
+/// Announces a new spool file on `tap`: `path`, of `len` bytes when complete, holding
+/// `written` already (a resumed partial).
+fn tap_started(
+    tap: Option<&watch::Sender<Spooling>>,
+    path: &std::path::Path,
+    len: Option<u64>,
+    written: u64,
+) {
+    if let Some(t) = tap {
+        t.send_modify(|s| {
+            s.generation += 1;
+            s.path = Some(path.to_path_buf());
+            s.len = len;
+            s.written = written;
+            s.failed = false;
+            s.verified = false;
+        });
+    }
+}
+
 fn tap_failed(tap: Option<&watch::Sender<Spooling>>) {
     if let Some(t) = tap {
         t.send_modify(|s| s.failed = true);
@@ -1085,16 +1105,7 @@ impl Cascade {
         let mut c = fill::SpoolFile::claim(&dir, partials, opened, origin)
             .await
             .map_err(named)?;
-        if let Some(t) = tap {
-            t.send_modify(|s| {
-                s.generation += 1;
-                s.path = Some(c.file.path().to_path_buf());
-                s.len = c.opened.len;
-                s.written = c.opened.offset;
-                s.failed = false;
-                s.verified = false;
-            });
-        }
+        tap_started(tap, c.file.path(), c.opened.len, c.opened.offset);
         let n = match fill::fill(&mut c, origin, tap).await {
             Ok(n) => n,
             Err(e @ SpoolError::Store(..)) => {

@@ -131,7 +131,10 @@ async fn kill_at_half(office: &Office, id: &str) -> (PathBuf, u64) {
     let mut left = partials(office, id);
     left.sort();
     assert_eq!(left.len(), 1, "the partial survives the kill: {left:?}");
-    let part = office.local(id).join("000Cascade/agent/partial").join(&left[0]);
+    let part = office
+        .local(id)
+        .join("000Cascade/agent/partial")
+        .join(&left[0]);
     let kept = std::fs::metadata(part).unwrap().len();
     eprintln!("killed after {read} bytes delivered; the partial kept {kept}");
     assert!(
@@ -196,4 +199,93 @@ async fn a_source_changed_between_cut_and_resume_is_read_again_from_zero() {
         "read again from 0: {}",
         meter.delivered()
     );
+}
+
+/// nginx serving `root` on a free loopback port, stopped on drop.
+// Linux-only: Debian's nginx.
+#[cfg(unix)]
+struct Nginx(std::process::Child, u16);
+
+#[cfg(unix)]
+impl Nginx {
+    fn start(dir: &Path, root: &Path) -> Option<Nginx> {
+        let bin = Path::new("/usr/sbin/nginx");
+        if !bin.exists() {
+            assert!(!is_ci(), "nginx is missing (scripts/test installs it)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.join("nginx.conf");
+        let d = dir.display();
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/b; proxy_temp_path {d}/p;\n\
+                 fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+                 default_type application/octet-stream;\n\
+                 server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
+                root = root.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "nginx on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Nginx(child, port))
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// HTTP: the break is continued with `Range` + `If-Range` (nginx's strong ETag) within the
+/// same `get`, as a debugger's request would be.
+// Linux-only: the server is Debian's nginx.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_transfer_cut_midway_continues_with_a_range_request() {
+    let lab = Lab::new();
+    let Some(nginx) = Nginx::start(lab.dir.path(), &lab.path("main")) else {
+        return;
+    };
+    let bytes = padded_pdb(5);
+    let src = lab.file_in("main", &pdb_key(), Form::Plain);
+    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+    std::fs::write(&src, &bytes).unwrap();
+    let addr = format!("127.0.0.1:{}", nginx.1).parse().unwrap();
+    let meter = metered(addr, Duration::from_millis(5), 80_000_000).await;
+    meter.cut_at(SIZE as u64 / 2);
+    let sympath = format!("srv*{}*http://127.0.0.1:{}", lab.s("local"), meter.port);
+    let key = pdb_key();
+    let o = bin()
+        .args(["get", "--sympath", &sympath, key.name(), key.index()])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("reopening from where it stopped"), "{err}");
+    assert!(has(&lab.file_in("local", &key, Form::Plain), &bytes));
+    within_budget(meter.delivered(), "HTTP cut at half");
 }
