@@ -344,6 +344,8 @@ pub fn same(a: &Path, b: &Path) {
 pub struct InProcessDaemon {
     /// Where the front listens.
     pub addr: std::net::SocketAddr,
+    /// The daemon's bandwidth caps (tests move its clock with `set_clock`).
+    pub bandwidth: std::sync::Arc<symcascade::bandwidth::Bandwidth>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), symcascade::daemon::DaemonError>>>,
 }
@@ -354,6 +356,7 @@ impl InProcessDaemon {
     pub async fn start(config: &str, dd: &Location) -> InProcessDaemon {
         let config = symcascade::config::Config::parse(config).unwrap();
         let daemon = symcascade::daemon::Daemon::start(config, dd).await.unwrap();
+        let bandwidth = daemon.setup().bandwidth.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -362,6 +365,7 @@ impl InProcessDaemon {
         }));
         InProcessDaemon {
             addr,
+            bandwidth,
             stop: Some(tx),
             task: Some(task),
         }
