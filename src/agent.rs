@@ -45,6 +45,7 @@ struct Settings {
     poll: Option<Duration>,
     grace: Duration,
     temp_max_age: Duration,
+    companions: bool,
 }
 
 struct Queue {
@@ -100,6 +101,7 @@ impl Settings {
             poll: a.poll_interval,
             grace: a.shutdown_grace,
             temp_max_age: a.temp_max_age,
+            companions: a.companions,
         }
     }
 }
@@ -327,11 +329,67 @@ impl Agent {
         };
         let actor = Actor {
             by: format!("agent {}", self.s.id),
-            requester: Some(requester),
+            requester: Some(requester.clone()),
         };
         // Queue work is background: its remote reads are capped by `[bandwidth] background`.
         let work = acting_as(actor, self.replicate(name, &key, known_miss, tries));
-        crate::bandwidth::in_background(work).await
+        let outcome = crate::bandwidth::in_background(work).await;
+        if matches!(outcome, Outcome::Done) && self.s.companions {
+            self.companion(&requester, &key).await;
+        }
+        outcome
+    }
+
+    /// Companion prefetch for the queue (issue #17 item 3): when the image `image` arrived in
+    /// the local store, its CodeView record names the PDB the debugger asks for next. The PDB
+    /// is queued for the same requester (a record like any: it survives a crash, other agents
+    /// see it, misses are cached) and replicated at once by this task at interactive priority:
+    /// someone is waiting at a debugger. A PDB already local is left alone.
+    async fn companion(&self, requester: &str, image: &Key) {
+        let lower = image.name().to_ascii_lowercase();
+        if ![".dll", ".exe", ".sys"].iter().any(|e| lower.ends_with(e)) {
+            return;
+        }
+        let local = &self.chain.tiers[0];
+        let Ok(tiering) = local.tiering().await else {
+            return;
+        };
+        let at = |k: &Key| layout::path_for(k, tiering, Form::Plain);
+        let Ok(Some(meta)) = local.store().stat(&at(image)).await else {
+            return;
+        };
+        let Some(p) = meta.local_path else {
+            return;
+        };
+        let read = tokio::task::spawn_blocking(move || Key::from_file(&p, crate::key::PeKey::Pdb));
+        let Ok(Ok(pdb)) = read.await else {
+            return;
+        };
+        if let Ok(Some(_)) = local.store().stat(&at(&pdb)).await {
+            return;
+        }
+        let Ok(record) = Record::new(&pdb, requester) else {
+            return;
+        };
+        let name = record.file_name();
+        if let Err(e) = self
+            .queue
+            .requests
+            .create_new(&name, &record.to_bytes())
+            .await
+        {
+            tracing::debug!(key = %pdb, "companion not queued: {e}");
+            return;
+        }
+        tracing::info!(key = %pdb, image = %image, "companion PDB queued");
+        let actor = Actor {
+            by: format!("agent {}", self.s.id),
+            requester: Some(requester.to_string()),
+        };
+        let done = acting_as(actor, self.replicate(&name, &pdb, None, 0)).await;
+        if matches!(done, Outcome::Done) {
+            self.metrics.companion_fetched();
+        }
     }
 
     /// Replicates an admitted record's key: lease, cascade lookup, back-fills or miss entry.

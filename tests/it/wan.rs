@@ -181,9 +181,11 @@ async fn background_runs_at_its_cap_interactive_gets_the_rest_and_a_window_chang
     // READs of 64 KiB: the relay counts bytes as they cross, and a 1 MiB READ crosses at link
     // speed in one burst, which over seconds quantizes the measured rate by ±20% (the cap
     // holds on average with any size).
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replacen("[smb]\n", "[smb]\nchunk_size = 65536\n", 1);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[smb]\n",
+        "[smb]\nchunk_size = 65536\n",
+        1,
+    );
     std::fs::write(&cfg, &text).unwrap();
     let dd = symcascade::sympath::Location::Local {
         path: office.dir.path().join("dd").display().to_string(),
@@ -252,6 +254,40 @@ async fn background_runs_at_its_cap_interactive_gets_the_rest_and_a_window_chang
     let local = key_path(&office.local("bw1"), &key, Form::Plain);
     wait_for("the whole file", Duration::from_secs(60), || {
         std::fs::read(&local).is_ok_and(|b| b == big)
+    })
+    .await;
+    d.stop().await.unwrap();
+}
+
+/// The queue side of companion prefetch: a record for an image brings its PDB into the local
+/// store (and the branch) without anyone asking, as a record of the same requester.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_image_brings_its_pdb_through_the_queue() {
+    let lab = Lab::new();
+    lab.publish("main", &[DLL, PDB], Form::Plain).await;
+    let text = config(&lab, "");
+    let cfg = lab.path("agent.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let d = InProcessDaemon::start(&text, &lab.default_downstream()).await;
+    let (dll, pdb) = (key_of(DLL), key_of(PDB));
+    cli(&cfg, &["request", dll.name(), dll.index()]);
+    let local = lab.file_in("local", &pdb, Form::Plain);
+    wait_for("the companion PDB", Duration::from_secs(30), || {
+        local.exists()
+    })
+    .await;
+    same(&local, &fixture(PDB));
+    same(&lab.file_in("branch", &pdb, Form::Plain), &fixture(PDB));
+    let m = metrics(&d).await;
+    assert_eq!(
+        metric(&m, "symcascade_companions_fetched_total"),
+        1.0,
+        "{m}"
+    );
+    // Both records are done and gone.
+    let requests = lab.path("branch").join("000Cascade/requests");
+    wait_for("the records to go", Duration::from_secs(10), || {
+        std::fs::read_dir(&requests).map_or(0, |d| d.count()) == 0
     })
     .await;
     d.stop().await.unwrap();
