@@ -637,6 +637,7 @@ impl Metrics {
             misses,
             wan_bytes_read: self.wan_read.get(),
             wan_bytes_saved: self.wan_saved.get(),
+            wan_bytes_resumed: self.resumed.get(),
             bytes_served: self.served_bytes.get(),
         }
     }

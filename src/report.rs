@@ -360,6 +360,10 @@ pub struct Traffic {
     /// store, copied down from a store on this side of the WAN (branch → local), and every
     /// copy after the first of a file read over the WAN (it crossed once for all of them).
     pub wan_bytes_saved: u64,
+    /// Bytes of interrupted WAN transfers that were not read again: the transfer resumed
+    /// from its partial (issue #17). Not part of `wan_bytes_saved`.
+    #[serde(default)]
+    pub wan_bytes_resumed: u64,
     /// Bytes sent to HTTP clients.
     pub bytes_served: u64,
 }
@@ -689,9 +693,10 @@ fn traffic_text(o: &mut String, t: &Traffic) {
     }
     let _ = writeln!(
         o,
-        "WAN bytes read: {}; WAN bytes saved: {}; served to debuggers: {}; misses: {}",
+        "WAN bytes read: {}; WAN bytes saved: {} (and {} not read again by resumed transfers); served to debuggers: {}; misses: {}",
         b(t.wan_bytes_read),
         b(t.wan_bytes_saved),
+        b(t.wan_bytes_resumed),
         b(t.bytes_served),
         t.misses
     );

@@ -413,9 +413,11 @@ fn tiers(h: &mut String, t: &Traffic) {
     let _ = write!(
         h,
         "<h2>Tiers</h2><p>WAN bytes read <strong>{}</strong>; WAN bytes saved <strong>{}</strong> \
-         (delivered to debuggers and stores without crossing the WAN); misses {}.</p>",
+         (delivered to debuggers and stores without crossing the WAN); not read again because \
+         an interrupted transfer resumed {}; misses {}.</p>",
         human_bytes(t.wan_bytes_read),
         human_bytes(t.wan_bytes_saved),
+        human_bytes(t.wan_bytes_resumed),
         t.misses
     );
     let rows = t
@@ -579,6 +581,7 @@ mod tests {
                 }],
                 misses: 1,
                 wan_bytes_saved: 5 << 20,
+                wan_bytes_resumed: 0,
                 ..Traffic::default()
             },
             bandwidth: Some(crate::bandwidth::BandwidthStatus {

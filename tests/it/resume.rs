@@ -156,7 +156,7 @@ async fn kill_9_at_half_then_restart_reads_only_the_rest() {
     let meter = metered(office.main.addr(), Duration::from_millis(5), 80_000_000).await;
     let cfg2 = config(&office, "kill1", &meter);
     assert_eq!(cfg, cfg2, "same agent, same config file");
-    let _agent = AgentProc::start(&office, &cfg, "kill1");
+    let agent = AgentProc::start(&office, &cfg, "kill1");
     let local = local_copy(&office, "kill1");
     wait_for(
         "the copy after the restart",
@@ -172,6 +172,17 @@ async fn kill_9_at_half_then_restart_reads_only_the_rest() {
         meter.delivered()
     );
     assert!(partials(&office, "kill1").is_empty());
+    // The status counts what was not read again.
+    wait_for(
+        "the resumed bytes in the status",
+        Duration::from_secs(10),
+        || {
+            agent
+                .status()
+                .is_some_and(|s| s.traffic.wan_bytes_resumed > SIZE as u64 / 3)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
