@@ -37,6 +37,8 @@ pub struct LocalStore {
     /// root holds one folder per file name (200,000 in a big store), so listing it per miss
     /// made every miss O(store). Shared by clones.
     root_index: std::sync::Arc<std::sync::Mutex<RootIndex>>,
+    /// Directory listings taken for case-insensitive lookups, shared by clones.
+    listings: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// `Local`, or `OsSmb` for a share reached through the operating system's client.
     transport: crate::store::Transport,
 }
@@ -63,8 +65,22 @@ impl LocalStore {
             shown: root.display().to_string(),
             root,
             root_index: Default::default(),
+            listings: Default::default(),
             transport: crate::store::Transport::Local,
         }
+    }
+
+    /// Directory listings this store (and its clones) took so far to match a name in another
+    /// case: the root index counts one per [`ROOT_INDEX_TTL`] at most; below the root, only a
+    /// name in neither its own, upper nor lower case is listed for. Tests use it to check that
+    /// lookups do not list directories per request (issue #14).
+    pub fn listings(&self) -> u64 {
+        self.listings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn listed(&self) {
+        self.listings
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A store on a share the operating system's SMB client reaches (`\\host\share\dir`
@@ -141,11 +157,18 @@ impl LocalStore {
             None => return Ok(None),
         };
         for c in rest {
-            let direct = cur.join(c);
-            if std::fs::symlink_metadata(&direct).is_ok() {
-                cur = direct;
+            // As asked, then SymStore's canonical upper case (indexes; names written by
+            // older tools), then lower case; a listing only for names in mixed case.
+            let probes = [c.clone(), c.to_ascii_uppercase(), c.to_ascii_lowercase()];
+            if let Some(p) = probes
+                .iter()
+                .map(|n| cur.join(n))
+                .find(|p| std::fs::symlink_metadata(p).is_ok())
+            {
+                cur = p;
                 continue;
             }
+            self.listed();
             let found = match std::fs::read_dir(&cur) {
                 Ok(rd) => rd.filter_map(Result::ok).find(|e| {
                     e.file_name()
@@ -171,14 +194,17 @@ impl LocalStore {
             return Ok(Some(direct));
         }
         let lower = name.to_ascii_lowercase();
-        if lower != name {
-            let p = self.root.join(&lower);
-            if std::fs::symlink_metadata(&p).is_ok() {
-                return Ok(Some(p));
+        for other in [lower.clone(), name.to_ascii_uppercase()] {
+            if other != name {
+                let p = self.root.join(&other);
+                if std::fs::symlink_metadata(&p).is_ok() {
+                    return Ok(Some(p));
+                }
             }
         }
         let mut idx = self.root_index.lock().unwrap_or_else(|e| e.into_inner());
         if idx.taken.is_none_or(|t| t.elapsed() >= ROOT_INDEX_TTL) {
+            self.listed();
             let mut names = std::collections::HashMap::new();
             match std::fs::read_dir(&self.root) {
                 Ok(rd) => {
@@ -224,14 +250,26 @@ impl LocalStore {
     fn ensure_parent(&self, rel: &RelPath) -> io::Result<PathBuf> {
         std::fs::create_dir_all(&self.root)?;
         let mut cur = self.root.clone();
+        // Below a folder this call created, nothing exists in any case: no lookup (a lookup
+        // of a missing mixed-case name would list the fresh folder).
+        let mut created = false;
         for (i, c) in rel.parent().iter().enumerate() {
-            match self.resolve(&rel.parent()[..=i])? {
+            let found = match created {
+                true => None,
+                false => self.resolve(&rel.parent()[..=i])?,
+            };
+            match found {
                 Some(p) => cur = p,
                 None => {
                     let p = cur.join(c);
                     match std::fs::create_dir(&p) {
-                        Ok(()) if i == 0 => self.note_root_entry(c),
-                        Ok(()) => {}
+                        Ok(()) => {
+                            if i == 0 {
+                                self.note_root_entry(c);
+                            }
+                            created = true;
+                        }
+                        // Another writer's: what is below may exist, in any case.
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                         Err(e) => return Err(e),
                     }

@@ -900,3 +900,75 @@ async fn a_full_spool_disk_is_a_local_error_not_a_corrupt_source() {
     assert!(published_files(&lab.path("local")).is_empty());
     assert!(published_files(&lab.path("branch")).is_empty());
 }
+
+/// Renames every file and folder under `root` to upper case, as SymStore's own tools and older
+/// caches leave stores (`NTDLL.PDB\1EB8…\NTDLL.PDB`).
+pub(crate) fn upper_case_tree(root: &std::path::Path) {
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            upper_case_tree(&p);
+        }
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if name != "000Admin" && name != "index2.txt" && name != "pingme.txt" {
+            // Two steps: a case-insensitive file system (Windows, Wine) sees one name.
+            let tmp = p.with_file_name(format!("{name}.tmp"));
+            std::fs::rename(&p, &tmp).unwrap();
+            std::fs::rename(&tmp, p.with_file_name(name.to_ascii_uppercase())).unwrap();
+        }
+    }
+}
+
+/// An opener of local stores that keeps a handle on each (clones share their counters).
+#[derive(Debug, Default)]
+struct Keeping(std::sync::Mutex<Vec<symcascade::store::LocalStore>>);
+
+impl symcascade::store::open::StoreOpener for Keeping {
+    fn open_store(
+        &self,
+        location: &symcascade::sympath::Location,
+    ) -> Result<Arc<dyn symcascade::store::Store>, symcascade::store::StoreError> {
+        let s = symcascade::store::LocalStore::new(location.to_string());
+        self.0.lock().unwrap().push(s.clone());
+        Ok(Arc::new(s))
+    }
+}
+
+/// Issue #14: a store written in upper case is found by the lower-case requests debuggers
+/// make, on Linux (ext4/tmpfs are case-sensitive) and on Windows, without listing a directory
+/// per request; what the cascade writes is in canonical case (index upper case).
+#[tokio::test]
+async fn an_upper_case_store_answers_lower_case_requests_without_listing() {
+    let lab = Lab::new();
+    lab.publish("main", &ALL, Form::Plain).await;
+    upper_case_tree(&lab.path("main"));
+    assert!(lab.path("main").join("ATTACH_AMD64.PDB").is_dir());
+    let opener = Arc::new(Keeping::default());
+    let c = lab
+        .cascade_with(&lab.three_tier(), CascadeOptions::default(), opener.clone())
+        .await;
+    for name in ALL {
+        let k = key_of(name);
+        let lower = symcascade::key::Key::new(
+            &k.name().to_ascii_lowercase(),
+            &k.index().to_ascii_lowercase(),
+        )
+        .unwrap();
+        let f = c.fetch(&lower).await.unwrap().expect("found in any case");
+        assert_eq!(f.tier, 2, "{name}");
+        same(&lab.file_in("local", &k, Form::Plain), &fixture(name));
+        // A second request is a local hit.
+        assert_eq!(c.fetch(&lower).await.unwrap().unwrap().tier, 0);
+    }
+    let stores = opener.0.lock().unwrap();
+    // At most the root index of each store (taken once per 30 s, for names asked in neither
+    // their own, upper nor lower case); no listing per request (12 lookups here).
+    for s in stores.iter() {
+        assert!(
+            s.listings() <= 1,
+            "{}: {} listings",
+            s.root().display(),
+            s.listings()
+        );
+    }
+}

@@ -669,3 +669,32 @@ async fn corrupt_files_on_shares_are_refused_and_a_bad_branch_copy_is_replaced()
             .all(|p| !p.contains("symcascade-tmp"))
     );
 }
+
+/// Issue #14 on SMB: MainOffice's share holds the store in upper case (as SymStore's tools
+/// write it); lower-case requests find it through the built-in client (the server matches
+/// names case-insensitively, as Windows and Samba do for SMB clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upper_case_share_answers_lower_case_requests() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[PDB, DLL]).await;
+    crate::cascade::upper_case_tree(&office.main.share_dir("MainOffice"));
+    let cfg = office.config("case1", &office.main.host(), "");
+    for name in [PDB, DLL] {
+        let k = key_of(name);
+        let (n, i) = (
+            k.name().to_ascii_lowercase(),
+            k.index().to_ascii_lowercase(),
+        );
+        cli(&cfg, &["get", &n, &i]);
+        same(
+            &key_path(&office.local("case1"), &k, Form::Plain),
+            &fixture(name),
+        );
+        same(
+            &key_path(&office.branch.share_dir("BranchOfficeA"), &k, Form::Plain),
+            &fixture(name),
+        );
+    }
+}
