@@ -80,10 +80,28 @@ fn partials(office: &Office, id: &str) -> Vec<String> {
     })
 }
 
-fn within_budget(read: u64, what: &str) {
+/// Checks the bytes read against the budget; on failure shows what the agent said about
+/// partials (`log`: its log file, when there is one).
+fn within_budget(read: u64, what: &str, log: Option<&Path>) {
     let ratio = read as f64 / SIZE as f64;
     eprintln!("{what}: MainOffice delivered {read} bytes for a {SIZE}-byte file ({ratio:.3}×)");
-    assert!(ratio <= BUDGET, "{what}: read {ratio:.3}× the file's size");
+    if ratio > BUDGET {
+        let text = log
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .unwrap_or_default();
+        let said: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                ["partial", "resum", "reopen", "WARN", "broke"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .collect();
+        panic!(
+            "{what}: read {ratio:.3}× the file's size; the agent said:\n{}",
+            said.join("\n")
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +124,8 @@ async fn a_transfer_cut_by_the_link_resumes_and_reads_the_file_about_once() {
         Form::Plain,
     );
     assert!(has(&branch, &bytes), "the branch share has it too");
-    within_budget(meter.delivered(), "cut at half");
+    let log = office.dir.path().join("cut1.log");
+    within_budget(meter.delivered(), "cut at half", Some(&log));
     let log = std::fs::read_to_string(office.dir.path().join("cut1.log")).unwrap();
     assert!(
         log.contains("reopening from where it stopped"),
@@ -165,7 +184,8 @@ async fn kill_9_at_half_then_restart_reads_only_the_rest() {
     )
     .await;
     eprintln!("the restart read {}", meter.delivered());
-    within_budget(before + meter.delivered(), "kill -9 at half");
+    let log = office.dir.path().join("kill1.log");
+    within_budget(before + meter.delivered(), "kill -9 at half", Some(&log));
     assert!(
         meter.delivered() < SIZE as u64 * 6 / 10,
         "the restart read only the rest: {}",
@@ -298,5 +318,5 @@ async fn an_http_transfer_cut_midway_continues_with_a_range_request() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("reopening from where it stopped"), "{err}");
     assert!(has(&lab.file_in("local", &key, Form::Plain), &bytes));
-    within_budget(meter.delivered(), "HTTP cut at half");
+    within_budget(meter.delivered(), "HTTP cut at half", None);
 }

@@ -127,12 +127,14 @@ fn bandwidth_errors_name_the_key() {
 }
 
 /// Bits per second `meter` delivered over `secs` seconds from now.
+#[cfg(unix)]
 async fn measured_bps(meter: &crate::relay::Meter, secs: f64) -> f64 {
     let (t0, d0) = (Instant::now(), meter.delivered());
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     (meter.delivered() - d0) as f64 * 8.0 / t0.elapsed().as_secs_f64()
 }
 
+#[cfg(unix)]
 fn within(bps: f64, want: f64, what: &str) {
     eprintln!("{what}: {:.2} Mbit/s (cap {:.1})", bps / 1e6, want / 1e6);
     assert!(
