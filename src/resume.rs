@@ -91,7 +91,8 @@ impl Partial {
             .truncate(false)
             .write(true)
             .open(&lock_path)?;
-        if lock.try_lock().is_err() {
+        if let Err(e) = lock.try_lock() {
+            tracing::info!(store, %path, error = %e, "partial held by another process: not resuming");
             return Ok(None);
         }
         let mut p = Partial {
@@ -119,6 +120,9 @@ impl Partial {
                 .open(&p.data)?
                 .set_len(p.have)?;
         } else {
+            if let Some(r) = &recorded {
+                tracing::info!(store, %path, was = %r.version, now = %version, on_disk, "partial of another version or length: starting over");
+            }
             p.restart(len, version, store, path)?;
         }
         Ok(Some(p))

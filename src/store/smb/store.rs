@@ -354,7 +354,9 @@ impl SmbStore {
         let len = smb::resource::GetLen::get_len(&f)
             .await
             .map_err(|e| map_error(&self.shown, "open", path, &e))?;
-        let version = format!("{len}-{}-{}", f.created(), f.modified());
+        // Size and last-write time: Samba without birth times reports a creation time derived
+        // from the access time, which a read moves (Windows-pass finding).
+        let version = format!("{len}-{}", f.modified());
         let offset = match resume {
             Some((off, v)) if v == version && off <= len => off,
             _ => 0,
@@ -472,8 +474,8 @@ impl Store for SmbStore {
         self.open_at(path, None).await
     }
 
-    /// One CREATE, then READs from the offset: the version is what CREATE returned (size,
-    /// creation and last-write times), so checking it costs no round trip.
+    /// One CREATE, then READs from the offset: the version is what CREATE returned (size and
+    /// last-write time), so checking it costs no round trip.
     async fn open_from(
         &self,
         path: &RelPath,
