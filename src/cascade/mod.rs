@@ -911,11 +911,13 @@ impl Cascade {
         }
         let tiering = tier.tiering().await?;
         let transport = tier.store.describe().transport;
-        for (form, path) in layout::probe_order(key, tiering) {
-            if !self.options.uri_allows(transport, form) {
-                continue;
-            }
-            let Some(opened) = tier.store.open(&path).await? else {
+        let probes: Vec<(Form, RelPath)> = layout::probe_order(key, tiering)
+            .into_iter()
+            .filter(|(form, _)| self.options.uri_allows(transport, *form))
+            .collect();
+        let mut opens = open_all(&tier.store, &probes).await;
+        for (i, (form, path)) in probes.into_iter().enumerate() {
+            let Some(opened) = opens[i].take().expect("one answer per probe")? else {
                 continue;
             };
             if form != Form::FilePtr {
@@ -1396,6 +1398,40 @@ impl Written {
             form,
             bytes,
             new,
+        }
+    }
+}
+
+/// Opens every probe of a store, in SymSrv's order of preference. On an SMB share (built-in
+/// or OS client) all CREATEs are in flight at once, so a miss costs one round trip instead of
+/// one per form (issue #15: 3 probes took 3 round trips); the handles of forms that lose to an
+/// earlier one are dropped (closed in the background). Local folders are probed one by one
+/// (no round trips to save); HTTP stores too, since a second GET of an existing form would
+/// start a download only to drop it.
+async fn open_all(
+    store: &Arc<dyn Store>,
+    probes: &[(Form, RelPath)],
+) -> Vec<Option<Result<Option<Opened>, StoreError>>> {
+    match store.describe().transport {
+        Transport::Smb | Transport::OsSmb => {
+            futures_util::future::join_all(probes.iter().map(|(_, p)| store.open(p)))
+                .await
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        _ => {
+            let mut out = Vec::with_capacity(probes.len());
+            for (_, p) in probes {
+                let r = store.open(p).await;
+                let stop = !matches!(r, Ok(None));
+                out.push(Some(r));
+                if stop {
+                    break;
+                }
+            }
+            out.resize_with(probes.len(), || Some(Ok(None)));
+            out
         }
     }
 }
