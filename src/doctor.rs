@@ -44,7 +44,11 @@ pub fn reached_by(setup: &Setup, i: usize) -> String {
     match setup.chain.tiers[i].store().describe().transport {
         Transport::Local => "local folder, as this process's identity".into(),
         Transport::OsSmb => {
-            "Windows SMB client, as this process's identity (Kerberos/NTLM, signing, encryption and DFS as Windows negotiates them)".into()
+            let who = crate::platform::process_identity(|k| std::env::var(k).ok())
+                .unwrap_or_else(|| "this process's identity".into());
+            format!(
+                "Windows SMB client, as {who} (Kerberos/NTLM, signing, encryption and DFS as Windows negotiates them)"
+            )
         }
         Transport::Smb => {
             let host = match &setup.locations[i] {
@@ -53,7 +57,10 @@ pub fn reached_by(setup: &Setup, i: usize) -> String {
             };
             match setup.client.config().credentials_for(host) {
                 Some(c) => match &c.domain {
-                    Some(d) => format!("built-in SMB client as {d}\\{} (configured credentials)", c.user),
+                    Some(d) => format!(
+                        "built-in SMB client as {d}\\{} (configured credentials)",
+                        c.user
+                    ),
                     None => format!("built-in SMB client as {} (configured credentials)", c.user),
                 },
                 None => "built-in SMB client, no credentials configured".into(),

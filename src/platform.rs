@@ -62,6 +62,24 @@ pub fn default_log_file(get: impl Fn(&str) -> Option<String>) -> PathBuf {
     ))
 }
 
+/// This process's identity as Windows names it on the network, `DOMAIN\user`, from the
+/// variables Windows sets for every process (`USERDOMAIN`, `USERNAME`; `get` reads them). A
+/// service running as LocalSystem or NetworkService has `USERNAME` = `HOST$`: on the network
+/// it is the machine account, which is said. `None` when `USERNAME` is unset (not Windows).
+/// Source: Microsoft, "Choosing Network Security Credentials" (symbol server pages).
+pub fn process_identity(get: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let user = get("USERNAME").filter(|u| !u.is_empty())?;
+    let who = match get("USERDOMAIN").filter(|d| !d.is_empty()) {
+        Some(d) => format!("{d}\\{user}"),
+        None => user.clone(),
+    };
+    Some(if user.ends_with('$') {
+        format!("{who} (the machine account)")
+    } else {
+        who
+    })
+}
+
 /// Whether a Windows service account is one that has no password: LocalSystem,
 /// NetworkService, LocalService, or a group managed service account (`DOMAIN\name$`). For any
 /// other account `symcascade service install` takes a password from the environment.
@@ -175,6 +193,34 @@ mod tests {
         for (pd, want) in table {
             let got = default_log_file(|k| env(*pd)(k).map(str::to_string));
             assert_eq!(got, PathBuf::from(want), "{pd:?}");
+        }
+    }
+
+    #[test]
+    fn the_process_identity_names_the_machine_account() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        type Vars = &'static [(&'static str, &'static str)];
+        let cases: [(Vars, Option<&str>); 4] = [
+            (
+                &[("USERDOMAIN", "CORP"), ("USERNAME", "bob")],
+                Some("CORP\\bob"),
+            ),
+            (
+                &[("USERDOMAIN", "CORP"), ("USERNAME", "DESKTOP-4F2K9Q1$")],
+                Some("CORP\\DESKTOP-4F2K9Q1$ (the machine account)"),
+            ),
+            (&[("USERNAME", "svc-symbols")], Some("svc-symbols")),
+            (&[("USERDOMAIN", "CORP")], None),
+        ];
+        for (vars, want) in cases {
+            assert_eq!(process_identity(env(vars)).as_deref(), want, "{vars:?}");
         }
     }
 
