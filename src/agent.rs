@@ -365,7 +365,10 @@ impl Agent {
         let Ok(Ok(pdb)) = read.await else {
             return;
         };
-        if let Ok(Some(_)) = local.store().stat(&at(&pdb)).await {
+        // Already local, or being fetched by the front of this process: nothing to do.
+        if self.activity.is_looking_up("front", &pdb)
+            || matches!(local.store().stat(&at(&pdb)).await, Ok(Some(_)))
+        {
             return;
         }
         let Ok(record) = Record::new(&pdb, requester) else {
@@ -411,7 +414,9 @@ impl Agent {
             }
             LeaseState::Unavailable => {}
         }
+        let registered = self.activity.looking_up("agent", key);
         let lookup = self.cascade.lookup(key).await;
+        drop(registered);
         let _ = self.queue.leases.remove(&lease_file).await;
         let lookup = match lookup {
             Ok(l) => l,

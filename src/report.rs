@@ -449,12 +449,68 @@ pub struct Activity {
     live: Mutex<BTreeMap<u64, Live>>,
     recent: Mutex<VecDeque<Transfer>>,
     health: Mutex<HashMap<String, HealthMemo>>,
+    /// Keys being looked up, by side (`agent`, `front`) and case-folded `name/INDEX`, with how
+    /// many lookups of each run.
+    lookups: Mutex<HashMap<(&'static str, String), usize>>,
+}
+
+/// A lookup registered with [`Activity::looking_up`]; dropping it ends the registration.
+#[derive(Debug)]
+pub struct LookupGuard {
+    activity: Arc<Activity>,
+    key: (&'static str, String),
+}
+
+impl Drop for LookupGuard {
+    fn drop(&mut self) {
+        let mut l = self.activity.lookups.lock().expect("lookups");
+        if let Some(n) = l.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                l.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn folded(key: &crate::key::Key) -> String {
+    format!(
+        "{}/{}",
+        key.name().to_ascii_lowercase(),
+        key.index().to_ascii_uppercase()
+    )
 }
 
 impl Activity {
     /// An empty registry.
     pub fn new() -> Arc<Activity> {
         Arc::new(Activity::default())
+    }
+
+    /// Registers a lookup of `key` by `side` (`"agent"`, `"front"`) until the guard drops, so
+    /// that the other side of the process can tell it is under way
+    /// ([`Activity::is_looking_up`]) and wait for it rather than fetch the same file over the
+    /// WAN a second time.
+    pub fn looking_up(self: &Arc<Self>, side: &'static str, key: &crate::key::Key) -> LookupGuard {
+        let key = (side, folded(key));
+        *self
+            .lookups
+            .lock()
+            .expect("lookups")
+            .entry(key.clone())
+            .or_default() += 1;
+        LookupGuard {
+            activity: self.clone(),
+            key,
+        }
+    }
+
+    /// Whether `side` runs a lookup of `key` (in any case) in this process.
+    pub fn is_looking_up(&self, side: &'static str, key: &crate::key::Key) -> bool {
+        self.lookups
+            .lock()
+            .expect("lookups")
+            .contains_key(&(side, folded(key)))
     }
 
     /// A progress sink that registers every file a store opens while it is read (for

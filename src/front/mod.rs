@@ -400,7 +400,9 @@ impl Front {
             by: "front".into(),
             requester: None,
         };
+        let registered = self.activity.looking_up("front", &key);
         tokio::spawn(crate::report::acting_as(front, async move {
+            let _registered = registered;
             let permit = me.cold.clone().acquire_owned().await;
             let result = me.cascade.lookup_tapped(&key, Some(&stx)).await;
             drop(permit);
@@ -436,7 +438,7 @@ impl Front {
         let Ok(Ok(pdb)) = read else {
             return;
         };
-        if self.answers_without_lookup(&pdb).await {
+        if self.answers_without_lookup(&pdb).await || self.activity.is_looking_up("agent", &pdb) {
             return;
         }
         let Some(mut fl) = self.lookup_shared(&pdb) else {
@@ -775,6 +777,17 @@ async fn cold(
 ) -> Answered {
     let limit =
         client_limit(&req.headers, front.opts.client_timeout).saturating_sub(arrived.elapsed());
+    // The agent of this process is fetching it (a queue record, a companion): wait for that
+    // copy rather than read the WAN a second time, then serve it from the store.
+    if front.activity.is_looking_up("agent", &fr.key) {
+        let until = arrived + limit;
+        while front.activity.is_looking_up("agent", &fr.key) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(a) = own_store(front, fr, req).await {
+            return a;
+        }
+    }
     let Some(fl) = front.lookup_shared(&fr.key) else {
         return (Some(Outcome::Busy), still_working());
     };

@@ -972,3 +972,41 @@ async fn an_upper_case_store_answers_lower_case_requests_without_listing() {
         );
     }
 }
+
+/// Issue #14: stores whose files lie beyond MAX_PATH (260 characters) on Windows, as a deep
+/// `C:\Symbols` under a profile or a build tree makes them: read, written and found again
+/// (Rust's std turns long absolute paths into `\\?\` paths; this checks we never build one
+/// that it cannot, e.g. a relative one).
+#[tokio::test]
+async fn stores_beyond_max_path_are_read_and_written() {
+    let lab = Lab::new();
+    let deep = |name: &str| {
+        let mut p = lab.path(name);
+        for i in 0..6 {
+            p = p.join(format!(
+                "a-rather-long-folder-name-for-depth-{i}-{}",
+                "x".repeat(12)
+            ));
+        }
+        p
+    };
+    let (main, local) = (deep("main"), deep("local"));
+    let s = symcascade::store::LocalStore::new(&main);
+    symcascade::publish::publish_file(&s, &fixture(PDB), Tiering::OneTier, Form::Plain)
+        .await
+        .unwrap();
+    let key = pdb_key();
+    let rel = symcascade::layout::path_for(&key, Tiering::OneTier, Form::Plain).to_string();
+    let local_file = local.join(&rel);
+    assert!(
+        local_file.display().to_string().len() > 300,
+        "{}",
+        local_file.display()
+    );
+    let sympath = format!("srv*{}*{}", local.display(), main.display());
+    let c = lab.cascade(&sympath).await;
+    let f = c.fetch(&key).await.unwrap().expect("found");
+    assert_eq!(f.tier, 1);
+    same(&local_file, &fixture(PDB));
+    assert_eq!(c.fetch(&key).await.unwrap().unwrap().tier, 0, "found again");
+}

@@ -126,6 +126,19 @@ fn bandwidth_errors_name_the_key() {
     assert!(ok.is_ok(), "{ok:?}");
 }
 
+/// An Office agent config for an in-process daemon (which reads no credentials from the
+/// environment): `extra`, a front on port 0, the lab's credentials for both shares.
+#[cfg(unix)]
+fn daemon_config(office: &Office, id: &str, main_host: &str, extra: &str) -> std::path::PathBuf {
+    let (user, pass) = (crate::samba::USER, crate::samba::PASSWORD);
+    let extra = format!(
+        "{extra}[http]\nlisten = \"127.0.0.1:0\"\n\
+         [smb.credentials.MainOffice]\nuser = \"{user}\"\npassword = \"{pass}\"\n\
+         [smb.credentials.BranchOfficeA]\nuser = \"{user}\"\npassword = \"{pass}\"\n"
+    );
+    office.config(id, main_host, &extra)
+}
+
 /// Bits per second `meter` delivered over `secs` seconds from now.
 #[cfg(unix)]
 async fn measured_bps(meter: &crate::relay::Meter, secs: f64) -> f64 {
@@ -172,14 +185,8 @@ async fn background_runs_at_its_cap_interactive_gets_the_rest_and_a_window_chang
     std::fs::write(&src, &big).unwrap();
     let meter =
         crate::relay::metered(office.main.addr(), Duration::from_millis(10), 20_000_000).await;
-    let (user, pass) = (crate::samba::USER, crate::samba::PASSWORD);
-    let extra = format!(
-        "[bandwidth]\nbackground = \"4Mbit/s\"\nwindows = [\n  {{ hours = \"03:00-04:00\", background = \"8Mbit/s\" }},\n  {{ hours = \"05:00-06:00\", background = \"unlimited\" }},\n]\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n\
-         [smb.credentials.MainOffice]\nuser = \"{user}\"\npassword = \"{pass}\"\n\
-         [smb.credentials.BranchOfficeA]\nuser = \"{user}\"\npassword = \"{pass}\"\n"
-    );
-    let cfg = office.config("bw1", &format!("127.0.0.1:{}", meter.port), &extra);
+    let extra = "[bandwidth]\nbackground = \"4Mbit/s\"\nwindows = [\n  { hours = \"03:00-04:00\", background = \"8Mbit/s\" },\n  { hours = \"05:00-06:00\", background = \"unlimited\" },\n]\n";
+    let cfg = daemon_config(&office, "bw1", &format!("127.0.0.1:{}", meter.port), extra);
     // READs of 64 KiB: the relay counts bytes as they cross, and a 1 MiB READ crosses at link
     // speed in one burst, which over seconds quantizes the measured rate by ±20% (the cap
     // holds on average with any size).
@@ -292,5 +299,45 @@ async fn a_queued_image_brings_its_pdb_through_the_queue() {
         std::fs::read_dir(&requests).map_or(0, |d| d.count()) == 0
     })
     .await;
+    d.stop().await.unwrap();
+}
+
+/// Each byte crosses the WAN once, also between the two sides of one process: a debugger asks
+/// the front for a file the agent is pulling for a queue record; the front waits for that copy
+/// and serves it from the local store instead of reading MainOffice a second time.
+// Linux-only: shares the in-process Samba helpers of the bandwidth test above.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_waits_for_the_agents_transfer_instead_of_reading_the_wan_again() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[BIG_PDB]).await;
+    // 8 Mbit/s: the 5.7 MB PDB takes ~6 s, well inside the client's 25 s.
+    let meter =
+        crate::relay::metered(office.main.addr(), Duration::from_millis(10), 8_000_000).await;
+    let cfg = daemon_config(&office, "dedupe1", &format!("127.0.0.1:{}", meter.port), "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let dd = symcascade::sympath::Location::Local {
+        path: office.dir.path().join("dd").display().to_string(),
+    };
+    let d = InProcessDaemon::start(&text, &dd).await;
+    let key = key_of(BIG_PDB);
+    cli(&cfg, &["request", key.name(), key.index()]);
+    wait_for("the agent's transfer", Duration::from_secs(20), || {
+        meter.delivered() > 1 << 20
+    })
+    .await;
+    let url = d.url(&format!(
+        "/{}",
+        symcascade::layout::path_for(&key, Tiering::OneTier, Form::Plain)
+    ));
+    let (code, body) = get(&url).await;
+    assert_eq!(code, 200);
+    assert_eq!(body, std::fs::read(fixture(BIG_PDB)).unwrap());
+    let size = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
+    let read = meter.delivered();
+    eprintln!("MainOffice delivered {read} bytes for a {size}-byte file");
+    assert!(read < size + size / 20, "read once: {read} for {size}");
     d.stop().await.unwrap();
 }
