@@ -368,7 +368,8 @@ fn shares_without_credentials_go_through_the_os_client_under_wine() {
     );
     // ...and names the identity Windows uses for them (issue #14 item 5): DOMAIN\user.
     assert!(
-        out.contains("reached by: Windows SMB client, as ") && !out.contains("as this process"),
+        out.contains("reached by: Windows SMB client, as ")
+            && !out.contains("Windows SMB client, as this process"),
         "{out}"
     );
     // get: the DLL from MainOffice into the branch share and C:\Symbols.
