@@ -767,6 +767,30 @@ fn refused_early(front: &Front, fr: &FileRequest) -> Option<Answered> {
     }
 }
 
+/// When the agent of this process is fetching `fr`'s key (a queue record, a companion), waits
+/// for that copy (until `deadline`) rather than read the WAN a second time; the answer from the
+/// front's store if the copy is there. Not while a background cap is in force: a person at a
+/// debugger is not made to wait behind a capped transfer (BITS: foreground transfers are
+/// unaffected); the WAN is then read twice.
+async fn after_agents_lookup(
+    front: &Arc<Front>,
+    fr: &FileRequest,
+    req: &axum::http::request::Parts,
+    deadline: Instant,
+) -> Option<Answered> {
+    let capped = front
+        .metrics
+        .bandwidth()
+        .is_some_and(|b| b.background_cap_bps.is_some());
+    if capped || !front.activity.is_looking_up("agent", &fr.key) {
+        return None;
+    }
+    while front.activity.is_looking_up("agent", &fr.key) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    own_store(front, fr, req).await
+}
+
 /// The cold path: one shared lookup per key; the client is served as the file arrives, or
 /// when the lookup ends, or told to come back when its own time limit is near.
 async fn cold(
@@ -775,19 +799,12 @@ async fn cold(
     req: &axum::http::request::Parts,
     arrived: Instant,
 ) -> Answered {
-    let limit =
-        client_limit(&req.headers, front.opts.client_timeout).saturating_sub(arrived.elapsed());
-    // The agent of this process is fetching it (a queue record, a companion): wait for that
-    // copy rather than read the WAN a second time, then serve it from the store.
-    if front.activity.is_looking_up("agent", &fr.key) {
-        let until = arrived + limit;
-        while front.activity.is_looking_up("agent", &fr.key) && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if let Some(a) = own_store(front, fr, req).await {
-            return a;
-        }
+    let deadline = Instant::now()
+        + client_limit(&req.headers, front.opts.client_timeout).saturating_sub(arrived.elapsed());
+    if let Some(a) = after_agents_lookup(front, fr, req, deadline).await {
+        return a;
     }
+    let limit = deadline.saturating_duration_since(Instant::now());
     let Some(fl) = front.lookup_shared(&fr.key) else {
         return (Some(Outcome::Busy), still_working());
     };

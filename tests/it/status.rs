@@ -49,11 +49,13 @@ impl Office {
             .unwrap()
             .port();
         let cfg = dir.path().join("agent.toml");
+        // No companion prefetch: the queued DLL's PDB is the one the test's debugger fetches
+        // through the front, and the front would then wait for the agent's copy of it.
         std::fs::write(
             &cfg,
             format!(
                 "sympath = 'srv*{d}/local*{d}/branch*{d}/main'\n[agent]\nid = \"{ID}\"\n\
-                 rescan_interval = \"1s\"\nstate_dir = '{d}/state'\n\
+                 rescan_interval = \"1s\"\nstate_dir = '{d}/state'\ncompanions = false\n\
                  [http]\nlisten = \"127.0.0.1:{port}\"\n",
                 d = dir.path().display()
             ),

@@ -128,7 +128,6 @@ fn bandwidth_errors_name_the_key() {
 
 /// An Office agent config for an in-process daemon (which reads no credentials from the
 /// environment): `extra`, a front on port 0, the lab's credentials for both shares.
-#[cfg(unix)]
 fn daemon_config(office: &Office, id: &str, main_host: &str, extra: &str) -> std::path::PathBuf {
     let (user, pass) = (crate::samba::USER, crate::samba::PASSWORD);
     let extra = format!(
@@ -305,8 +304,6 @@ async fn a_queued_image_brings_its_pdb_through_the_queue() {
 /// Each byte crosses the WAN once, also between the two sides of one process: a debugger asks
 /// the front for a file the agent is pulling for a queue record; the front waits for that copy
 /// and serves it from the local store instead of reading MainOffice a second time.
-// Linux-only: shares the in-process Samba helpers of the bandwidth test above.
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_front_waits_for_the_agents_transfer_instead_of_reading_the_wan_again() {
     let Some(office) = Office::start() else {
@@ -339,5 +336,44 @@ async fn the_front_waits_for_the_agents_transfer_instead_of_reading_the_wan_agai
     let read = meter.delivered();
     eprintln!("MainOffice delivered {read} bytes for a {size}-byte file");
     assert!(read < size + size / 20, "read once: {read} for {size}");
+    d.stop().await.unwrap();
+}
+
+/// ...but not behind a capped background transfer: with `background = "1Mbit/s"` the agent's
+/// copy of the 5.7 MB PDB would take ~46 s, past the client's 25 s; the front fetches it
+/// itself at interactive priority and answers 200 (BITS: foreground transfers are unaffected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debugger_does_not_wait_behind_a_capped_background_transfer() {
+    let Some(office) = Office::start() else {
+        return;
+    };
+    publish_main(&office, &[BIG_PDB]).await;
+    let meter =
+        crate::relay::metered(office.main.addr(), Duration::from_millis(10), 20_000_000).await;
+    let extra = "[bandwidth]\nbackground = \"1Mbit/s\"\n";
+    let cfg = daemon_config(
+        &office,
+        "capped1",
+        &format!("127.0.0.1:{}", meter.port),
+        extra,
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let dd = symcascade::sympath::Location::Local {
+        path: office.dir.path().join("dd").display().to_string(),
+    };
+    let d = InProcessDaemon::start(&text, &dd).await;
+    let key = key_of(BIG_PDB);
+    cli(&cfg, &["request", key.name(), key.index()]);
+    wait_for("the agent's transfer", Duration::from_secs(20), || {
+        meter.delivered() > 1 << 18
+    })
+    .await;
+    let url = d.url(&format!(
+        "/{}",
+        symcascade::layout::path_for(&key, Tiering::OneTier, Form::Plain)
+    ));
+    let (code, body) = get(&url).await;
+    assert_eq!(code, 200, "served, not told to come back");
+    assert_eq!(body, std::fs::read(fixture(BIG_PDB)).unwrap());
     d.stop().await.unwrap();
 }
