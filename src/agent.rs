@@ -415,7 +415,9 @@ impl Agent {
             LeaseState::Unavailable => {}
         }
         let registered = self.activity.looking_up("agent", key);
-        let lookup = self.cascade.lookup(key).await;
+        // A client that comes to wait for this key promotes the reads to interactive.
+        let promotion = registered.promotion();
+        let lookup = crate::bandwidth::promotable(promotion, self.cascade.lookup(key)).await;
         drop(registered);
         let _ = self.queue.leases.remove(&lease_file).await;
         let lookup = match lookup {

@@ -302,6 +302,17 @@ pub enum Priority {
 
 tokio::task_local! {
     static PRIORITY: Priority;
+    static PROMOTION: Promotion;
+}
+
+/// A switch that promotes the background reads of one transfer to the interactive class
+/// while they run: set when a client comes to wait for a file the agent is pulling, so that a
+/// person is not served at the background cap and the file still crosses the WAN once.
+pub type Promotion = Arc<std::sync::atomic::AtomicBool>;
+
+/// Runs `f` with `p` as the promotion switch of the reads it opens (see [`Promotion`]).
+pub async fn promotable<F: std::future::Future>(p: Promotion, f: F) -> F::Output {
+    PROMOTION.scope(p, f).await
 }
 
 /// Runs `f` with background priority: the remote reads it opens are capped by `background`.
@@ -312,6 +323,56 @@ pub async fn in_background<F: std::future::Future>(f: F) -> F::Output {
 /// The current task's priority ([`Priority::Interactive`] unless [`in_background`] set it).
 pub fn current_priority() -> Priority {
     PRIORITY.try_with(|p| *p).unwrap_or_default()
+}
+
+/// A reader under the cap of its class (see [`Bandwidth::limit`]): after each read it takes
+/// the bytes from its class's token bucket and, before the next, waits as long as the bucket
+/// says. A promoted background reader takes them from the interactive bucket instead.
+pub struct Capped<R> {
+    inner: R,
+    class: Priority,
+    promoted: Option<Promotion>,
+    background: Limiter,
+    interactive: Limiter,
+    wait: Option<async_speed_limit::limiter::Consume<async_speed_limit::clock::StandardClock, ()>>,
+}
+
+impl<R> Capped<R> {
+    fn limiter(&self) -> &Limiter {
+        let promoted = self
+            .promoted
+            .as_ref()
+            .is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed));
+        match self.class {
+            Priority::Background if !promoted => &self.background,
+            _ => &self.interactive,
+        }
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Capped<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if let Some(w) = self.wait.as_mut() {
+            if std::pin::Pin::new(w).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.wait = None;
+        }
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            let consume = self.limiter().consume(n);
+            self.wait = Some(consume);
+        }
+        r
+    }
 }
 
 /// The caps and rates shown by `status` (`status.json`, `/status`) and `/metrics`.
@@ -397,17 +458,17 @@ impl Bandwidth {
     }
 
     /// Wraps `reader` in the limiter of `priority`: its reads wait so the class stays under
-    /// its cap (all readers of a class share it).
-    pub fn limit<R>(
-        &self,
-        priority: Priority,
-        reader: R,
-    ) -> async_speed_limit::Resource<R, async_speed_limit::clock::StandardClock> {
-        let l = match priority {
-            Priority::Background => &self.background,
-            Priority::Interactive => &self.interactive,
-        };
-        l.clone().limit(reader)
+    /// its cap (all readers of a class share it). A background reader opened inside
+    /// [`promotable`] moves to the interactive class once its switch is set.
+    pub fn limit<R>(&self, priority: Priority, reader: R) -> Capped<R> {
+        Capped {
+            inner: reader,
+            class: priority,
+            promoted: PROMOTION.try_with(Clone::clone).ok(),
+            background: self.background.clone(),
+            interactive: self.interactive.clone(),
+            wait: None,
+        }
     }
 
     /// Applies the caps of the clock's time (running transfers change rate at once) and

@@ -451,20 +451,32 @@ pub struct Activity {
     health: Mutex<HashMap<String, HealthMemo>>,
     /// Keys being looked up, by side (`agent`, `front`) and case-folded `name/INDEX`, with how
     /// many lookups of each run.
-    lookups: Mutex<HashMap<(&'static str, String), usize>>,
+    lookups: Mutex<HashMap<LookupId, (usize, crate::bandwidth::Promotion)>>,
 }
+
+/// A registered lookup: the side (`agent`, `front`) and the case-folded `name/INDEX`.
+type LookupId = (&'static str, String);
 
 /// A lookup registered with [`Activity::looking_up`]; dropping it ends the registration.
 #[derive(Debug)]
 pub struct LookupGuard {
     activity: Arc<Activity>,
-    key: (&'static str, String),
+    key: LookupId,
+    promotion: crate::bandwidth::Promotion,
+}
+
+impl LookupGuard {
+    /// The lookup's promotion switch: run the lookup inside [`crate::bandwidth::promotable`]
+    /// with it, and [`Activity::promote`] moves its background reads to the interactive class.
+    pub fn promotion(&self) -> crate::bandwidth::Promotion {
+        self.promotion.clone()
+    }
 }
 
 impl Drop for LookupGuard {
     fn drop(&mut self) {
         let mut l = self.activity.lookups.lock().expect("lookups");
-        if let Some(n) = l.get_mut(&self.key) {
+        if let Some((n, _)) = l.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
                 l.remove(&self.key);
@@ -493,15 +505,28 @@ impl Activity {
     /// WAN a second time.
     pub fn looking_up(self: &Arc<Self>, side: &'static str, key: &crate::key::Key) -> LookupGuard {
         let key = (side, folded(key));
-        *self
-            .lookups
-            .lock()
-            .expect("lookups")
-            .entry(key.clone())
-            .or_default() += 1;
+        let mut l = self.lookups.lock().expect("lookups");
+        let e = l.entry(key.clone()).or_default();
+        e.0 += 1;
+        let promotion = e.1.clone();
+        drop(l);
         LookupGuard {
             activity: self.clone(),
             key,
+            promotion,
+        }
+    }
+
+    /// Promotes `side`'s lookup of `key` to the interactive class (a client now waits for
+    /// it); `false` when there is none.
+    pub fn promote(&self, side: &'static str, key: &crate::key::Key) -> bool {
+        let l = self.lookups.lock().expect("lookups");
+        match l.get(&(side, folded(key))) {
+            Some((_, p)) => {
+                p.store(true, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            None => false,
         }
     }
 

@@ -769,20 +769,16 @@ fn refused_early(front: &Front, fr: &FileRequest) -> Option<Answered> {
 
 /// When the agent of this process is fetching `fr`'s key (a queue record, a companion), waits
 /// for that copy (until `deadline`) rather than read the WAN a second time; the answer from the
-/// front's store if the copy is there. Not while a background cap is in force: a person at a
-/// debugger is not made to wait behind a capped transfer (BITS: foreground transfers are
-/// unaffected); the WAN is then read twice.
+/// front's store if the copy is there. The agent's transfer is promoted to the interactive
+/// class first: a person at a debugger is not served at the background cap (BITS: foreground
+/// transfers are unaffected).
 async fn after_agents_lookup(
     front: &Arc<Front>,
     fr: &FileRequest,
     req: &axum::http::request::Parts,
     deadline: Instant,
 ) -> Option<Answered> {
-    let capped = front
-        .metrics
-        .bandwidth()
-        .is_some_and(|b| b.background_cap_bps.is_some());
-    if capped || !front.activity.is_looking_up("agent", &fr.key) {
+    if !front.activity.promote("agent", &fr.key) {
         return None;
     }
     while front.activity.is_looking_up("agent", &fr.key) && Instant::now() < deadline {

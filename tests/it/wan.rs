@@ -339,11 +339,12 @@ async fn the_front_waits_for_the_agents_transfer_instead_of_reading_the_wan_agai
     d.stop().await.unwrap();
 }
 
-/// ...but not behind a capped background transfer: with `background = "1Mbit/s"` the agent's
-/// copy of the 5.7 MB PDB would take ~46 s, past the client's 25 s; the front fetches it
-/// itself at interactive priority and answers 200 (BITS: foreground transfers are unaffected).
+/// ...and is not served at the background cap: with `background = "1Mbit/s"` the agent's copy
+/// of the 5.7 MB PDB would take ~46 s, past the client's 25 s; the waiting client promotes the
+/// agent's transfer to the interactive class (BITS: foreground transfers are unaffected), gets
+/// 200, and MainOffice is still read once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_debugger_does_not_wait_behind_a_capped_background_transfer() {
+async fn a_debugger_waiting_for_a_capped_transfer_promotes_it_and_the_wan_is_read_once() {
     let Some(office) = Office::start() else {
         return;
     };
@@ -375,5 +376,9 @@ async fn a_debugger_does_not_wait_behind_a_capped_background_transfer() {
     let (code, body) = get(&url).await;
     assert_eq!(code, 200, "served, not told to come back");
     assert_eq!(body, std::fs::read(fixture(BIG_PDB)).unwrap());
+    let size = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
+    let read = meter.delivered();
+    eprintln!("MainOffice delivered {read} bytes for a {size}-byte file");
+    assert!(read < size + size / 20, "read once: {read} for {size}");
     d.stop().await.unwrap();
 }
