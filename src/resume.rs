@@ -47,6 +47,9 @@ struct Sidecar {
 /// A claimed partial: this process alone writes its data file until it is dropped.
 #[derive(Debug)]
 pub struct Partial {
+    /// The source: the store's location and the file's path in it.
+    store: String,
+    path: String,
     data: PathBuf,
     meta: PathBuf,
     lock_path: PathBuf,
@@ -96,6 +99,8 @@ impl Partial {
             return Ok(None);
         }
         let mut p = Partial {
+            store: store.to_string(),
+            path: path.to_string(),
             data: dir.join(format!("{id}.part")),
             meta: dir.join(format!("{id}.json")),
             lock_path,
@@ -123,7 +128,7 @@ impl Partial {
             if let Some(r) = &recorded {
                 tracing::info!(store, %path, was = %r.version, now = %version, on_disk, "partial of another version or length: starting over");
             }
-            p.restart(len, version, store, path)?;
+            p.restart(len, version)?;
         }
         Ok(Some(p))
     }
@@ -133,16 +138,10 @@ impl Partial {
     ///
     /// # Errors
     /// The files cannot be written.
-    pub fn restart(
-        &mut self,
-        len: u64,
-        version: &str,
-        store: &str,
-        path: &RelPath,
-    ) -> io::Result<()> {
+    pub fn restart(&mut self, len: u64, version: &str) -> io::Result<()> {
         let side = Sidecar {
-            store: store.to_string(),
-            path: path.to_string(),
+            store: self.store.clone(),
+            path: self.path.clone(),
             len,
             version: version.to_string(),
         };

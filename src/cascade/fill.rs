@@ -127,9 +127,7 @@ impl SpoolFile {
         // The source changed since: start over, never mix versions.
         let v = again.version.clone().unwrap_or_default();
         let len = again.len.unwrap_or(0);
-        partial
-            .restart(len, &v, &location, &o.path)
-            .map_err(local)?;
+        partial.restart(len, &v).map_err(local)?;
         Ok(Claimed {
             file: SpoolFile::Partial(partial),
             opened: again,

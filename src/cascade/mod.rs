@@ -915,9 +915,9 @@ impl Cascade {
             .into_iter()
             .filter(|(form, _)| self.options.uri_allows(transport, *form))
             .collect();
-        let mut opens = open_all(&tier.store, &probes).await;
-        for (i, (form, path)) in probes.into_iter().enumerate() {
-            let Some(opened) = opens[i].take().expect("one answer per probe")? else {
+        let opens = open_all(&tier.store, &probes).await;
+        for ((form, path), opened) in probes.into_iter().zip(opens) {
+            let Some(opened) = opened? else {
                 continue;
             };
             if form != Form::FilePtr {
@@ -1408,32 +1408,27 @@ impl Written {
 /// earlier one are dropped (closed in the background). Local folders are probed one by one
 /// (no round trips to save); HTTP stores too, since a second GET of an existing form would
 /// start a download only to drop it.
+/// The answers come in probe order; the sequential way stops at the first that is not a miss.
 async fn open_all(
     store: &Arc<dyn Store>,
     probes: &[(Form, RelPath)],
-) -> Vec<Option<Result<Option<Opened>, StoreError>>> {
-    match store.describe().transport {
-        Transport::Smb | Transport::OsSmb => {
-            futures_util::future::join_all(probes.iter().map(|(_, p)| store.open(p)))
-                .await
-                .into_iter()
-                .map(Some)
-                .collect()
-        }
-        _ => {
-            let mut out = Vec::with_capacity(probes.len());
-            for (_, p) in probes {
-                let r = store.open(p).await;
-                let stop = !matches!(r, Ok(None));
-                out.push(Some(r));
-                if stop {
-                    break;
-                }
-            }
-            out.resize_with(probes.len(), || Some(Ok(None)));
-            out
+) -> Vec<Result<Option<Opened>, StoreError>> {
+    if matches!(
+        store.describe().transport,
+        Transport::Smb | Transport::OsSmb
+    ) {
+        return futures_util::future::join_all(probes.iter().map(|(_, p)| store.open(p))).await;
+    }
+    let mut out = Vec::with_capacity(probes.len());
+    for (_, p) in probes {
+        let r = store.open(p).await;
+        let answered = !matches!(r, Ok(None));
+        out.push(r);
+        if answered {
+            break;
         }
     }
+    out
 }
 
 /// Bounds the partials in `dir` ([`crate::resume::sweep`]).

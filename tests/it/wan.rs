@@ -301,63 +301,19 @@ async fn a_queued_image_brings_its_pdb_through_the_queue() {
     d.stop().await.unwrap();
 }
 
-/// Each byte crosses the WAN once, also between the two sides of one process: a debugger asks
-/// the front for a file the agent is pulling for a queue record; the front waits for that copy
-/// and serves it from the local store instead of reading MainOffice a second time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_front_waits_for_the_agents_transfer_instead_of_reading_the_wan_again() {
-    let Some(office) = Office::start() else {
-        return;
-    };
-    publish_main(&office, &[BIG_PDB]).await;
-    // 8 Mbit/s: the 5.7 MB PDB takes ~6 s, well inside the client's 25 s.
-    let meter =
-        crate::relay::metered(office.main.addr(), Duration::from_millis(10), 8_000_000).await;
-    let cfg = daemon_config(&office, "dedupe1", &format!("127.0.0.1:{}", meter.port), "");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let dd = symcascade::sympath::Location::Local {
-        path: office.dir.path().join("dd").display().to_string(),
-    };
-    let d = InProcessDaemon::start(&text, &dd).await;
-    let key = key_of(BIG_PDB);
-    cli(&cfg, &["request", key.name(), key.index()]);
-    wait_for("the agent's transfer", Duration::from_secs(20), || {
-        meter.delivered() > 1 << 20
-    })
-    .await;
-    let url = d.url(&format!(
-        "/{}",
-        symcascade::layout::path_for(&key, Tiering::OneTier, Form::Plain)
-    ));
-    let (code, body) = get(&url).await;
-    assert_eq!(code, 200);
-    assert_eq!(body, std::fs::read(fixture(BIG_PDB)).unwrap());
-    let size = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
-    let read = meter.delivered();
-    eprintln!("MainOffice delivered {read} bytes for a {size}-byte file");
-    assert!(read < size + size / 20, "read once: {read} for {size}");
-    d.stop().await.unwrap();
-}
-
-/// ...and is not served at the background cap: with `background = "1Mbit/s"` the agent's copy
-/// of the 5.7 MB PDB would take ~46 s, past the client's 25 s; the waiting client promotes the
-/// agent's transfer to the interactive class (BITS: foreground transfers are unaffected), gets
-/// 200, and MainOffice is still read once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_debugger_waiting_for_a_capped_transfer_promotes_it_and_the_wan_is_read_once() {
-    let Some(office) = Office::start() else {
-        return;
-    };
+/// A debugger's front request for the 5.7 MB PDB while the agent of the same in-process daemon
+/// pulls it for a queue record, MainOffice behind a `bits_per_sec` relay; `extra` goes into the
+/// config. Returns the answer's status and body, and the bytes MainOffice delivered in all.
+async fn ask_during_the_agents_transfer(
+    id: &str,
+    bits_per_sec: u64,
+    extra: &str,
+) -> Option<(u16, Vec<u8>, u64)> {
+    let office = Office::start()?;
     publish_main(&office, &[BIG_PDB]).await;
     let meter =
-        crate::relay::metered(office.main.addr(), Duration::from_millis(10), 20_000_000).await;
-    let extra = "[bandwidth]\nbackground = \"1Mbit/s\"\n";
-    let cfg = daemon_config(
-        &office,
-        "capped1",
-        &format!("127.0.0.1:{}", meter.port),
-        extra,
-    );
+        crate::relay::metered(office.main.addr(), Duration::from_millis(10), bits_per_sec).await;
+    let cfg = daemon_config(&office, id, &format!("127.0.0.1:{}", meter.port), extra);
     let text = std::fs::read_to_string(&cfg).unwrap();
     let dd = symcascade::sympath::Location::Local {
         path: office.dir.path().join("dd").display().to_string(),
@@ -374,11 +330,42 @@ async fn a_debugger_waiting_for_a_capped_transfer_promotes_it_and_the_wan_is_rea
         symcascade::layout::path_for(&key, Tiering::OneTier, Form::Plain)
     ));
     let (code, body) = get(&url).await;
+    let read = meter.delivered();
+    eprintln!("MainOffice delivered {read} bytes");
+    d.stop().await.unwrap();
+    Some((code, body, read))
+}
+
+/// Each byte crosses the WAN once, also between the two sides of one process: a debugger asks
+/// the front for a file the agent is pulling for a queue record; the front waits for that copy
+/// and serves it from the local store instead of reading MainOffice a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_waits_for_the_agents_transfer_instead_of_reading_the_wan_again() {
+    // 8 Mbit/s: the 5.7 MB PDB takes ~6 s, well inside the client's 25 s.
+    let Some((code, body, read)) = ask_during_the_agents_transfer("dedupe1", 8_000_000, "").await
+    else {
+        return;
+    };
+    assert_eq!(code, 200);
+    assert_eq!(body, std::fs::read(fixture(BIG_PDB)).unwrap());
+    let size = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
+    assert!(read < size + size / 20, "read once: {read} for {size}");
+}
+
+/// ...and is not served at the background cap: with `background = "1Mbit/s"` the agent's copy
+/// of the 5.7 MB PDB would take ~46 s, past the client's 25 s; the waiting client promotes the
+/// agent's transfer to the interactive class (BITS: foreground transfers are unaffected), gets
+/// 200, and MainOffice is still read once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debugger_waiting_for_a_capped_transfer_promotes_it_and_the_wan_is_read_once() {
+    let extra = "[bandwidth]\nbackground = \"1Mbit/s\"\n";
+    let Some((code, body, read)) =
+        ask_during_the_agents_transfer("capped1", 20_000_000, extra).await
+    else {
+        return;
+    };
     assert_eq!(code, 200, "served, not told to come back");
     assert_eq!(body, std::fs::read(fixture(BIG_PDB)).unwrap());
     let size = std::fs::metadata(fixture(BIG_PDB)).unwrap().len();
-    let read = meter.delivered();
-    eprintln!("MainOffice delivered {read} bytes for a {size}-byte file");
     assert!(read < size + size / 20, "read once: {read} for {size}");
-    d.stop().await.unwrap();
 }
