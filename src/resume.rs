@@ -289,6 +289,30 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_sidecar_or_an_overlong_partial_starts_over() {
+        let d = tempfile::tempdir().unwrap();
+        let path = rel("big.pdb/ABC1/big.pdb");
+        let p = Partial::claim(d.path(), "s", &path, 1 << 20, "v")
+            .unwrap()
+            .unwrap();
+        std::fs::write(p.path(), vec![1u8; 200_000]).unwrap();
+        let (data, meta) = (p.data.clone(), p.meta.clone());
+        p.keep();
+        std::fs::write(&meta, b"{ not json").unwrap();
+        let p = Partial::claim(d.path(), "s", &path, 1 << 20, "v")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.have(), 0, "unreadable sidecar");
+        std::fs::write(&data, vec![1u8; (1 << 20) + 1]).unwrap();
+        p.keep();
+        let p = Partial::claim(d.path(), "s", &path, 1 << 20, "v")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.have(), 0, "longer than the source");
+        assert_eq!(std::fs::metadata(&data).unwrap().len(), 0);
+    }
+
+    #[test]
     fn a_held_partial_is_not_claimed_twice() {
         let d = tempfile::tempdir().unwrap();
         let path = rel("a.dll/5F3C1A2B6000/a.dll");
