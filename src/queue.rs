@@ -184,7 +184,11 @@ pub struct ManifestError {
 pub fn parse_manifest(text: &str) -> Result<Vec<Key>, ManifestError> {
     let mut keys = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim().trim_start_matches('\u{feff}');
+        // A byte-order mark (an editor's, or several from concatenated files) counts as
+        // blank wherever it stands between fields (fuzz finding: `\u{feff}\t\u{feff}a.pdb`
+        // kept one in the name, which did not survive writing and parsing again).
+        let blank = |c: char| c.is_whitespace() || c == '\u{feff}';
+        let line = raw.trim_matches(blank);
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
             continue;
         }
@@ -192,7 +196,7 @@ pub fn parse_manifest(text: &str) -> Result<Vec<Key>, ManifestError> {
             line: i + 1,
             reason,
         };
-        let parts: Vec<&str> = line.split(',').map(str::trim).collect();
+        let parts: Vec<&str> = line.split(',').map(|p| p.trim_matches(blank)).collect();
         if parts.len() < 2 || parts.len() > 3 {
             return Err(bad(format!("expected `<name>,<index>,1`, got {line:?}")));
         }
@@ -229,6 +233,12 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn byte_order_marks_between_fields_are_blank() {
+        let keys = parse_manifest("\u{feff}\t\t\u{feff}p.a.apdb,\t\u{feff}DEf\n").unwrap();
+        assert_eq!(keys, vec![Key::new("p.a.apdb", "DEf").unwrap()]);
     }
 
     #[test]
