@@ -60,6 +60,7 @@ async fn cascade(local: &Path, relay_port: u16, uri_filter: u32) -> Cascade {
         smb: SmbClient::new(cfg),
         http: symcascade::store::http::transport_from_env(&Default::default()),
         blackout: Default::default(),
+        objects: Default::default(),
     });
     let path: SymbolPath = format!(r"srv*{}*\\MainOffice\MainOffice", local.display())
         .parse()

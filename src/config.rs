@@ -51,6 +51,74 @@ pub struct Config {
     /// stores, with schedule windows (see `bandwidth`). Default: no caps.
     #[serde(default)]
     pub bandwidth: crate::bandwidth::BandwidthSection,
+    /// S3 buckets (`s3://bucket/prefix` stores): endpoint, region, addressing, credentials;
+    /// each falls back to the standard `AWS_*` variable.
+    #[serde(default)]
+    pub s3: S3Section,
+    /// Azure Blob containers (`az://account/container/prefix` stores): endpoint, shared key
+    /// or SAS; each falls back to the standard `AZURE_STORAGE_*` variable.
+    #[serde(default)]
+    pub azure: AzureSection,
+}
+
+/// `[s3]` (see `store::object::S3Settings` for each key's semantics and environment
+/// variable).
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    /// Endpoint of an S3-compatible server (`http://127.0.0.1:9000`); default AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region; default `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Path-style requests; default on with an endpoint, off for AWS.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// Access key id.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Secret access key. Never printed.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials. Never printed.
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// Allow plain `http://` to an endpoint on another machine.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// `[azure]` (see `store::object::AzureSettings`).
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureSection {
+    /// Blob endpoint (`http://127.0.0.1:10000/devstoreaccount1` for Azurite); default
+    /// `https://<account>.blob.core.windows.net`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The storage account's shared key. Never printed.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// A SAS token. Never printed.
+    #[serde(default)]
+    pub sas: Option<String>,
+    /// Allow plain `http://` to an endpoint on another machine.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl std::fmt::Debug for S3Section {
+    // Not derived: secrets must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&Config::s3_settings(self), f)
+    }
+}
+
+impl std::fmt::Debug for AzureSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&Config::azure_settings(self), f)
+    }
 }
 
 /// `[aging]`: the agent keeps each local folder tier it writes under these caps (AgeStore's
@@ -924,6 +992,7 @@ impl Config {
         cfg.check_smb_and_agent()?;
         cfg.check_cascade_and_http()?;
         cfg.check_http_client()?;
+        cfg.check_objects()?;
         cfg.check_aging()?;
         cfg.bandwidth_policy()?;
         Ok(cfg)
@@ -1224,6 +1293,78 @@ impl Config {
         }
     }
 
+    /// Object store settings as written; [`ObjectConfig::with_env`] fills the gaps.
+    ///
+    /// [`ObjectConfig::with_env`]: crate::store::object::ObjectConfig::with_env
+    pub fn object_config(&self) -> crate::store::object::ObjectConfig {
+        crate::store::object::ObjectConfig {
+            s3: Config::s3_settings(&self.s3),
+            azure: Config::azure_settings(&self.azure),
+        }
+    }
+
+    fn s3_settings(s: &S3Section) -> crate::store::object::S3Settings {
+        crate::store::object::S3Settings {
+            endpoint: s.endpoint.clone(),
+            region: s.region.clone(),
+            path_style: s.path_style,
+            access_key_id: s.access_key_id.clone(),
+            secret_access_key: s.secret_access_key.clone(),
+            session_token: s.session_token.clone(),
+            allow_http: s.allow_http,
+        }
+    }
+
+    fn azure_settings(s: &AzureSection) -> crate::store::object::AzureSettings {
+        crate::store::object::AzureSettings {
+            endpoint: s.endpoint.clone(),
+            access_key: s.access_key.clone(),
+            sas: s.sas.clone(),
+            allow_http: s.allow_http,
+        }
+    }
+
+    fn check_objects(&self) -> Result<(), InvalidConfig> {
+        use crate::store::object::http_allowed;
+        let endpoints = [
+            ("s3.endpoint", &self.s3.endpoint, self.s3.allow_http),
+            (
+                "azure.endpoint",
+                &self.azure.endpoint,
+                self.azure.allow_http,
+            ),
+        ];
+        for (key, ep, allow) in endpoints {
+            let Some(ep) = ep else { continue };
+            match reqwest::Url::parse(ep) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                _ => return Err(bad(key, format!("`{ep}` is not an http(s):// URL"))),
+            }
+            if !http_allowed(ep, allow) {
+                let section = key.split('.').next().unwrap_or(key);
+                return Err(bad(
+                    key,
+                    format!(
+                        "plain http:// is allowed only to this machine; use https:// or set `{section}.allow_http = true`"
+                    ),
+                ));
+            }
+        }
+        if self.s3.secret_access_key.is_some() != self.s3.access_key_id.is_some() {
+            return Err(bad(
+                "s3.secret_access_key",
+                "`access_key_id` and `secret_access_key` go together",
+            ));
+        }
+        if self.azure.access_key.is_some() && self.azure.sas.is_some() {
+            return Err(bad(
+                "azure.sas",
+                "give a shared key or a SAS token, not both",
+            ));
+        }
+        Ok(())
+    }
+
     /// Blackout thresholds.
     pub fn blackout(&self) -> BlackoutPolicy {
         BlackoutPolicy {
@@ -1484,9 +1625,9 @@ file = '\\srv\logs\a.log'",
             ),
             "{e}"
         );
-        let e = Config::parse_for("sympath = 'srv*/tmp/a*s3://b/k'", Platform::Posix).unwrap_err();
+        let e = Config::parse_for("sympath = 'srv*/tmp/a*gs://b/k'", Platform::Posix).unwrap_err();
         assert!(
-            e.to_string().contains("sympath") && e.to_string().contains("s3"),
+            e.to_string().contains("sympath") && e.to_string().contains("gs"),
             "{e}"
         );
     }
@@ -1600,6 +1741,46 @@ mod example_tests {
             let e = Config::parse(&format!("[aging]\n{text}\n")).unwrap_err();
             assert_eq!(e.key(), Some(key), "{text}: {e}");
             assert!(e.to_string().contains(key), "{e}");
+        }
+    }
+
+    /// `[s3]`/`[azure]`: endpoints must be URLs, plain HTTP only to this machine unless
+    /// allowed, key pairs complete, one Azure credential; secrets never in `Debug`.
+    #[test]
+    fn object_store_sections() {
+        use crate::config::Config;
+        let ok = Config::parse(
+            "[s3]\nendpoint = \"http://127.0.0.1:9000\"\naccess_key_id = \"AKIA\"\nsecret_access_key = \"hush\"\n\
+             [azure]\nendpoint = \"https://acct.blob.core.windows.net\"\nsas = \"sv=1&sig=psst\"",
+        )
+        .unwrap();
+        let shown = format!("{ok:?}");
+        assert!(
+            !shown.contains("hush") && !shown.contains("psst"),
+            "{shown}"
+        );
+        let o = ok.object_config();
+        assert_eq!(o.s3.access_key_id.as_deref(), Some("AKIA"));
+        assert!(
+            Config::parse("[s3]\nendpoint = \"http://minio.corp:9000\"\nallow_http = true").is_ok()
+        );
+        let bad = [
+            ("[s3]\nendpoint = \"http://minio.corp:9000\"", "s3.endpoint"),
+            ("[s3]\nendpoint = \"minio.corp\"", "s3.endpoint"),
+            (
+                "[azure]\nendpoint = \"http://10.0.0.5:10000/acct\"",
+                "azure.endpoint",
+            ),
+            ("[s3]\naccess_key_id = \"AKIA\"", "s3.secret_access_key"),
+            (
+                "[azure]\naccess_key = \"a2V5\"\nsas = \"sv=1\"",
+                "azure.sas",
+            ),
+            ("[s3]\nbucket = \"x\"", "bucket"),
+        ];
+        for (text, key) in bad {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
         }
     }
 }

@@ -456,6 +456,7 @@ fn transports(config: &Config) -> Arc<dyn StoreOpener> {
         smb: symcascade::store::smb::SmbClient::new(config.smb_config(env)),
         http: symcascade::store::http::transport_from_env(&config.http_config()),
         blackout: config.blackout(),
+        objects: config.object_config().with_env(|k| std::env::var(k).ok()),
     })
 }
 
@@ -1009,6 +1010,7 @@ fn describe_loc(l: &Location) -> String {
         Location::Local { .. } => "local",
         Location::Smb { .. } => "smb",
         Location::Http { .. } => "http",
+        Location::Object { service, .. } => service.scheme(),
     };
     format!("[{kind}] {l}")
 }

@@ -205,6 +205,7 @@ fn openers(
         smb: client.clone(),
         http: crate::store::http::transport_from_env(&config.http_config()),
         blackout: config.blackout(),
+        objects: config.object_config().with_env(|k| std::env::var(k).ok()),
     });
     // `[bandwidth]`: remote reads go through the caps of their class (innermost, so the
     // wrappers below count bytes as they leave the limiter).
@@ -356,7 +357,8 @@ fn chain_locations(path: &SymbolPath, ci: usize, dd: &Location) -> Vec<Location>
 }
 
 /// A folder for control files in a store's root (`000Cascade/<sub>`), for local and SMB
-/// stores; `None` for HTTP.
+/// stores; `None` for HTTP and object stores (the queue needs renames and change
+/// notifications: it stays on SMB or local stores).
 pub fn admin_folder(location: &Location, client: &Arc<SmbClient>) -> Option<Folder> {
     use crate::store::open::{SmbRoute, smb_route};
     match location {
@@ -391,7 +393,7 @@ pub fn admin_folder(location: &Location, client: &Arc<SmbClient>) -> Option<Fold
             ),
             dir: vec![queue::ADMIN_DIR.to_string()],
         }),
-        Location::Http { .. } => None,
+        Location::Http { .. } | Location::Object { .. } => None,
     }
 }
 

@@ -96,6 +96,38 @@ pub enum Location {
         /// The URL as written, without a trailing `/`.
         url: String,
     },
+    /// An object store tier (issue #18): `s3://bucket[/prefix…]` (S3 and S3-compatible
+    /// servers: MinIO, Ceph RGW) or `az://account/container[/prefix…]` (Azure Blob). The
+    /// SymStore layout lives below the prefix. Endpoint, region and credentials come from the
+    /// config's `[s3]` / `[azure]` sections or the standard environment variables.
+    Object {
+        /// Which service's protocol.
+        service: ObjectService,
+        /// The bucket (S3) or `account/container` (Azure), as written.
+        container: String,
+        /// Key prefix components below the container, outermost first (may be empty).
+        prefix: Vec<String>,
+    },
+}
+
+/// The protocol of an object store location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectService {
+    /// Amazon S3 and S3-compatible servers: `s3://bucket/prefix`.
+    S3,
+    /// Azure Blob Storage: `az://account/container/prefix`.
+    Azure,
+}
+
+impl ObjectService {
+    /// The URL scheme: `s3` or `az`.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            ObjectService::S3 => "s3",
+            ObjectService::Azure => "az",
+        }
+    }
 }
 
 impl Location {
@@ -127,6 +159,15 @@ impl Location {
                 url: token.trim_end_matches(slash_or_space).to_string(),
             });
         }
+        for service in [ObjectService::S3, ObjectService::Azure] {
+            if let Some(rest) = lower
+                .strip_prefix(service.scheme())
+                .and_then(|r| r.strip_prefix("://"))
+            {
+                let rest = &token[token.len() - rest.len()..];
+                return Self::object_from(service, rest).map_err(err);
+            }
+        }
         // Share path components lose trailing whitespace, as Win32 path normalisation does
         // (`\\h\s \x` is `\\h\s\x`); a component left empty is dropped like `\\h\\s`.
         if lower.starts_with("smb://") {
@@ -153,6 +194,36 @@ impl Location {
         }
         Ok(Location::Local {
             path: token.to_string(),
+        })
+    }
+
+    /// `bucket/prefix…` (S3) or `account/container/prefix…` (Azure), after the scheme. Empty
+    /// components and trailing whitespace go, as for share paths; `.`, `..` and `\\` are
+    /// refused (object keys have no folders to climb, and a `\\` would be a different key on
+    /// every client).
+    fn object_from(service: ObjectService, rest: &str) -> Result<Location, SymbolPathErrorKind> {
+        let parts: Vec<&str> = rest
+            .split('/')
+            .map(str::trim_end)
+            .filter(|p| !p.is_empty())
+            .collect();
+        if parts
+            .iter()
+            .any(|p| *p == "." || *p == ".." || p.contains('\\'))
+        {
+            return Err(SymbolPathErrorKind::DotSegment);
+        }
+        let needs = match service {
+            ObjectService::S3 => 1,
+            ObjectService::Azure => 2,
+        };
+        if parts.len() < needs {
+            return Err(SymbolPathErrorKind::MissingContainer(service.scheme()));
+        }
+        Ok(Location::Object {
+            service,
+            container: parts[..needs].join("/"),
+            prefix: parts[needs..].iter().map(|p| p.to_string()).collect(),
         })
     }
 
@@ -291,6 +362,22 @@ impl Location {
                     name,
                 ))
             }
+            Location::Object {
+                service,
+                container,
+                prefix,
+            } => {
+                let mut prefix = prefix.clone();
+                let name = prefix.pop()?;
+                Some((
+                    Location::Object {
+                        service: *service,
+                        container: container.clone(),
+                        prefix,
+                    },
+                    name,
+                ))
+            }
             Location::Http { url } => {
                 let (dir, name) = url.rsplit_once('/')?;
                 (dir.contains("://") && !dir.ends_with('/')).then(|| {
@@ -311,6 +398,17 @@ impl fmt::Display for Location {
         match self {
             Location::Local { path } => f.write_str(path),
             Location::Http { url } => f.write_str(url),
+            Location::Object {
+                service,
+                container,
+                prefix,
+            } => {
+                write!(f, "{}://{container}", service.scheme())?;
+                for p in prefix {
+                    write!(f, "/{p}")?;
+                }
+                Ok(())
+            }
             Location::Smb {
                 host,
                 port,
@@ -415,13 +513,18 @@ pub enum SymbolPathErrorKind {
     /// `s3://bucket/x`, `ftp://…`: a URL scheme no transport reads (it is not taken as a
     /// local folder named `s3:`).
     #[error(
-        "unknown scheme `{0}://`: a store is a local folder, `\\\\host\\share` (or `smb://host/share`) or an `http(s)://` URL"
+        "unknown scheme `{0}://`: a store is a local folder, `\\\\host\\share` (or `smb://host/share`), an `http(s)://` URL, `s3://bucket/prefix` or `az://account/container/prefix`"
     )]
     UnknownScheme(String),
     /// `https//host`, `htps://host`, `http:/host`: a mistyped HTTP URL; holds what was
     /// probably meant (`https://`).
     #[error("this looks like a mistyped `{0}` URL")]
     MistypedUrl(String),
+    /// `s3://` without a bucket, `az://account` without a container; holds the scheme.
+    #[error(
+        "`{0}://` needs a bucket (`s3://bucket/prefix`) or an account and a container (`az://account/container/prefix`)"
+    )]
+    MissingContainer(&'static str),
 }
 
 /// A malformed symbol path: names the element, its byte offset in the input and the reason.
@@ -869,8 +972,8 @@ mod tests {
         let unknown = |s: &str| SymbolPathErrorKind::UnknownScheme(s.into());
         let typo = |s: &str| SymbolPathErrorKind::MistypedUrl(s.into());
         let cases = [
-            ("s3://symbols/main", 0, unknown("s3")),
-            (r"srv*C:\Symbols*s3://symbols/main", 0, unknown("s3")),
+            ("gs://symbols/main", 0, unknown("gs")),
+            (r"srv*C:\Symbols*gs://symbols/main", 0, unknown("gs")),
             ("ftp://host/symbols", 0, unknown("ftp")),
             ("file:///var/symbols", 0, unknown("file")),
             (
@@ -891,8 +994,8 @@ mod tests {
             let shown = e.to_string();
             assert!(shown.contains(&e.element), "{shown}");
         }
-        let e = "s3://symbols/main".parse::<SymbolPath>().unwrap_err();
-        assert!(e.to_string().contains("`s3://`"), "{e}");
+        let e = "gs://symbols/main".parse::<SymbolPath>().unwrap_err();
+        assert!(e.to_string().contains("`gs://`"), "{e}");
         // Still local paths: a drive written with slashes, folders whose names merely start
         // with "http", relative names, colons inside a name.
         for ok in [
@@ -907,8 +1010,69 @@ mod tests {
             assert_eq!(p.to_string(), ok);
         }
         // Locations parsed alone (`file.ptr` targets) get the same check.
-        assert!("s3://b/k".parse::<Location>().is_err());
+        assert!("gs://b/k".parse::<Location>().is_err());
         assert!("HTTPS://Host/x".parse::<Location>().unwrap().is_http());
+    }
+
+    /// Object store tiers (issue #18): bucket or account/container, then the prefix; the
+    /// scheme in any case; `Display` prints what parses back the same.
+    #[test]
+    fn object_store_locations() {
+        let obj = |service, container: &str, prefix: &[&str]| Location::Object {
+            service,
+            container: container.into(),
+            prefix: prefix.iter().map(|p| p.to_string()).collect(),
+        };
+        let (s3, az) = (ObjectService::S3, ObjectService::Azure);
+        let cases = [
+            ("s3://symbols", obj(s3, "symbols", &[]), "s3://symbols"),
+            (
+                "s3://symbols/main",
+                obj(s3, "symbols", &["main"]),
+                "s3://symbols/main",
+            ),
+            (
+                "S3://symbols//a/b/ ",
+                obj(s3, "symbols", &["a", "b"]),
+                "s3://symbols/a/b",
+            ),
+            ("az://acct/sym", obj(az, "acct/sym", &[]), "az://acct/sym"),
+            (
+                "az://acct/sym/main/x",
+                obj(az, "acct/sym", &["main", "x"]),
+                "az://acct/sym/main/x",
+            ),
+        ];
+        for (text, want, shown) in cases {
+            let l: Location = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(l, want, "{text}");
+            assert_eq!(l.to_string(), shown, "{text}");
+            assert_eq!(shown.parse::<Location>().unwrap(), l, "{text}");
+        }
+        let p: SymbolPath = r"srv*C:\Symbols*\\BranchOfficeA\Symbols*s3://symbols/main"
+            .parse()
+            .unwrap();
+        let Element::Server { stores, .. } = &p.elements[0] else {
+            panic!("{p:?}")
+        };
+        assert_eq!(stores[2], StoreSpec::At(obj(s3, "symbols", &["main"])));
+        let refused = [
+            ("s3://", SymbolPathErrorKind::MissingContainer("s3")),
+            ("az://acct", SymbolPathErrorKind::MissingContainer("az")),
+            ("s3://b/../x", SymbolPathErrorKind::DotSegment),
+            ("az://a/c/./x", SymbolPathErrorKind::DotSegment),
+            ("s3://b/a\\x", SymbolPathErrorKind::DotSegment),
+        ];
+        for (text, reason) in refused {
+            let e = text.parse::<Location>().unwrap_err();
+            assert_eq!(e.reason, reason, "{text}");
+        }
+        let (dir, name) = obj(s3, "b", &["p", "a.pdb"]).split_file().unwrap();
+        assert_eq!(
+            (dir.to_string(), name.as_str()),
+            ("s3://b/p".into(), "a.pdb")
+        );
+        assert!(obj(s3, "b", &[]).split_file().is_none());
     }
 
     /// Fuzzing regressions (fuzz/fuzz_targets/sympath.rs): trailing whitespace before a
@@ -976,6 +1140,20 @@ mod tests {
                     url_form
                 }),
             "https?://[a-z]{1,8}(/[a-z]{1,5}){0,2}".prop_map(|url| Location::Http { url }),
+            (
+                any::<bool>(),
+                "[a-z0-9-]{3,8}",
+                proptest::collection::vec(seg, 0..3)
+            )
+                .prop_map(|(azure, c, prefix)| Location::Object {
+                    service: if azure {
+                        ObjectService::Azure
+                    } else {
+                        ObjectService::S3
+                    },
+                    container: if azure { format!("acct/{c}") } else { c },
+                    prefix,
+                }),
         ]
     }
 

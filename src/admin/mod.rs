@@ -145,6 +145,10 @@ impl AdminStore {
                 store: location.to_string(),
                 reason: "an HTTP store cannot be listed or aged; run this where its files are",
             }),
+            Location::Object { .. } => Err(AdminError::Unsupported {
+                store: location.to_string(),
+                reason: "an object store is aged by the bucket's own lifecycle rules (expiration by age), not by symcascade",
+            }),
         }
     }
 

@@ -99,7 +99,7 @@ impl CascadeOptions {
             Transport::Http => self.uri_filter & bit != 0,
             Transport::Smb | Transport::OsSmb => self.uri_filter & (bit << 4) != 0,
             // SymProxy's filter names only its two network transports.
-            Transport::Local | Transport::Unavailable => true,
+            Transport::Local | Transport::S3 | Transport::Azure | Transport::Unavailable => true,
         }
     }
 }
@@ -1476,7 +1476,7 @@ fn file_ptr_scope(
                 hosts.insert(host.to_ascii_lowercase());
             }
             Location::Local { path } => roots.push(PathBuf::from(path)),
-            Location::Http { .. } => {}
+            Location::Http { .. } | Location::Object { .. } => {}
         }
     }
     (hosts, roots)

@@ -366,6 +366,18 @@ impl HttpClient {
         })
     }
 
+    /// The underlying reqwest client (one connection pool; the proxy, connect and idle
+    /// timeouts of `[http_client]`), for transports that sign their own requests (object
+    /// stores).
+    pub fn reqwest(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
+    /// Retries after a transient failure, and the first pause between them.
+    pub fn retry_policy(&self) -> (u32, Duration) {
+        (self.retries, self.backoff)
+    }
+
     /// The proxies in use, `None` for direct connections.
     pub fn proxy(&self) -> Option<&ProxyChoice> {
         self.proxy.as_ref()

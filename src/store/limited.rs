@@ -128,7 +128,7 @@ impl StoreOpener for LimitedOpener {
         let s = self.inner.open_store(location)?;
         match location {
             Location::Local { .. } => Ok(s),
-            Location::Smb { .. } | Location::Http { .. } => {
+            Location::Smb { .. } | Location::Http { .. } | Location::Object { .. } => {
                 Ok(Arc::new(Limited::new(s, self.caps.clone())))
             }
         }

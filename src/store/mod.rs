@@ -12,6 +12,7 @@ pub mod http;
 pub mod limited;
 pub mod local;
 pub mod noisy;
+pub mod object;
 pub mod open;
 pub mod progress;
 pub mod smb;
@@ -135,19 +136,25 @@ pub enum Transport {
     /// process's identity (the logged-on user, or a service's machine account or gMSA) and
     /// whatever the OS negotiates (Kerberos, signing, encryption, DFS) apply, as with SymSrv.
     OsSmb,
+    /// An S3 bucket (`s3://bucket/prefix`; AWS or S3-compatible), see [`object`].
+    S3,
+    /// An Azure Blob container (`az://account/container/prefix`), see [`object`].
+    Azure,
     /// A location no transport of this build could open (see [`open::UnavailableStore`]).
     Unavailable,
 }
 
 impl Transport {
     /// The lower-case name used in logs, reports and metrics labels: `local`, `smb`, `http`,
-    /// `os-smb`, `unavailable`.
+    /// `os-smb`, `s3`, `azure`, `unavailable`.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Local => "local",
             Transport::Smb => "smb",
             Transport::Http => "http",
             Transport::OsSmb => "os-smb",
+            Transport::S3 => "s3",
+            Transport::Azure => "azure",
             Transport::Unavailable => "unavailable",
         }
     }
@@ -157,7 +164,12 @@ impl Transport {
     pub fn is_remote(self) -> bool {
         match self {
             Transport::Local => false,
-            Transport::Smb | Transport::OsSmb | Transport::Http | Transport::Unavailable => true,
+            Transport::Smb
+            | Transport::OsSmb
+            | Transport::Http
+            | Transport::S3
+            | Transport::Azure
+            | Transport::Unavailable => true,
         }
     }
 }

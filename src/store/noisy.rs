@@ -326,6 +326,11 @@ impl StoreOpener for NoisyOpener {
                     Location::Local { .. } => Transport::Local,
                     Location::Smb { .. } => Transport::Smb,
                     Location::Http { .. } => Transport::Http,
+                    Location::Object {
+                        service: crate::sympath::ObjectService::S3,
+                        ..
+                    } => Transport::S3,
+                    Location::Object { .. } => Transport::Azure,
                 };
                 self.sink.emit(Probe {
                     store: location.to_string(),

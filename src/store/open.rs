@@ -9,7 +9,7 @@
 
 use super::{
     Capabilities, FileMeta, LocalStore, Opened, PutOutcome, Store, StoreDescription, StoreError,
-    StoreErrorKind, Transport, blackout, http, is_drive_path, smb,
+    StoreErrorKind, Transport, blackout, http, is_drive_path, object, smb,
 };
 use crate::layout::RelPath;
 use crate::sympath::Location;
@@ -68,6 +68,8 @@ pub struct Transports {
     pub http: http::HttpTransport,
     /// Blackout thresholds for remote stores.
     pub blackout: blackout::BlackoutPolicy,
+    /// S3 and Azure Blob settings (`[s3]`, `[azure]` over the environment).
+    pub objects: object::ObjectConfig,
 }
 
 impl StoreOpener for Transports {
@@ -127,8 +129,39 @@ impl StoreOpener for Transports {
                     self.blackout,
                 )))
             }
+            Location::Object { .. } => self.bucket(location),
             other => LocalOnly.open_store(other),
         }
+    }
+}
+
+impl Transports {
+    /// An S3 bucket or Azure container store, requests sent by the HTTP client.
+    fn bucket(&self, location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+        let Location::Object {
+            service,
+            container,
+            prefix,
+        } = location
+        else {
+            return LocalOnly.open_store(location);
+        };
+        let shown = location.to_string();
+        let client = self.http.as_ref().map_err(|e| {
+            StoreError::new(
+                shown.as_str(),
+                "connect",
+                "",
+                StoreErrorKind::Unsupported,
+                e.to_string(),
+            )
+        })?;
+        let s =
+            object::BucketStore::new(*service, container, prefix, &shown, &self.objects, client)?;
+        Ok(Arc::new(blackout::Blackout::new(
+            Arc::new(s),
+            self.blackout,
+        )))
     }
 }
 

@@ -577,9 +577,9 @@ fn run_refuses_config_values_that_cannot_work() {
             "absolute",
         ),
         (
-            format!("sympath = 'srv*{d}/local*s3://symbols/main'\n"),
+            format!("sympath = 'srv*{d}/local*gs://symbols/main'\n"),
             "sympath",
-            "s3://",
+            "gs://",
         ),
     ];
     for (i, (text, key, says)) in cases.iter().enumerate() {
@@ -636,8 +636,8 @@ fn get_refuses_unknown_schemes_instead_of_creating_folders() {
     let main = lab.s("main");
     for (sympath, says) in [
         (
-            format!("srv*s3://symbols/main*{main}"),
-            "unknown scheme `s3://`",
+            format!("srv*gs://symbols/main*{main}"),
+            "unknown scheme `gs://`",
         ),
         (
             format!("srv*https//symbols.corp/s*{main}"),

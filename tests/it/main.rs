@@ -12,6 +12,9 @@ mod house;
 mod http_upstream;
 mod httpd;
 mod keys;
+// Linux-only: the S3 server (moto) and the checking client (boto3) are Debian's Python.
+#[cfg(unix)]
+mod objects;
 mod ops;
 mod relay;
 mod resume;

@@ -28,6 +28,7 @@ fn transports(cfg: SmbConfig) -> (Arc<SmbClient>, Arc<Transports>) {
         smb: client.clone(),
         http: symcascade::store::http::transport_from_env(&Default::default()),
         blackout: Default::default(),
+        objects: Default::default(),
     });
     (client, t)
 }

@@ -53,6 +53,7 @@ async fn a_share_without_credentials_goes_through_the_os_client() {
         smb: symcascade::store::smb::SmbClient::new(smb),
         http: symcascade::store::http::transport_from_env(&config.http_config()),
         blackout: config.blackout(),
+        objects: Default::default(),
     });
     let sympath = format!("srv*{}*{unc}", lab.s("local"));
     let c = lab.cascade_with(&sympath, Default::default(), opener).await;
