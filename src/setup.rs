@@ -307,7 +307,7 @@ fn queue_folder(
         None if !config.agent.queue => Ok(Folder::Local(local.join(queue::ADMIN_DIR))),
         None => Err(chain_error(
             "agent.branch",
-            "an HTTP store cannot hold the queue",
+            "an HTTP or object store (S3, Azure) cannot hold the queue",
             "name an SMB or local store of the chain, or set `agent.queue = false` to run only the HTTP front",
         )),
     }

@@ -581,6 +581,12 @@ fn run_refuses_config_values_that_cannot_work() {
             "sympath",
             "gs://",
         ),
+        // The queue stays on SMB or local stores (issue #18).
+        (
+            format!("sympath = 'srv*{d}/local*s3://symbols/branch*{d}/main'\n"),
+            "agent.branch",
+            "object store",
+        ),
     ];
     for (i, (text, key, says)) in cases.iter().enumerate() {
         let cfg = dir.path().join(format!("c{i}.toml"));
