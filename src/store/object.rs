@@ -612,10 +612,12 @@ fn sas_secrets(sas: &str) -> Vec<String> {
 /// denied operation: both are HTTP 403 on S3.
 fn classify(e: &object_store::Error, detail: &str) -> StoreErrorKind {
     use object_store::Error as E;
-    const BAD_CREDENTIALS: [&str; 5] = [
+    const BAD_CREDENTIALS: [&str; 6] = [
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "AuthenticationFailed",
+        // Azure's (and Azurite's) message for a shared key or SAS it cannot verify.
+        "failed to authenticate",
         "InvalidSecurity",
         "ExpiredToken",
     ];

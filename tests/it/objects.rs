@@ -1,8 +1,10 @@
-//! Object store tiers (issue #18) against a real S3-compatible server: moto's server mode
-//! (PyPI `moto[server]`, SigV4 checked once its IAM user exists), started by the harness on a
-//! free loopback port, and boto3 as the independent client that checks what landed.
+//! Object store tiers (issue #18) against real servers started by the harness on free
+//! loopback ports: moto's S3 server (PyPI `moto[server]`, SigV4 checked once its IAM user
+//! exists) with boto3 as the independent client, and Azurite (npm `azurite`, shared-key
+//! signatures checked) with Microsoft's `azure-storage-blob` as the independent client. Every
+//! test runs against both through [`Server`].
 //!
-//! Linux-only (the server and boto3 are Debian's Python); `scripts/test` installs them.
+//! Linux-only (the servers and clients are Linux programs); `scripts/test` installs them.
 
 use crate::harness::*;
 use crate::samba::Samba;
@@ -12,13 +14,77 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use symcascade::cascade::CascadeOptions;
 use symcascade::layout::{Form, RelPath, Tiering};
-use symcascade::store::object::{BucketStore, ObjectConfig, S3Settings};
+use symcascade::store::object::{AzureSettings, BucketStore, ObjectConfig, S3Settings};
 use symcascade::store::open::Transports;
 use symcascade::store::smb::{SmbClient, SmbConfig};
 use symcascade::store::{PutOutcome, Store, StoreErrorKind};
-use symcascade::sympath::ObjectService;
 
 const PYTHON: &str = "/usr/bin/python3";
+
+/// What the tests need of an object store server.
+pub trait Server: Send + Sync {
+    /// The container's location: `s3://symbols` or `az://devstoreaccount1/symbols`.
+    fn root(&self) -> String;
+    /// The settings that reach it with `secret` (a wrong one to test refusals).
+    fn config(&self, secret: &str) -> ObjectConfig;
+    /// The right secret.
+    fn secret(&self) -> String;
+    /// A wrong secret of the right form.
+    fn wrong_secret(&self) -> String;
+    /// The config file's section for it.
+    fn toml(&self) -> String;
+    /// Every object in the container with its size, sorted (the independent client's view).
+    fn keys(&self) -> Vec<(String, u64)>;
+    /// The object `key`'s bytes into `out` (the independent client).
+    fn download(&self, key: &str, out: &Path);
+    /// Part (S3) or block (Azure) uploads the server has logged.
+    fn part_requests(&self) -> usize;
+    /// A location in a container that does not exist, and what its skip must say.
+    fn missing(&self) -> (String, &'static str);
+    /// What a refused secret's skip must say.
+    fn refused(&self) -> &'static str;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(what: &str, port: u16) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(30), "{what} on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs Python `code` after `prelude`; its stdout.
+fn python(prelude: &str, code: &str) -> String {
+    let o = Command::new(PYTHON)
+        .args(["-c", &format!("{prelude}\n{code}")])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// `name size` lines, parsed and sorted.
+fn parse_keys(out: &str) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = out
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, n)| (k.to_string(), n.parse().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
 
 /// moto's S3 server with authentication on, one IAM user with every right, and a bucket
 /// `symbols`. Stopped on drop.
@@ -47,11 +113,7 @@ impl Moto {
         }
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(PYTHON)
             .args([
                 "-m",
@@ -69,11 +131,7 @@ impl Moto {
             .stderr(std::fs::File::create(dir.path().join("moto.err")).unwrap())
             .spawn()
             .unwrap();
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(30), "moto on {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_listening("moto", port);
         let mut m = Moto {
             child,
             port,
@@ -129,45 +187,7 @@ impl Moto {
                 self.key_id, self.secret
             );
         }
-        let o = Command::new(PYTHON)
-            .args(["-c", &(prelude + code)])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "boto3: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    /// Every key in `bucket` with its size, sorted (boto3's listing).
-    pub fn keys(&self, bucket: &str) -> Vec<(String, u64)> {
-        let out = self.py(
-            &format!(
-                "for p in s3.get_paginator('list_objects_v2').paginate(Bucket='{bucket}'):\n  \
-                 for o in p.get('Contents', []): print(o['Key'], o['Size'])"
-            ),
-            true,
-        );
-        let mut v: Vec<(String, u64)> = out
-            .lines()
-            .filter_map(|l| l.rsplit_once(' '))
-            .map(|(k, n)| (k.to_string(), n.parse().unwrap()))
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// The object's bytes, written to `out` by boto3.
-    pub fn download(&self, bucket: &str, key: &str, out: &Path) {
-        self.py(
-            &format!(
-                "s3.download_file('{bucket}', '{key}', r'{}')",
-                out.display()
-            ),
-            true,
-        );
+        python(&prelude, code)
     }
 }
 
@@ -175,6 +195,194 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Server for Moto {
+    fn root(&self) -> String {
+        "s3://symbols".into()
+    }
+    fn config(&self, secret: &str) -> ObjectConfig {
+        Moto::config(self, secret)
+    }
+    fn secret(&self) -> String {
+        self.secret.clone()
+    }
+    fn wrong_secret(&self) -> String {
+        "WrongSecret0".into()
+    }
+    fn toml(&self) -> String {
+        format!(
+            "[s3]\nendpoint = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            self.endpoint(),
+            self.key_id,
+            self.secret
+        )
+    }
+    fn keys(&self) -> Vec<(String, u64)> {
+        parse_keys(&self.py(
+            "for p in s3.get_paginator('list_objects_v2').paginate(Bucket='symbols'):\n  \
+             for o in p.get('Contents', []): print(o['Key'], o['Size'])",
+            true,
+        ))
+    }
+    fn download(&self, key: &str, out: &Path) {
+        self.py(
+            &format!("s3.download_file('symbols', '{key}', r'{}')", out.display()),
+            true,
+        );
+    }
+    fn part_requests(&self) -> usize {
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        log.lines()
+            .filter(|l| l.contains("partNumber=") && l.contains("PUT"))
+            .count()
+    }
+    fn missing(&self) -> (String, &'static str) {
+        (
+            "s3://no-such-bucket/x".into(),
+            "bucket `no-such-bucket` does not exist",
+        )
+    }
+    fn refused(&self) -> &'static str {
+        "SignatureDoesNotMatch"
+    }
+}
+
+/// The emulator's well-known account and key (public, in Microsoft's Azurite docs).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Azurite's Blob service with a container `symbols`, its debug log on (it logs each
+/// request). Stopped on drop.
+pub struct Azurite {
+    child: Child,
+    port: u16,
+    debug: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Azurite {
+    pub fn start() -> Option<Azurite> {
+        // On PATH (`npm install -g` puts it beside node).
+        let bin = "azurite-blob";
+        let found = Command::new(bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let sdk = Command::new(PYTHON)
+            .args(["-c", "import azure.storage.blob"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found || !sdk {
+            assert!(
+                !is_ci(),
+                "azurite or azure-storage-blob is missing (scripts/test installs them)"
+            );
+            eprintln!("skipped: azurite-blob (npm) or azure-storage-blob (PyPI) not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let debug = dir.path().join("debug.log");
+        let child = Command::new(bin)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(dir.path().join("data"))
+            .arg("--debug")
+            .arg(&debug)
+            .args(["--silent", "--skipApiVersionCheck"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("azurite.err")).unwrap())
+            .spawn()
+            .unwrap();
+        wait_listening("azurite", port);
+        let a = Azurite {
+            child,
+            port,
+            debug,
+            _dir: dir,
+        };
+        a.py("s.create_container('symbols')");
+        Some(a)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+    }
+
+    /// Python with `s` (a service client with the account key) and `c` (the container).
+    fn py(&self, code: &str) -> String {
+        let prelude = format!(
+            "from azure.storage.blob import BlobServiceClient\n\
+             s = BlobServiceClient.from_connection_string('DefaultEndpointsProtocol=http;\
+             AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint={}/;')\n\
+             c = s.get_container_client('symbols')",
+            self.endpoint()
+        );
+        python(&prelude, code)
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server for Azurite {
+    fn root(&self) -> String {
+        format!("az://{AZURITE_ACCOUNT}/symbols")
+    }
+    fn config(&self, secret: &str) -> ObjectConfig {
+        ObjectConfig {
+            azure: AzureSettings {
+                endpoint: Some(self.endpoint()),
+                access_key: Some(secret.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+    fn secret(&self) -> String {
+        AZURITE_KEY.into()
+    }
+    fn wrong_secret(&self) -> String {
+        // Valid base64 of the right length, another key.
+        "A".repeat(86) + "=="
+    }
+    fn toml(&self) -> String {
+        format!(
+            "[azure]\nendpoint = \"{}\"\naccess_key = \"{AZURITE_KEY}\"\n",
+            self.endpoint()
+        )
+    }
+    fn keys(&self) -> Vec<(String, u64)> {
+        parse_keys(&self.py("for b in c.list_blobs(): print(b.name, b.size)"))
+    }
+    fn download(&self, key: &str, out: &Path) {
+        self.py(&format!(
+            "open(r'{}', 'wb').write(c.download_blob('{key}').readall())",
+            out.display()
+        ));
+    }
+    fn part_requests(&self) -> usize {
+        let log = std::fs::read_to_string(&self.debug).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("comp=block&") && l.contains("PUT"))
+            .count()
+    }
+    fn missing(&self) -> (String, &'static str) {
+        (
+            format!("az://{AZURITE_ACCOUNT}/no-such-container/x"),
+            "container `devstoreaccount1/no-such-container` does not exist",
+        )
+    }
+    fn refused(&self) -> &'static str {
+        "failed to authenticate"
     }
 }
 
@@ -194,27 +402,51 @@ fn object_key(prefix: &str, key: &symcascade::key::Key, form: Form) -> String {
     format!("{prefix}/{}", rel.components().join("/"))
 }
 
-fn bucket_store(moto: &Moto, secret: &str, bucket: &str, prefix: &[&str]) -> BucketStore {
+/// A store at `<root>/<prefix>` opened directly (not through a cascade).
+fn bucket_store(server: &dyn Server, prefix: &str) -> BucketStore {
     let http = symcascade::store::http::HttpClient::new(&Default::default(), |_| None).unwrap();
-    let prefix: Vec<String> = prefix.iter().map(|p| p.to_string()).collect();
-    let shown = format!("s3://{bucket}/{}", prefix.join("/"));
+    let shown = format!("{}/{prefix}", server.root());
+    let Ok(symcascade::sympath::Location::Object {
+        service,
+        container,
+        prefix,
+    }) = shown.parse()
+    else {
+        panic!("{shown}")
+    };
     BucketStore::new(
-        ObjectService::S3,
-        bucket,
+        service,
+        &container,
         &prefix,
         &shown,
-        &moto.config(secret),
+        &server.config(&server.secret()),
         &http,
     )
     .unwrap()
 }
 
-/// `local ← s3 ← \\MainOffice`: a hit on the main share lands in the bucket (compressed stays
-/// compressed there, per SymSrv) and locally; with the main server stopped, a second agent
-/// with `local2 ← s3` gets it from the bucket.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_s3_tier_is_filled_from_smb_main_and_serves_when_main_is_down() {
-    let Some(moto) = Moto::start() else { return };
+/// One test per service: `$name` runs `$body(&server)` against moto and against Azurite.
+macro_rules! both {
+    ($s3:ident, $azure:ident, $body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $s3() {
+            let Some(server) = Moto::start() else { return };
+            $body(&server).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $azure() {
+            let Some(server) = Azurite::start() else {
+                return;
+            };
+            $body(&server).await;
+        }
+    };
+}
+
+/// `local ← bucket ← \\MainOffice`: a hit on the main share lands in the bucket (compressed
+/// stays compressed there, per SymSrv) and locally; with the main server stopped, a second
+/// agent with `local2 ← bucket` gets it from the bucket.
+async fn tier_filled_from_smb_main_serves_when_main_is_down(server: &dyn Server) {
     let Some(samba) = Samba::try_start() else {
         return;
     };
@@ -228,12 +460,9 @@ async fn an_s3_tier_is_filled_from_smb_main_and_serves_when_main_is_down() {
         request_timeout: Duration::from_secs(20),
         ..SmbConfig::default()
     };
-    let t = transports(moto.config(&moto.secret), smb);
-    let path = format!(
-        "srv*{}*s3://symbols/main*{}",
-        lab.s("local"),
-        samba.unc("MainOffice")
-    );
+    let t = transports(server.config(&server.secret()), smb);
+    let tier = format!("{}/main", server.root());
+    let path = format!("srv*{}*{tier}*{}", lab.s("local"), samba.unc("MainOffice"));
     let c = lab
         .cascade_with(&path, CascadeOptions::default(), t.clone())
         .await;
@@ -244,24 +473,24 @@ async fn an_s3_tier_is_filled_from_smb_main_and_serves_when_main_is_down() {
         let f = l.fetched.expect("hit on MainOffice");
         assert_eq!((f.tier, f.form), (2, form));
         let stores: Vec<_> = f.written.iter().map(|w| w.store.clone()).collect();
-        assert_eq!(stores, ["s3://symbols/main".to_string(), lab.s("local")]);
-        // boto3 finds the file under its SymStore key, byte-identical to the main share's.
-        let got = lab.path(&format!("{name}.from-s3"));
-        moto.download("symbols", &object_key("main", &key, form), &got);
+        assert_eq!(stores, [tier.clone(), lab.s("local")]);
+        // The independent client finds the file under its SymStore key, byte-identical to
+        // the main share's.
+        let got = lab.path(&format!("{name}.from-bucket"));
+        server.download(&object_key("main", &key, form), &got);
         let rel = symcascade::layout::path_for(&key, Tiering::OneTier, form);
         same(&got, &main.file(&rel));
         same(&lab.file_in("local", &key, Form::Plain), &fixture(name));
     }
-    let keys = moto.keys("symbols");
+    let keys = server.keys();
     assert_eq!(keys.len(), 2, "two objects and no upload left: {keys:?}");
 
     drop(samba);
     let lab2 = Lab::new();
-    let smb = SmbConfig::default();
-    let t2 = transports(moto.config(&moto.secret), smb);
+    let t2 = transports(server.config(&server.secret()), SmbConfig::default());
     let c2 = lab2
         .cascade_with(
-            &format!("srv*{}*s3://symbols/main", lab2.s("local")),
+            &format!("srv*{}*{tier}", lab2.s("local")),
             CascadeOptions::default(),
             t2,
         )
@@ -272,13 +501,19 @@ async fn an_s3_tier_is_filled_from_smb_main_and_serves_when_main_is_down() {
             .await
             .unwrap()
             .expect("in the bucket");
-        assert_eq!(f.tier, 1, "{name} from the S3 tier");
+        assert_eq!(f.tier, 1, "{name} from the bucket");
         same(
             &lab2.file_in("local", &key_of(name), Form::Plain),
             &fixture(name),
         );
     }
 }
+
+both!(
+    an_s3_tier_is_filled_from_smb_main_and_serves_when_main_is_down,
+    an_azure_tier_is_filled_from_smb_main_and_serves_when_main_is_down,
+    tier_filled_from_smb_main_serves_when_main_is_down
+);
 
 /// A local folder store seen as files: the SMB share's folder on the server's disk.
 struct LocalStoreAt(PathBuf);
@@ -321,12 +556,10 @@ impl tokio::io::AsyncRead for Generated {
     }
 }
 
-/// 100 MB goes up in parts (moto's log shows each part) to an upload key, then to its final
-/// key; nothing is left under the upload prefix, and the object has every byte.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_100_mb_file_is_uploaded_in_parts_and_published_whole() {
-    let Some(moto) = Moto::start() else { return };
-    let s = bucket_store(&moto, &moto.secret, "symbols", &["big"]);
+/// 100 MB goes up in parts (the server's log shows each part or block) to an upload key, then
+/// to its final key; nothing is left under the upload prefix, and the object has every byte.
+async fn uploaded_in_parts_published_whole(server: &dyn Server) {
+    let s = bucket_store(server, "big");
     let rel = RelPath::from_safe(["big.pdb", "0123456789ABCDEF0123456789ABCDEF1", "big.pdb"]);
     const SIZE: u64 = 100_000_000;
     let mut src = Generated {
@@ -341,20 +574,16 @@ async fn a_100_mb_file_is_uploaded_in_parts_and_published_whole() {
             local_path: None
         }
     );
-    let keys = moto.keys("symbols");
+    let keys = server.keys();
     assert_eq!(
         keys,
         [(format!("big/{}", rel.components().join("/")), SIZE)],
         "one whole object, no upload left"
     );
-    let log = std::fs::read_to_string(&moto.log).unwrap();
-    let parts = log
-        .lines()
-        .filter(|l| l.contains("partNumber=") && l.contains("PUT"))
-        .count();
+    let parts = server.part_requests();
     assert!(
         parts >= 12,
-        "uploaded in 8 MiB parts: {parts} part requests\n{log}"
+        "uploaded in 8 MiB parts: {parts} part requests"
     );
     // The bytes, read back through the store, are the generated ones.
     let mut o = s.open(&rel).await.unwrap().unwrap();
@@ -364,6 +593,12 @@ async fn a_100_mb_file_is_uploaded_in_parts_and_published_whole() {
     };
     assert!(same_stream(&mut o.reader, &mut want).await);
 }
+
+both!(
+    a_100_mb_file_is_uploaded_to_s3_in_parts_and_published_whole,
+    a_100_mb_file_is_uploaded_to_azure_in_blocks_and_published_whole,
+    uploaded_in_parts_published_whole
+);
 
 async fn same_stream(
     a: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
@@ -410,11 +645,9 @@ fn gated(size: u64, gate: Arc<tokio::sync::Notify>) -> impl tokio::io::AsyncRead
 /// for the first writer's publish, so both have passed their "is it there?" check: only the
 /// conditional write can stop the second (moto's own conditional checks are not atomic, so
 /// two commits in the same instant would prove nothing).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_agents_racing_for_a_key_leave_one_complete_object() {
-    let Some(moto) = Moto::start() else { return };
-    let a = bucket_store(&moto, &moto.secret, "symbols", &["race"]);
-    let b = bucket_store(&moto, &moto.secret, "symbols", &["race"]);
+async fn racing_writers_leave_one_object(server: &dyn Server) {
+    let a = bucket_store(server, "race");
+    let b = bucket_store(server, "race");
     for (size, name) in [(200_000u64, "small.pdb"), (20_000_000, "large.pdb")] {
         let rel = RelPath::from_safe([name, "ABCDEF01234567890ABCDEF0123456781", name]);
         let gate = Arc::new(tokio::sync::Notify::new());
@@ -438,7 +671,7 @@ async fn two_agents_racing_for_a_key_leave_one_complete_object() {
             PutOutcome::AlreadyPresent { local_path: None },
             "{name}: the second writer must not replace the first one's object"
         );
-        let keys = moto.keys("symbols");
+        let keys = server.keys();
         let ours: Vec<_> = keys.iter().filter(|(k, _)| k.contains(name)).collect();
         assert_eq!(ours.len(), 1, "{name}: {keys:?}");
         assert_eq!(ours[0].1, size);
@@ -455,29 +688,34 @@ async fn two_agents_racing_for_a_key_leave_one_complete_object() {
     }
 }
 
+both!(
+    two_agents_racing_for_an_s3_key_leave_one_complete_object,
+    two_agents_racing_for_an_azure_key_leave_one_complete_object,
+    racing_writers_leave_one_object
+);
+
 /// A wrong secret and a missing bucket are skips with clear reasons (never a miss, never the
 /// secret), and the lookup goes on to the next store.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_credentials_and_a_missing_bucket_are_skips_with_reasons() {
-    let Some(moto) = Moto::start() else { return };
+async fn refusals_are_skips_with_reasons(server: &dyn Server) {
     let lab = Lab::new();
     lab.publish("main", &[PDB], Form::Plain).await;
+    let (missing, missing_says) = server.missing();
     let cases = [
         (
-            "s3://symbols/x",
-            "WrongSecret0",
+            format!("{}/x", server.root()),
+            server.wrong_secret(),
             StoreErrorKind::AuthFailed,
-            "SignatureDoesNotMatch",
+            server.refused(),
         ),
         (
-            "s3://no-such-bucket/x",
-            moto.secret.as_str(),
+            missing,
+            server.secret(),
             StoreErrorKind::Unreachable,
-            "bucket `no-such-bucket` does not exist",
+            missing_says,
         ),
     ];
     for (store, secret, kind, says) in cases {
-        let t = transports(moto.config(secret), SmbConfig::default());
+        let t = transports(server.config(&secret), SmbConfig::default());
         let path = format!("srv*{}*{store}*{}", lab.s("local"), lab.s("main"));
         let c = lab.cascade_with(&path, CascadeOptions::default(), t).await;
         let l = c.lookup(&pdb_key()).await.unwrap();
@@ -490,18 +728,22 @@ async fn wrong_credentials_and_a_missing_bucket_are_skips_with_reasons() {
             .unwrap_or_else(|| panic!("{store} not skipped: {:?}", l.skipped));
         assert_eq!(skip.kind, kind, "{skip:?}");
         assert!(skip.detail.contains(says), "{store}: {}", skip.detail);
-        assert!(!skip.detail.contains(&moto.secret), "{}", skip.detail);
+        assert!(!skip.detail.contains(&server.secret()), "{}", skip.detail);
         std::fs::remove_dir_all(lab.path("local")).unwrap();
     }
 }
 
-/// `symcascade get` of a 100 MB PDB from a local main store through an S3 tier, beside the
-/// same `get` without the S3 tier: the upload runs in parts, so it adds only a few parts to
-/// the process's peak memory (GNU time's maximum resident set), not the file's size; boto3
-/// finds the whole object.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_100_mb_pdb_goes_up_with_flat_memory() {
-    let Some(moto) = Moto::start() else { return };
+both!(
+    a_wrong_s3_secret_and_a_missing_bucket_are_skips_with_reasons,
+    a_wrong_azure_key_and_a_missing_container_are_skips_with_reasons,
+    refusals_are_skips_with_reasons
+);
+
+/// `symcascade get` of a 100 MB PDB from a local main store through a bucket tier, beside
+/// the same `get` without it: the upload runs in parts, so it adds only a few parts to
+/// the process's peak memory (GNU time's maximum resident set), not the file's size; the
+/// independent client finds the whole object.
+async fn flat_memory(server: &dyn Server) {
     let lab = Lab::new();
     let key = pdb_key();
     // The real PDB with slack after its last MSF block: the key is unchanged, and the file
@@ -513,16 +755,7 @@ async fn a_100_mb_pdb_goes_up_with_flat_memory() {
     std::fs::write(&src, &bytes).unwrap();
     drop(bytes);
     let cfg = lab.path("symcascade.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[s3]\nendpoint = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-            moto.endpoint(),
-            moto.key_id,
-            moto.secret
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, server.toml()).unwrap();
     let peak = |tiers: String| {
         let rss = lab.path("rss");
         let out = Command::new("/usr/bin/time")
@@ -548,9 +781,10 @@ async fn a_100_mb_pdb_goes_up_with_flat_memory() {
         text.lines().last().unwrap().trim().parse::<u64>().unwrap() / 1024
     };
     let without = peak(lab.s("local-only"));
-    let with = peak(format!("{}*s3://symbols/big", lab.s("local")));
+    let with = peak(format!("{}*{}/big", lab.s("local"), server.root()));
     eprintln!(
-        "peak resident set of `get` of 100 MB: {without} MiB local only, {with} MiB with the S3 upload"
+        "peak resident set of `get` of 100 MB: {without} MiB local only, {with} MiB with the upload to {}",
+        server.root()
     );
     // Parts in flight, the one filling and the request bodies: about 5 parts of 8 MiB (40
     // MiB measured); a whole-file buffer would add 95 MiB or more.
@@ -560,8 +794,14 @@ async fn a_100_mb_pdb_goes_up_with_flat_memory() {
         with.saturating_sub(without)
     );
     assert_eq!(
-        moto.keys("symbols"),
+        server.keys(),
         [(object_key("big", &key, Form::Plain), 100_000_000)]
     );
     same(&lab.file_in("local", &key, Form::Plain), &src);
 }
+
+both!(
+    a_100_mb_pdb_goes_up_to_s3_with_flat_memory,
+    a_100_mb_pdb_goes_up_to_azure_with_flat_memory,
+    flat_memory
+);
