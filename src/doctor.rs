@@ -67,6 +67,8 @@ pub fn reached_by(setup: &Setup, i: usize) -> String {
             }
         }
         Transport::Http => "HTTP(S) client".into(),
+        Transport::S3 => setup.objects.identity(crate::sympath::ObjectService::S3),
+        Transport::Azure => setup.objects.identity(crate::sympath::ObjectService::Azure),
         _ => "no transport of this build".into(),
     }
 }

@@ -68,6 +68,8 @@ pub struct Setup {
     pub activity: Arc<crate::report::Activity>,
     /// The bandwidth caps every remote store of the cascade reads under (`[bandwidth]`).
     pub bandwidth: Arc<crate::bandwidth::Bandwidth>,
+    /// The object store settings the cascade's S3 and Azure stores use (for `doctor`).
+    pub objects: crate::store::object::ObjectConfig,
 }
 
 impl Setup {
@@ -141,6 +143,7 @@ impl Setup {
             client,
             activity,
             bandwidth,
+            objects: config.object_config().with_env(|k| std::env::var(k).ok()),
         })
     }
 

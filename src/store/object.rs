@@ -170,6 +170,43 @@ impl ObjectConfig {
     }
 }
 
+impl ObjectConfig {
+    /// How a store of `service` is reached and as whom, for `doctor` (never a secret: an
+    /// access key id is shown as the AWS CLI shows it, its last four characters).
+    pub fn identity(&self, service: ObjectService) -> String {
+        let at = |ep: &Option<String>| ep.as_ref().map(|e| format!(" at {e}")).unwrap_or_default();
+        match service {
+            ObjectService::S3 => {
+                let who = match &self.s3.access_key_id {
+                    Some(id) => {
+                        let tail: String = id
+                            .chars()
+                            .rev()
+                            .take(4)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect();
+                        format!("as access key ****{tail}")
+                    }
+                    None => "with the instance's role (EC2/ECS metadata or web identity)".into(),
+                };
+                format!("S3 client{} {who}", at(&self.s3.endpoint))
+            }
+            ObjectService::Azure => {
+                let who = if self.azure.access_key.is_some() {
+                    "with the account's shared key"
+                } else if self.azure.sas.is_some() {
+                    "with a SAS token"
+                } else {
+                    "with the managed identity"
+                };
+                format!("Azure Blob client{} {who}", at(&self.azure.endpoint))
+            }
+        }
+    }
+}
+
 /// `true` when `endpoint` may be plain HTTP: its host is a loopback address or `localhost`
 /// (an emulator or a test server on this machine), or `allow` says so.
 pub fn http_allowed(endpoint: &str, allow: bool) -> bool {
@@ -838,6 +875,36 @@ mod tests {
             let want: Vec<Vec<String>> = want.iter().map(|w| v(w)).collect();
             assert_eq!(got, want, "{asked:?}");
         }
+    }
+
+    #[test]
+    fn identities_for_doctor_never_show_secrets() {
+        let mut cfg = ObjectConfig::default();
+        assert_eq!(
+            cfg.identity(ObjectService::S3),
+            "S3 client with the instance's role (EC2/ECS metadata or web identity)"
+        );
+        cfg.s3.endpoint = Some("https://minio.corp".into());
+        cfg.s3.access_key_id = Some("AKIAEXAMPLE1234".into());
+        cfg.s3.secret_access_key = Some("hush".into());
+        assert_eq!(
+            cfg.identity(ObjectService::S3),
+            "S3 client at https://minio.corp as access key ****1234"
+        );
+        assert_eq!(
+            cfg.identity(ObjectService::Azure),
+            "Azure Blob client with the managed identity"
+        );
+        cfg.azure.sas = Some("sv=1&sig=x".into());
+        assert_eq!(
+            cfg.identity(ObjectService::Azure),
+            "Azure Blob client with a SAS token"
+        );
+        cfg.azure.access_key = Some("a2V5".into());
+        assert_eq!(
+            cfg.identity(ObjectService::Azure),
+            "Azure Blob client with the account's shared key"
+        );
     }
 
     #[test]

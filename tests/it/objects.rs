@@ -805,3 +805,135 @@ both!(
     a_100_mb_pdb_goes_up_to_azure_with_flat_memory,
     flat_memory
 );
+
+/// A cut transfer continues with a `Range` request while the object's ETag is unchanged; a
+/// replaced object (another ETag) is read again from byte 0, never mixed.
+async fn resume_from_an_offset(server: &dyn Server) {
+    use tokio::io::AsyncReadExt;
+    let s = bucket_store(server, "resume");
+    let key = key_of(BIG_PDB);
+    let rel = symcascade::layout::path_for(&key, Tiering::OneTier, Form::Plain);
+    let bytes = std::fs::read(fixture(BIG_PDB)).unwrap();
+    s.put(&rel, &mut bytes.as_slice(), Some(bytes.len() as u64))
+        .await
+        .unwrap();
+    let first = s.open(&rel).await.unwrap().unwrap();
+    let version = first.version.clone().expect("an ETag");
+    assert_eq!(first.len, Some(bytes.len() as u64));
+    let cut = 1_000_000u64;
+    let mut o = s.open_from(&rel, cut, &version).await.unwrap().unwrap();
+    assert_eq!(o.offset, cut, "continued at the cut");
+    let mut rest = Vec::new();
+    o.reader.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, bytes[cut as usize..], "the rest, byte for byte");
+    // Another version of the object: from 0.
+    let other = std::fs::read(fixture(PDB)).unwrap();
+    s.replace(&rel, &mut other.as_slice(), Some(other.len() as u64))
+        .await
+        .unwrap();
+    let mut o = s.open_from(&rel, cut, &version).await.unwrap().unwrap();
+    assert_eq!(o.offset, 0, "a changed object starts over");
+    let mut all = Vec::new();
+    o.reader.read_to_end(&mut all).await.unwrap();
+    assert_eq!(all, other);
+}
+
+both!(
+    a_cut_s3_transfer_resumes_with_a_range_unless_the_object_changed,
+    a_cut_azure_transfer_resumes_with_a_range_unless_the_blob_changed,
+    resume_from_an_offset
+);
+
+/// Object keys are case-sensitive, SymStore writes any case: a store written as
+/// `ATTACH_AMD64.PDB/<INDEX>/ATTACH_AMD64.PDB` (by another tool, with the independent client)
+/// answers the lower-case request a debugger sends, through the cascade.
+async fn any_case_is_found(server: &dyn Server) {
+    let key = pdb_key();
+    let rel = symcascade::layout::path_for(&key, Tiering::OneTier, Form::Plain);
+    let upper = rel.components().join("/").to_ascii_uppercase();
+    let s = bucket_store(server, "cased");
+    let upper_rel = RelPath::from_safe(upper.split('/'));
+    let bytes = std::fs::read(fixture(PDB)).unwrap();
+    s.put(&upper_rel, &mut bytes.as_slice(), Some(bytes.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!(
+        server.keys(),
+        [(format!("cased/{upper}"), bytes.len() as u64)]
+    );
+    let lab = Lab::new();
+    let t = transports(server.config(&server.secret()), SmbConfig::default());
+    let path = format!("srv*{}*{}/cased", lab.s("local"), server.root());
+    let c = lab.cascade_with(&path, CascadeOptions::default(), t).await;
+    let lower = symcascade::key::Key::new(
+        &key.name().to_ascii_lowercase(),
+        &key.index().to_ascii_lowercase(),
+    )
+    .unwrap();
+    let f = c.fetch(&lower).await.unwrap().expect("found in upper case");
+    assert_eq!(f.tier, 1);
+    same(&lab.file_in("local", &key, Form::Plain), &fixture(PDB));
+}
+
+both!(
+    an_upper_case_s3_store_answers_lower_case_requests,
+    an_upper_case_azure_store_answers_lower_case_requests,
+    any_case_is_found
+);
+
+/// The HTTP front serves a debugger from a bucket upstream (SymProxy over an object store),
+/// and `doctor` says how the bucket is reached, without its secret.
+async fn front_over_a_bucket(server: &dyn Server) {
+    let s = bucket_store(server, "main");
+    for name in [PDB, DLL] {
+        let rel = symcascade::layout::path_for(&key_of(name), Tiering::OneTier, Form::Plain);
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        s.put(&rel, &mut bytes.as_slice(), Some(bytes.len() as u64))
+            .await
+            .unwrap();
+    }
+    let lab = Lab::new();
+    let config = format!(
+        "sympath = 'srv*{}*{}/main'\n{}[agent]\nqueue = false\nstate_dir = '{}'\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        lab.s("local"),
+        server.root(),
+        server.toml(),
+        lab.s("state")
+    );
+    let d = InProcessDaemon::start(&config, &lab.default_downstream()).await;
+    for name in [PDB, DLL] {
+        let rel = symcascade::layout::path_for(&key_of(name), Tiering::OneTier, Form::Plain);
+        let resp = reqwest::get(d.url(&format!("/{}", rel.components().join("/"))))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        let body = resp.bytes().await.unwrap();
+        assert_eq!(
+            body.as_ref(),
+            std::fs::read(fixture(name)).unwrap(),
+            "{name}"
+        );
+    }
+    d.stop().await.unwrap();
+    let cfg = lab.path("symcascade.toml");
+    std::fs::write(&cfg, &config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_symcascade"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let client = match server.root().starts_with("s3") {
+        true => "S3 client at http://127.0.0.1",
+        false => "Azure Blob client at http://127.0.0.1",
+    };
+    assert!(text.contains(client), "{text}");
+    assert!(!text.contains(&server.secret()), "{text}");
+}
+
+both!(
+    the_front_serves_debuggers_from_an_s3_upstream,
+    the_front_serves_debuggers_from_an_azure_upstream,
+    front_over_a_bucket
+);
