@@ -416,7 +416,7 @@ pub fn join_url(base: &Url, path: &RelPath) -> Url {
 
 /// Every message of an error's source chain, joined: reqwest's top-level message alone
 /// ("error sending request") does not say what failed.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

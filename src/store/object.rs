@@ -407,6 +407,17 @@ impl BucketStore {
         path: &RelPath,
     ) -> Result<Option<(Key, object_store::ObjectMeta)>, StoreError> {
         self.check(op, path).await?;
+        self.find_spelled(op, path, true).await
+    }
+
+    /// [`BucketStore::find`] without the bucket check; `asked` says whether the spelling as
+    /// asked is still to be tried (an `open` has tried it with its GET).
+    async fn find_spelled(
+        &self,
+        op: &'static str,
+        path: &RelPath,
+        asked: bool,
+    ) -> Result<Option<(Key, object_store::ObjectMeta)>, StoreError> {
         let all = spellings(path.components());
         let head = |parts: &Vec<String>| {
             let key = self.key(parts);
@@ -418,7 +429,7 @@ impl BucketStore {
                 }
             }
         };
-        if let Some(hit) = head(&all[0]).await? {
+        if asked && let Some(hit) = head(&all[0]).await? {
             return Ok(Some(hit));
         }
         let rest = futures_util::future::join_all(all[1..].iter().map(head)).await;
@@ -475,14 +486,15 @@ impl BucketStore {
         }))
     }
 
-    /// Uploads `first` and the rest of `src` in parts to a temporary key; its name.
+    /// Uploads `first` and the rest of `src` in parts to a temporary key; its name and the
+    /// bytes uploaded.
     async fn upload_parts(
         &self,
         path: &RelPath,
         first: Vec<u8>,
         src: &mut (dyn AsyncRead + Send + Unpin),
         len: Option<u64>,
-    ) -> Result<Key, StoreError> {
+    ) -> Result<(Key, u64), StoreError> {
         let tmp = self
             .uploads()
             .join(format!("{}.{:016x}", path.file_name(), rand_suffix()));
@@ -518,7 +530,7 @@ impl BucketStore {
             return Err(e);
         }
         w.finish().await.map_err(|e| self.err("put", path, &e))?;
-        Ok(tmp)
+        Ok((tmp, total))
     }
 
     /// Writes `src` to `path`: one PUT with `mode` when it fits in a part, else parts to a
@@ -561,18 +573,17 @@ impl BucketStore {
                 Err(e) => Err(self.err("put", path, &e)),
             };
         }
-        let tmp = self.upload_parts(path, first, src, len).await?;
+        let (tmp, total) = self.upload_parts(path, first, src, len).await?;
         let copied = if replace {
             self.inner.copy(&tmp, &key).await
         } else {
             self.inner.copy_if_not_exists(&tmp, &key).await
         };
-        let meta = self.inner.head(&tmp).await;
         if let Err(e) = self.inner.delete(&tmp).await {
             tracing::warn!(store = %self.shown, key = %tmp, error = %chain(&e), "could not delete a finished upload");
         }
         match copied {
-            Ok(()) => Ok(written(meta.map(|m| m.size).unwrap_or(0))),
+            Ok(()) => Ok(written(total)),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => present,
             Err(e) => Err(self.err("put", path, &e)),
@@ -618,17 +629,7 @@ fn rand_suffix() -> u64 {
 
 /// The error and its sources, as one line.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
+    super::http::error_chain(e)
 }
 
 /// The parts of a SAS token that must not be printed: the whole token and its signature.
@@ -782,9 +783,9 @@ impl Store for BucketStore {
         if let Some(o) = self.get(path, &asked, None).await? {
             return Ok(Some(o));
         }
-        match self.find("open", path).await? {
-            Some((key, _)) if key != asked => self.get(path, &key, None).await,
-            _ => Ok(None),
+        match self.find_spelled("open", path, false).await? {
+            Some((key, _)) => self.get(path, &key, None).await,
+            None => Ok(None),
         }
     }
 
