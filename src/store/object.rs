@@ -25,6 +25,8 @@
 //! - **Errors**: a missing bucket or container is `Unreachable`, refused credentials
 //!   `AuthFailed`, a denied operation `PermissionDenied`; details never carry a secret (SAS
 //!   tokens are cut out).
+//! - **Leftovers**: a writer killed between its upload and its copy leaves an object under
+//!   `UPLOADS` (never under a store name); the health check deletes those older than a day.
 //! - **Not here**: the branch queue and leases (they need a file system's rename and change
 //!   notifications): they stay on SMB or local stores.
 
@@ -270,10 +272,21 @@ pub struct BucketStore {
     prefix: Vec<String>,
     /// Secrets that must never appear in an error (a SAS token and its signature).
     secrets: Vec<String>,
-    /// Whether the bucket or container answered a listing (checked once: a missing bucket
-    /// must not look like a store full of misses).
+    /// Whether the bucket or container answered (checked once: a missing bucket must not
+    /// look like a store full of misses).
     checked: Arc<Mutex<bool>>,
+    /// Uploads older than this under `UPLOADS` are leftovers of a crash between upload and
+    /// copy, deleted by the sweep.
+    upload_max_age: Duration,
+    /// When the sweep last ran (it runs from `capabilities`, at most every `SWEEP_EVERY`).
+    swept: Arc<Mutex<Option<std::time::Instant>>>,
 }
+
+/// An upload older than this was left by a writer that died before its copy (an upload of
+/// any symbol file finishes far sooner).
+pub const UPLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How often a store's health check sweeps `UPLOADS` at most.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 impl fmt::Debug for BucketStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -333,7 +346,58 @@ impl BucketStore {
             prefix: prefix.to_vec(),
             secrets,
             checked: Arc::new(Mutex::new(false)),
+            upload_max_age: UPLOAD_MAX_AGE,
+            swept: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// The same store with leftovers counted from `age` on (tests; `UPLOAD_MAX_AGE` otherwise).
+    pub fn with_upload_max_age(mut self, age: Duration) -> BucketStore {
+        self.upload_max_age = age;
+        self
+    }
+
+    /// Deletes uploads under `UPLOADS` older than the maximum age (a writer killed between its
+    /// upload and its copy leaves one; it is never visible under a store name). Runs at most
+    /// every [`SWEEP_EVERY`]; failures are logged, not returned (a health check must not fail
+    /// for a sweep). The number deleted.
+    pub async fn sweep_uploads(&self) -> usize {
+        {
+            let mut last = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+                return 0;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(self.upload_max_age).unwrap_or(chrono::TimeDelta::MAX);
+        let old: Vec<Key> = match self
+            .inner
+            .list(Some(&self.uploads()))
+            .try_filter(|m| std::future::ready(m.last_modified <= cutoff))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::info!(store = %self.shown, error = %chain(&e), "could not list old uploads");
+                return 0;
+            }
+        };
+        let mut deleted = 0;
+        for key in old {
+            match self.inner.delete(&key).await {
+                Ok(()) => deleted += 1,
+                Err(e) => {
+                    tracing::info!(store = %self.shown, %key, error = %chain(&e), "could not delete an old upload")
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(store = %self.shown, deleted, "deleted uploads left by writers that died before publishing");
+        }
+        deleted
     }
 
     /// The object key of `parts` below the prefix.
@@ -824,6 +888,7 @@ impl Store for BucketStore {
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
         *self.checked.lock().unwrap_or_else(|e| e.into_inner()) = false;
         self.check("capabilities", "").await?;
+        self.sweep_uploads().await;
         Ok(Capabilities {
             readable: true,
             writable: true,

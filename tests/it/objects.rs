@@ -99,6 +99,13 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Option<Moto> {
+        Moto::start_checking(true)
+    }
+
+    /// `authenticate == false`: signatures are not checked. moto 5.2.1 rejects the valid
+    /// signature of any request whose query holds a `/` (a listing with a prefix — boto3's own
+    /// fails the same way), so only the listing test runs without checks.
+    pub fn start_checking(authenticate: bool) -> Option<Moto> {
         let ok = Command::new(PYTHON)
             .args(["-c", "import moto.server, boto3"])
             .output()
@@ -114,18 +121,21 @@ impl Moto {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
         let port = free_port();
-        let child = Command::new(PYTHON)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+        let mut cmd = Command::new(PYTHON);
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
+        if authenticate {
             // The first 4 requests (IAM user, policy, key, bucket) are unauthenticated; every
             // later one is checked against the user's key, as on AWS.
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "4");
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(dir.path().join("moto.err")).unwrap())
@@ -937,3 +947,50 @@ both!(
     the_front_serves_debuggers_from_an_azure_upstream,
     front_over_a_bucket
 );
+
+/// An upload left by a writer killed between its upload and its copy (put here by the
+/// independent client's stand-in: the store itself, under the upload prefix) is deleted by the
+/// next health check once it is old enough; a fresh one, and every store file, stay.
+async fn leftover_uploads_are_swept(server: &dyn Server) {
+    let s = bucket_store(server, "sweep");
+    let bytes = std::fs::read(fixture(PDB)).unwrap();
+    let rel = symcascade::layout::path_for(&pdb_key(), Tiering::OneTier, Form::Plain);
+    s.put(&rel, &mut bytes.as_slice(), Some(bytes.len() as u64))
+        .await
+        .unwrap();
+    let leftover = RelPath::from_safe([".symcascade-uploads", "attach_amd64.pdb.0123456789abcdef"]);
+    s.replace(&leftover, &mut bytes.as_slice(), Some(bytes.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!(server.keys().len(), 2);
+    // Young: kept.
+    s.capabilities().await.unwrap();
+    assert_eq!(server.keys().len(), 2, "a young upload may still be copied");
+    // Old (a maximum age of 0 s): deleted, the store file kept.
+    let old = bucket_store(server, "sweep").with_upload_max_age(Duration::ZERO);
+    assert_eq!(old.sweep_uploads().await, 1);
+    assert_eq!(
+        server.keys(),
+        [(
+            format!("sweep/{}", rel.components().join("/")),
+            bytes.len() as u64
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_uploads_left_by_a_dead_writer_are_swept() {
+    // The sweep lists a prefix: see `Moto::start_checking`.
+    let Some(server) = Moto::start_checking(false) else {
+        return;
+    };
+    leftover_uploads_are_swept(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_uploads_left_by_a_dead_writer_are_swept() {
+    let Some(server) = Azurite::start() else {
+        return;
+    };
+    leftover_uploads_are_swept(&server).await;
+}
