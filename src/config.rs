@@ -396,6 +396,10 @@ pub struct SmbSection {
     /// Highest SMB dialect to offer: `"2.1"`, `"3.0"`, `"3.0.2"` or `"3.1.1"` (default).
     #[serde(default)]
     pub max_dialect: Option<String>,
+    /// SMB 3 encryption: `"if-offered"` (default: encrypted where the share or server
+    /// requires it), `"required"` or `"off"`.
+    #[serde(default)]
+    pub encrypt: crate::store::smb::SmbEncrypt,
 }
 
 impl Default for SmbSection {
@@ -409,6 +413,7 @@ impl Default for SmbSection {
             chunk_size: d_chunk(),
             in_flight: d_in_flight(),
             max_dialect: None,
+            encrypt: Default::default(),
         }
     }
 }
@@ -1267,6 +1272,7 @@ impl Config {
                 .as_deref()
                 .and_then(dialect)
                 .unwrap_or(smb::Dialect::Smb0311),
+            encrypt: self.smb.encrypt,
             ..SmbConfig::default()
         }
     }

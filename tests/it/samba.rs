@@ -135,6 +135,7 @@ impl Samba {
             "MainOffice",
             "BranchOfficeA",
             "Forbidden",
+            "Encrypted",
         ] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
@@ -249,6 +250,12 @@ valid users = root
 path = {d}/Forbidden
 read only = no
 valid users = nobody
+
+[Encrypted]
+path = {d}/Encrypted
+read only = no
+valid users = root
+smb encrypt = required
 "#,
             port = self.port
         );

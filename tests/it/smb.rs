@@ -699,3 +699,56 @@ async fn an_upper_case_share_answers_lower_case_requests() {
         );
     }
 }
+
+/// A share that requires encryption (`smb encrypt = required`, Windows' "Encrypt data
+/// access") is read and written with the default `[smb] encrypt = "if-offered"`; with
+/// `encrypt = "off"` it is skipped with a reason that names the share's requirement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encryption_required_share_works_by_default_and_off_names_the_requirement() {
+    let Some(samba) = Samba::try_start() else {
+        return;
+    };
+    publish_on_server(&samba, "Encrypted", &[PDB], Form::Plain).await;
+    publish_on_server(&samba, "MainOffice", &[DLL], Form::Plain).await;
+    let lab = Lab::new();
+    let (_c, t) = transports(smb_config(Some(samba.credentials())));
+    let path = format!(
+        "srv*{}*{}*{}",
+        lab.s("local"),
+        samba.unc("Encrypted"),
+        samba.unc("MainOffice")
+    );
+    let c = lab.cascade_with(&path, CascadeOptions::default(), t).await;
+    // Read from the encrypted share…
+    let l = c.lookup(&pdb_key()).await.unwrap();
+    assert!(l.skipped.is_empty(), "{:?}", l.skipped);
+    assert_eq!(l.fetched.expect("on the encrypted share").tier, 1);
+    same(
+        &lab.file_in("local", &pdb_key(), Form::Plain),
+        &fixture(PDB),
+    );
+    // …and written into it as the intermediate tier.
+    let l = c.lookup(&key_of(DLL)).await.unwrap();
+    assert!(l.skipped.is_empty(), "{:?}", l.skipped);
+    let f = l.fetched.expect("on MainOffice");
+    assert_eq!(f.written[0].store, samba.unc("Encrypted"));
+    same(
+        &in_share(&samba, "Encrypted", &key_of(DLL), Form::Plain),
+        &fixture(DLL),
+    );
+
+    let mut off = smb_config(Some(samba.credentials()));
+    off.encrypt = symcascade::store::smb::SmbEncrypt::Off;
+    let (_c, t) = transports(off);
+    let lab2 = Lab::new();
+    let path = format!("srv*{}*{}", lab2.s("local"), samba.unc("Encrypted"));
+    let c = lab2.cascade_with(&path, CascadeOptions::default(), t).await;
+    let l = c.lookup(&pdb_key()).await.unwrap();
+    assert!(l.fetched.is_none());
+    let skip = l.skipped.first().expect("the share is skipped");
+    assert!(
+        skip.detail.contains("encrypt"),
+        "the reason names encryption: {}",
+        skip.detail
+    );
+}

@@ -91,6 +91,38 @@ pub struct SmbConfig {
     /// the backlog of 512 credits at least twice what [`MAX_SLOTS`] requests of [`MAX_CHUNK`]
     /// can hold (2 × 8 × 16 = 256).
     pub retire_after_lost_credits: u64,
+    /// SMB 3 encryption (`[smb] encrypt`). Default [`SmbEncrypt::IfOffered`]: a share or
+    /// server that requires it (`smb encrypt = required`, "Encrypt data access") works, and
+    /// one that does not is read unencrypted (signing stays on either way).
+    pub encrypt: SmbEncrypt,
+}
+
+/// `[smb] encrypt`: whether sessions are encrypted (AES-128/256-GCM or -CCM, as negotiated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmbEncrypt {
+    /// Only servers that offer encryption are used, every session encrypted.
+    Required,
+    /// Encrypted when the server or share asks for it (the default).
+    #[default]
+    IfOffered,
+    /// Never encrypted: a share that requires encryption refuses the connection.
+    Off,
+}
+
+/// Added to a refused tree connect while `[smb] encrypt = "off"`.
+const ENCRYPT_OFF_HINT: &str = " (a share that requires encryption — Windows' \"Encrypt data access\", Samba's `smb encrypt = required` — refuses unencrypted sessions so; `[smb] encrypt` is \"off\": set it to \"if-offered\")";
+
+impl SmbEncrypt {
+    /// The `smb` crate's mode.
+    fn mode(self) -> smb::connection::EncryptionMode {
+        use smb::connection::EncryptionMode as M;
+        match self {
+            SmbEncrypt::Required => M::Required,
+            SmbEncrypt::IfOffered => M::Allowed,
+            SmbEncrypt::Off => M::Disabled,
+        }
+    }
 }
 
 impl SmbConfig {
@@ -136,6 +168,7 @@ impl Default for SmbConfig {
             in_flight: 4,
             max_dialect: smb::Dialect::Smb0311,
             retire_after_lost_credits: 256,
+            encrypt: SmbEncrypt::default(),
         }
     }
 }
@@ -301,7 +334,7 @@ impl Server {
             timeout: Some(self.config.request_timeout),
             smb2_only_negotiate: true,
             compression_enabled: false,
-            encryption_mode: smb::connection::EncryptionMode::Disabled,
+            encryption_mode: self.config.encrypt.mode(),
             auth_methods: smb::connection::AuthMethodsConfig {
                 ntlm: true,
                 kerberos: false,
@@ -405,7 +438,15 @@ impl Server {
                     if connection_level(&e) {
                         live.dead.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
-                    (map_error(store, "connect", share, &e), retry)
+                    let mut se = map_error(store, "connect", share, &e);
+                    if se.kind == StoreErrorKind::PermissionDenied
+                        && self.config.encrypt == SmbEncrypt::Off
+                    {
+                        // Servers refuse an unencrypted tree connect to a share that requires
+                        // encryption with a plain ACCESS_DENIED: name the likely cause.
+                        se.detail.push_str(ENCRYPT_OFF_HINT);
+                    }
+                    (se, retry)
                 })?;
         let tree = Arc::new(tree);
         trees.insert(key, tree.clone());
