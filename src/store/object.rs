@@ -424,14 +424,6 @@ impl BucketStore {
             detail = detail.replace(s.as_str(), "<redacted>");
         }
         let kind = classify(e, &detail);
-        if kind == StoreErrorKind::Unreachable && matches!(e, object_store::Error::NotFound { .. })
-        {
-            let what = match self.transport {
-                Transport::Azure => "container",
-                _ => "bucket",
-            };
-            detail = format!("the {what} `{}` does not exist: {detail}", self.container);
-        }
         StoreError::new(self.shown.as_str(), op, path, kind, detail)
     }
 
@@ -450,8 +442,16 @@ impl BucketStore {
             Err(e @ object_store::Error::NotFound { .. }) => {
                 let text = chain(&e);
                 if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") {
+                    let what = match self.transport {
+                        Transport::Azure => "container",
+                        _ => "bucket",
+                    };
                     let mut se = self.err(op, path, &e);
                     se.kind = StoreErrorKind::Unreachable;
+                    se.detail = format!(
+                        "the {what} `{}` does not exist: {}",
+                        self.container, se.detail
+                    );
                     return Err(se);
                 }
                 true
