@@ -87,6 +87,10 @@ pub struct S3Section {
     /// Allow plain `http://` to an endpoint on another machine.
     #[serde(default)]
     pub allow_http: bool,
+    /// Profile of the AWS shared files (`~/.aws/credentials`, `~/.aws/config`); default
+    /// `AWS_PROFILE`, then `default`.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 /// `[azure]` (see `store::object::AzureSettings`).
@@ -1318,6 +1322,7 @@ impl Config {
             secret_access_key: s.secret_access_key.clone(),
             session_token: s.session_token.clone(),
             allow_http: s.allow_http,
+            profile: s.profile.clone(),
         }
     }
 

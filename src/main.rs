@@ -456,7 +456,7 @@ fn transports(config: &Config) -> Arc<dyn StoreOpener> {
         smb: symcascade::store::smb::SmbClient::new(config.smb_config(env)),
         http: symcascade::store::http::transport_from_env(&config.http_config()),
         blackout: config.blackout(),
-        objects: config.object_config().with_env(|k| std::env::var(k).ok()),
+        objects: config.object_config().resolved(),
     })
 }
 

@@ -143,7 +143,7 @@ impl Setup {
             client,
             activity,
             bandwidth,
-            objects: config.object_config().with_env(|k| std::env::var(k).ok()),
+            objects: config.object_config().resolved(),
         })
     }
 
@@ -208,7 +208,7 @@ fn openers(
         smb: client.clone(),
         http: crate::store::http::transport_from_env(&config.http_config()),
         blackout: config.blackout(),
-        objects: config.object_config().with_env(|k| std::env::var(k).ok()),
+        objects: config.object_config().resolved(),
     });
     // `[bandwidth]`: remote reads go through the caps of their class (innermost, so the
     // wrappers below count bytes as they leave the limiter).

@@ -80,6 +80,54 @@ pub struct S3Settings {
     /// Allow plain `http://` to an endpoint that is not on this machine. Default off:
     /// `http://` is allowed for loopback endpoints only.
     pub allow_http: bool,
+    /// A profile of the AWS shared files (`~/.aws/credentials`, `~/.aws/config`, or
+    /// `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE`); `AWS_PROFILE`; default `default`.
+    /// Read for what the config and the environment leave open (the AWS CLI's order).
+    pub profile: Option<String>,
+}
+
+/// Values of one profile of the AWS shared files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsProfile {
+    /// `aws_access_key_id`.
+    pub access_key_id: Option<String>,
+    /// `aws_secret_access_key`.
+    pub secret_access_key: Option<String>,
+    /// `aws_session_token`.
+    pub session_token: Option<String>,
+    /// `region` (config file).
+    pub region: Option<String>,
+    /// `endpoint_url` (config file).
+    pub endpoint_url: Option<String>,
+}
+
+/// Profile `name` from the texts of the AWS shared credentials and config files, as the AWS
+/// CLI reads them: `[name]` in the credentials file, `[profile name]` in the config file
+/// (`[default]` in both); the credentials file wins for keys. Unparsable text counts as empty.
+pub fn aws_profile(credentials: &str, config: &str, name: &str) -> AwsProfile {
+    let get = |text: &str, section: &str, key: &str| {
+        ini::Ini::load_from_str_noescape(text)
+            .ok()
+            .and_then(|i| {
+                i.section(Some(section))
+                    .and_then(|s| s.get(key))
+                    .map(str::to_string)
+            })
+            .filter(|v| !v.is_empty())
+    };
+    let in_config = if name == "default" {
+        "default".to_string()
+    } else {
+        format!("profile {name}")
+    };
+    let key = |k: &str| get(credentials, name, k).or_else(|| get(config, &in_config, k));
+    AwsProfile {
+        access_key_id: key("aws_access_key_id"),
+        secret_access_key: key("aws_secret_access_key"),
+        session_token: key("aws_session_token"),
+        region: get(config, &in_config, "region"),
+        endpoint_url: get(config, &in_config, "endpoint_url"),
+    }
 }
 
 /// `[azure]`: how Azure Blob containers are reached.
@@ -114,6 +162,7 @@ impl fmt::Debug for S3Settings {
                 &self.session_token.as_ref().map(|_| "<redacted>"),
             )
             .field("allow_http", &self.allow_http)
+            .field("profile", &self.profile)
             .finish()
     }
 }
@@ -142,6 +191,14 @@ pub struct ObjectConfig {
 }
 
 impl ObjectConfig {
+    /// What the config left open, filled from this process's environment and then the AWS
+    /// shared files, in the AWS CLI's order.
+    pub fn resolved(self) -> ObjectConfig {
+        let env = |k: &str| std::env::var(k).ok();
+        self.with_env(env)
+            .with_aws_files(env, |p| std::fs::read_to_string(p).ok())
+    }
+
     /// Fills what the config left open from the environment (`get` reads a variable).
     pub fn with_env(mut self, get: impl Fn(&str) -> Option<String>) -> ObjectConfig {
         let first = |names: &[&str]| names.iter().find_map(|n| get(n).filter(|v| !v.is_empty()));
@@ -159,6 +216,7 @@ impl ObjectConfig {
             s3.secret_access_key = first(&["AWS_SECRET_ACCESS_KEY"]);
             s3.session_token = first(&["AWS_SESSION_TOKEN"]);
         }
+        s3.profile = s3.profile.take().or_else(|| first(&["AWS_PROFILE"]));
         let az = &mut self.azure;
         az.endpoint = az
             .endpoint
@@ -173,6 +231,37 @@ impl ObjectConfig {
 }
 
 impl ObjectConfig {
+    /// Fills what the config and the environment left open of `[s3]` from the AWS shared
+    /// files' profile (`read` reads a file, `None` when absent; `get` an environment
+    /// variable), as the AWS CLI does after the environment.
+    pub fn with_aws_files(
+        mut self,
+        get: impl Fn(&str) -> Option<String>,
+        read: impl Fn(&std::path::Path) -> Option<String>,
+    ) -> ObjectConfig {
+        let s3 = &mut self.s3;
+        let home = get("HOME").or_else(|| get("USERPROFILE"));
+        let file = |var: &str, name: &str| {
+            get(var).map(std::path::PathBuf::from).or_else(|| {
+                home.as_ref()
+                    .map(|h| std::path::Path::new(h).join(".aws").join(name))
+            })
+        };
+        let text = |p: Option<std::path::PathBuf>| p.and_then(|p| read(&p)).unwrap_or_default();
+        let credentials = text(file("AWS_SHARED_CREDENTIALS_FILE", "credentials"));
+        let config = text(file("AWS_CONFIG_FILE", "config"));
+        let name = s3.profile.clone().unwrap_or_else(|| "default".into());
+        let p = aws_profile(&credentials, &config, &name);
+        if s3.access_key_id.is_none() && p.access_key_id.is_some() {
+            s3.access_key_id = p.access_key_id;
+            s3.secret_access_key = p.secret_access_key;
+            s3.session_token = p.session_token;
+        }
+        s3.region = s3.region.take().or(p.region);
+        s3.endpoint = s3.endpoint.take().or(p.endpoint_url);
+        self
+    }
+
     /// How a store of `service` is reached and as whom, for `doctor` (never a secret: an
     /// access key id is shown as the AWS CLI shows it, its last four characters).
     pub fn identity(&self, service: ObjectService) -> String {
@@ -971,6 +1060,64 @@ mod tests {
             cfg.identity(ObjectService::Azure),
             "Azure Blob client with the account's shared key"
         );
+    }
+
+    /// The AWS CLI's file layout: `[name]` in credentials, `[profile name]` in config,
+    /// `[default]` in both; credentials win for keys; region and endpoint from config.
+    #[test]
+    fn aws_profiles_as_the_cli_reads_them() {
+        let credentials = "[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = d\n\
+                           [symbols]\naws_access_key_id = AKIASYMBOLS\naws_secret_access_key = s\n\
+                           aws_session_token = t\n";
+        let config = "[default]\nregion = us-west-2\n[profile symbols]\nregion = eu-west-1\n\
+                      endpoint_url = https://minio.corp:9000\n[profile keys-here]\n\
+                      aws_access_key_id = AKIACONFIG\naws_secret_access_key = c\n";
+        let p = aws_profile(credentials, config, "symbols");
+        assert_eq!(
+            p,
+            AwsProfile {
+                access_key_id: Some("AKIASYMBOLS".into()),
+                secret_access_key: Some("s".into()),
+                session_token: Some("t".into()),
+                region: Some("eu-west-1".into()),
+                endpoint_url: Some("https://minio.corp:9000".into()),
+            }
+        );
+        let d = aws_profile(credentials, config, "default");
+        assert_eq!(d.access_key_id.as_deref(), Some("AKIADEFAULT"));
+        assert_eq!(d.region.as_deref(), Some("us-west-2"));
+        let c = aws_profile(credentials, config, "keys-here");
+        assert_eq!(c.access_key_id.as_deref(), Some("AKIACONFIG"));
+        assert_eq!(aws_profile("", "", "nope"), AwsProfile::default());
+        assert_eq!(aws_profile("[[[", "=\n[", "default"), AwsProfile::default());
+        // Order: config file, then environment, then the profile.
+        let files = |p: &std::path::Path| match p.file_name()?.to_str()? {
+            "credentials" => Some(credentials.to_string()),
+            "config" => Some(config.to_string()),
+            _ => None,
+        };
+        let env = |k: &str| match k {
+            "HOME" => Some("/home/u".to_string()),
+            "AWS_PROFILE" => Some("symbols".to_string()),
+            _ => None,
+        };
+        let cfg = ObjectConfig::default()
+            .with_env(env)
+            .with_aws_files(env, files);
+        assert_eq!(cfg.s3.access_key_id.as_deref(), Some("AKIASYMBOLS"));
+        assert_eq!(cfg.s3.region.as_deref(), Some("eu-west-1"));
+        let mut mine = ObjectConfig::default();
+        mine.s3.access_key_id = Some("AKIAMINE".into());
+        mine.s3.secret_access_key = Some("m".into());
+        mine.s3.region = Some("ap-south-1".into());
+        let cfg = mine.with_env(env).with_aws_files(env, files);
+        assert_eq!(
+            cfg.s3.access_key_id.as_deref(),
+            Some("AKIAMINE"),
+            "config wins"
+        );
+        assert_eq!(cfg.s3.secret_access_key.as_deref(), Some("m"));
+        assert_eq!(cfg.s3.region.as_deref(), Some("ap-south-1"));
     }
 
     #[test]

@@ -994,3 +994,57 @@ async fn azure_uploads_left_by_a_dead_writer_are_swept() {
     };
     leftover_uploads_are_swept(&server).await;
 }
+
+/// The key from a profile of the AWS shared credentials file (`AWS_PROFILE`,
+/// `AWS_SHARED_CREDENTIALS_FILE`), as the AWS CLI finds it: the config names only the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_keys_come_from_an_aws_profile() {
+    let Some(moto) = Moto::start() else { return };
+    let lab = Lab::new();
+    lab.publish("main", &[PDB], Form::Plain).await;
+    let creds = lab.path("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = AKIAWRONG\naws_secret_access_key = wrong\n\n\
+             [symbols]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            moto.key_id, moto.secret
+        ),
+    )
+    .unwrap();
+    let cfg = lab.path("symcascade.toml");
+    std::fs::write(&cfg, format!("[s3]\nendpoint = \"{}\"\n", moto.endpoint())).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_symcascade"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("get")
+        .arg("--sympath")
+        .arg(format!(
+            "srv*{}*s3://symbols/viaprofile*{}",
+            lab.s("local"),
+            lab.s("main")
+        ))
+        .arg(fixture(PDB))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .env("AWS_CONFIG_FILE", lab.path("no-such-config"))
+        .env("AWS_PROFILE", "symbols")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains(&moto.secret), "{text}");
+    assert_eq!(
+        moto.keys(),
+        [(
+            object_key("viaprofile", &pdb_key(), Form::Plain),
+            std::fs::metadata(fixture(PDB)).unwrap().len()
+        )],
+        "written with the profile's key: {text}"
+    );
+}
