@@ -458,8 +458,10 @@ impl BucketStore {
             }
             *last = Some(std::time::Instant::now());
         }
-        let cutoff = chrono::Utc::now()
-            - chrono::Duration::from_std(self.upload_max_age).unwrap_or(chrono::TimeDelta::MAX);
+        let age = chrono::Duration::from_std(self.upload_max_age).unwrap_or(chrono::TimeDelta::MAX);
+        let Some(cutoff) = chrono::Utc::now().checked_sub_signed(age) else {
+            return 0;
+        };
         let old: Vec<Key> = match self
             .inner
             .list(Some(&self.uploads()))
@@ -470,7 +472,7 @@ impl BucketStore {
         {
             Ok(v) => v,
             Err(e) => {
-                tracing::info!(store = %self.shown, error = %chain(&e), "could not list old uploads");
+                tracing::info!(store = %self.shown, error = %self.redacted(&e), "could not list old uploads");
                 return 0;
             }
         };
@@ -479,7 +481,7 @@ impl BucketStore {
             match self.inner.delete(&key).await {
                 Ok(()) => deleted += 1,
                 Err(e) => {
-                    tracing::info!(store = %self.shown, %key, error = %chain(&e), "could not delete an old upload")
+                    tracing::info!(store = %self.shown, %key, error = %self.redacted(&e), "could not delete an old upload")
                 }
             }
         }
@@ -490,16 +492,30 @@ impl BucketStore {
     }
 
     /// The object key of `parts` below the prefix.
+    /// The object key of `parts` below the prefix, each part as written (`foo~1.pdb` stays
+    /// `foo~1.pdb`: other SymStore tools read and write the same names). Only a part the
+    /// crate cannot carry as is (a control character; key parts never hold one) is
+    /// percent-encoded.
     fn key(&self, parts: &[String]) -> Key {
         self.prefix
             .iter()
             .chain(parts)
-            .map(|p| PathPart::from(p.as_str()))
+            .map(|p| PathPart::parse(p).unwrap_or_else(|_| PathPart::from(p.as_str())))
             .collect()
     }
 
     fn uploads(&self) -> Key {
         self.key(&[UPLOADS.to_string()])
+    }
+
+    /// An error's text with every secret cut out (a SAS token rides in request URLs, which
+    /// the crate prints for requests it does not mark sensitive).
+    fn redacted(&self, e: &object_store::Error) -> String {
+        let mut detail = chain(e);
+        for s in &self.secrets {
+            detail = detail.replace(s.as_str(), "<redacted>");
+        }
+        detail
     }
 
     fn err(
@@ -508,10 +524,7 @@ impl BucketStore {
         path: impl fmt::Display,
         e: &object_store::Error,
     ) -> StoreError {
-        let mut detail = chain(e);
-        for s in &self.secrets {
-            detail = detail.replace(s.as_str(), "<redacted>");
-        }
+        let detail = self.redacted(e);
         let kind = classify(e, &detail);
         StoreError::new(self.shown.as_str(), op, path, kind, detail)
     }
@@ -520,7 +533,8 @@ impl BucketStore {
     /// names the missing thing (`NoSuchKey` / `BlobNotFound`: the bucket is there;
     /// `NoSuchBucket` / `ContainerNotFound`: it is not), where a HEAD in a missing bucket
     /// answers a bare 404, like a miss. Refused credentials are `AuthFailed`. (A GET, not a
-    /// listing: it needs only read rights on objects.)
+    /// listing — though on S3 the answer is 404 only with `s3:ListBucket`, which a store
+    /// needs anyway: without it every missing key is a 403.)
     async fn check(&self, op: &'static str, path: impl fmt::Display) -> Result<(), StoreError> {
         if *self.checked.lock().unwrap_or_else(|e| e.into_inner()) {
             return Ok(());
@@ -545,7 +559,15 @@ impl BucketStore {
                 }
                 true
             }
-            Err(e) => return Err(self.err(op, path, &e)),
+            Err(e) => {
+                let mut se = self.err(op, path, &e);
+                if se.kind == StoreErrorKind::PermissionDenied && self.transport == Transport::S3 {
+                    // S3 answers a missing key with 403 unless the caller may list the
+                    // bucket: without s3:ListBucket every miss would look like this.
+                    se.detail.push_str(" (a store needs s3:ListBucket on the bucket, s3:GetObject, and for a written tier s3:PutObject and s3:DeleteObject: without s3:ListBucket S3 answers every missing key with 403)");
+                }
+                return Err(se);
+            }
         };
         tracing::debug!(store = %self.shown, probe_missing = missing, "bucket answers");
         *self.checked.lock().unwrap_or_else(|e| e.into_inner()) = true;
@@ -648,9 +670,10 @@ impl BucketStore {
         src: &mut (dyn AsyncRead + Send + Unpin),
         len: Option<u64>,
     ) -> Result<(Key, u64), StoreError> {
-        let tmp = self
-            .uploads()
-            .join(format!("{}.{:016x}", path.file_name(), rand_suffix()));
+        let tmp = self.key(&[
+            UPLOADS.to_string(),
+            format!("{}.{:016x}", path.file_name(), rand_suffix()),
+        ]);
         let upload = self
             .inner
             .put_multipart(&tmp)
@@ -675,7 +698,13 @@ impl BucketStore {
                     .map_err(|e| self.err("put", path, &e))?;
                 w.write(&buf[..n]);
             }
-            check_len(&self.shown, path, len, total)
+            check_len(&self.shown, path, len, total)?;
+            // Every part up before `finish`: a failed part fails here, where the upload is
+            // still ours to abort (`finish` would return the error and drop the upload
+            // open, invisible but billed).
+            w.wait_for_capacity(0)
+                .await
+                .map_err(|e| self.err("put", path, &e))
         }
         .await;
         if let Err(e) = result {
@@ -691,18 +720,20 @@ impl BucketStore {
     async fn write(
         &self,
         path: &RelPath,
+        key: Key,
         src: &mut (dyn AsyncRead + Send + Unpin),
         len: Option<u64>,
         replace: bool,
     ) -> Result<PutOutcome, StoreError> {
-        let key = self.key(path.components());
-        let mut first = Vec::with_capacity(PART_SIZE.min(len.unwrap_or(u64::MAX) as usize + 1));
+        let expected = len.map_or(PART_SIZE, |l| {
+            usize::try_from(l).map_or(PART_SIZE, |l| l.saturating_add(1).min(PART_SIZE))
+        });
+        let mut first = Vec::with_capacity(expected);
         (&mut *src)
             .take(PART_SIZE as u64)
             .read_to_end(&mut first)
             .await
             .map_err(|e| StoreError::from_io(self.shown.as_str(), "put", path, &e))?;
-        let present = Ok(PutOutcome::AlreadyPresent { local_path: None });
         if first.len() < PART_SIZE {
             let bytes = first.len() as u64;
             check_len(&self.shown, path, len, bytes)?;
@@ -721,9 +752,7 @@ impl BucketStore {
                 .await
             {
                 Ok(_) => Ok(written(bytes)),
-                Err(object_store::Error::AlreadyExists { .. })
-                | Err(object_store::Error::Precondition { .. }) => present,
-                Err(e) => Err(self.err("put", path, &e)),
+                Err(e) => self.refused_write(path, &key, replace, &e).await,
             };
         }
         let (tmp, total) = self.upload_parts(path, first, src, len).await?;
@@ -733,14 +762,39 @@ impl BucketStore {
             self.inner.copy_if_not_exists(&tmp, &key).await
         };
         if let Err(e) = self.inner.delete(&tmp).await {
-            tracing::warn!(store = %self.shown, key = %tmp, error = %chain(&e), "could not delete a finished upload");
+            tracing::warn!(store = %self.shown, key = %tmp, error = %self.redacted(&e), "could not delete a finished upload");
         }
         match copied {
             Ok(()) => Ok(written(total)),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => present,
-            Err(e) => Err(self.err("put", path, &e)),
+            Err(e) => self.refused_write(path, &key, replace, &e).await,
         }
+    }
+
+    /// A write the server refused. A conditional create refused because the key exists
+    /// (412, or 409 from stores that say so) is [`PutOutcome::AlreadyPresent`] — once a HEAD
+    /// confirms the object is there: S3 also answers 409 `ConditionalRequestConflict` to
+    /// concurrent conditional writes, and Azure 409 for other states, with no object behind
+    /// them. Anything else, and any refusal of a replace, is an error.
+    async fn refused_write(
+        &self,
+        path: &RelPath,
+        key: &Key,
+        replace: bool,
+        e: &object_store::Error,
+    ) -> Result<PutOutcome, StoreError> {
+        let conflict = matches!(
+            e,
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+        );
+        if conflict && !replace && self.inner.head(key).await.is_ok() {
+            return Ok(PutOutcome::AlreadyPresent { local_path: None });
+        }
+        let mut se = self.err(if replace { "replace" } else { "put" }, path, e);
+        if conflict {
+            se.kind = StoreErrorKind::Io;
+            se.detail = format!("a concurrent write conflicted (try again): {}", se.detail);
+        }
+        Err(se)
     }
 }
 
@@ -862,12 +916,21 @@ fn s3(
                 "s3.endpoint `{ep}`: plain http:// only to this machine (set s3.allow_http = true to allow it elsewhere)"
             ));
         }
+        // The crate sends virtual-hosted requests to the endpoint as given: the bucket must
+        // be in its host name then.
+        let virtual_hosted = !s.path_style.unwrap_or(true);
+        let ep = if virtual_hosted {
+            bucket_endpoint(ep, bucket)?
+        } else {
+            ep.clone()
+        };
         b = b
             .with_endpoint(ep)
             .with_allow_http(true)
-            .with_virtual_hosted_style_request(!s.path_style.unwrap_or(true));
-    } else if s.path_style == Some(true) {
-        b = b.with_virtual_hosted_style_request(false);
+            .with_virtual_hosted_style_request(virtual_hosted);
+    } else {
+        // AWS: virtual-hosted unless asked otherwise (AWS's recommendation).
+        b = b.with_virtual_hosted_style_request(!s.path_style.unwrap_or(false));
     }
     if let Some(id) = &s.access_key_id {
         b = b
@@ -878,6 +941,20 @@ fn s3(
         }
     }
     b.build().map_err(|e| chain(&e))
+}
+
+/// `https://minio.corp:9000` → `https://<bucket>.minio.corp:9000`, for virtual-hosted requests
+/// to a custom endpoint.
+fn bucket_endpoint(endpoint: &str, bucket: &str) -> Result<String, String> {
+    let mut u =
+        reqwest::Url::parse(endpoint).map_err(|e| format!("s3.endpoint `{endpoint}`: {e}"))?;
+    let host = u
+        .host_str()
+        .ok_or_else(|| format!("s3.endpoint `{endpoint}` has no host"))?
+        .to_string();
+    u.set_host(Some(&format!("{bucket}.{host}")))
+        .map_err(|e| format!("s3.endpoint `{endpoint}` with bucket `{bucket}`: {e}"))?;
+    Ok(u.as_str().trim_end_matches('/').to_string())
 }
 
 fn azure(
@@ -971,7 +1048,8 @@ impl Store for BucketStore {
         if self.find("put", path).await?.is_some() {
             return Ok(PutOutcome::AlreadyPresent { local_path: None });
         }
-        self.write(path, src, len, false).await
+        self.write(path, self.key(path.components()), src, len, false)
+            .await
     }
 
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
@@ -985,16 +1063,20 @@ impl Store for BucketStore {
         })
     }
 
-    /// A plain PUT over the bad object (or a copy over it from the finished upload): the old
-    /// object stays whole until the new one replaces it.
+    /// A plain PUT over the bad object (or a copy over it from the finished upload), under
+    /// whichever spelling it was found: the old object stays whole until the new one
+    /// replaces it.
     async fn replace(
         &self,
         path: &RelPath,
         src: &mut (dyn AsyncRead + Send + Unpin),
         len: Option<u64>,
     ) -> Result<PutOutcome, StoreError> {
-        self.check("replace", path).await?;
-        self.write(path, src, len, true).await
+        let key = match self.find("replace", path).await? {
+            Some((key, _)) => key,
+            None => self.key(path.components()),
+        };
+        self.write(path, key, src, len, true).await
     }
 }
 
@@ -1118,6 +1200,19 @@ mod tests {
         );
         assert_eq!(cfg.s3.secret_access_key.as_deref(), Some("m"));
         assert_eq!(cfg.s3.region.as_deref(), Some("ap-south-1"));
+    }
+
+    #[test]
+    fn virtual_hosted_endpoints_carry_the_bucket() {
+        assert_eq!(
+            bucket_endpoint("https://minio.corp:9000", "symbols").unwrap(),
+            "https://symbols.minio.corp:9000"
+        );
+        assert_eq!(
+            bucket_endpoint("https://s3.example/", "b").unwrap(),
+            "https://b.s3.example"
+        );
+        assert!(bucket_endpoint("not a url", "b").is_err());
     }
 
     #[test]
